@@ -1,4 +1,135 @@
 #!/usr/bin/env node
-// Entry point of the `datakey` command; subcommands are added as the parts land.
-console.error('datakey: no subcommands yet');
-process.exitCode = 2;
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { parseArgs } from 'node:util';
+import { credentialsFromEnv, serveKms, type KmsService } from './kms-api/serve';
+
+const USAGE = `Usage: datakey <command> [options]
+
+Commands:
+  kms serve --listen HOST:PORT --data-dir DIR [--tls-cert F --tls-key F] [--rate-limit N]
+      Serve the Alibaba-compatible KMS API. Credentials of the one account come from
+      DATAKEY_ACCESS_KEY_ID and DATAKEY_ACCESS_KEY_SECRET. --rate-limit is calls per
+      second per account per operation (default 750, 0 = unlimited).
+  dev [--listen HOST:PORT] [--data-dir DIR]
+      Run the product locally on its embedded defaults (KMS API on 127.0.0.1:18080,
+      state in ./.datakey-dev, a generated development credential).
+`;
+
+class UsageError extends Error {}
+
+function parseListen(value: string | undefined): { host: string; port: number } {
+  const match = value ? /^(\[[^\]]+\]|[^:]+):(\d{1,5})$/.exec(value) : null;
+  const port = match ? Number(match[2]) : NaN;
+  if (!match || port > 65535)
+    throw new UsageError('--listen must be HOST:PORT, e.g. 127.0.0.1:8080');
+  return { host: match[1].replace(/^\[|\]$/g, ''), port };
+}
+
+function parseRateLimit(value: string | undefined): number {
+  if (value === undefined) return 750;
+  if (!/^\d{1,9}$/.test(value))
+    throw new UsageError('--rate-limit must be a whole number (0 = unlimited)');
+  return Number(value);
+}
+
+async function kmsServe(args: string[]): Promise<KmsService> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      listen: { type: 'string' },
+      'data-dir': { type: 'string' },
+      'tls-cert': { type: 'string' },
+      'tls-key': { type: 'string' },
+      'rate-limit': { type: 'string' },
+    },
+    strict: true,
+  });
+  if (!values['data-dir']) throw new UsageError('--data-dir is required');
+  if (Boolean(values['tls-cert']) !== Boolean(values['tls-key'])) {
+    throw new UsageError('--tls-cert and --tls-key go together');
+  }
+  return serveKms({
+    ...parseListen(values.listen),
+    dataDir: values['data-dir'],
+    credentials: credentialsFromEnv(),
+    rateLimit: parseRateLimit(values['rate-limit']),
+    tlsCertFile: values['tls-cert'],
+    tlsKeyFile: values['tls-key'],
+  });
+}
+
+/** Local run on embedded defaults: a development credential is generated once and kept 0600. */
+async function dev(args: string[]): Promise<KmsService> {
+  const { values } = parseArgs({
+    args,
+    options: { listen: { type: 'string' }, 'data-dir': { type: 'string' } },
+    strict: true,
+  });
+  const dataDir = path.resolve(values['data-dir'] ?? '.datakey-dev');
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  const credentialFile = path.join(dataDir, 'credentials.env');
+  if (!process.env.DATAKEY_ACCESS_KEY_ID && !existsSync(credentialFile)) {
+    const id = `dev-${randomBytes(6).toString('hex')}`;
+    const secret = randomBytes(24).toString('base64url');
+    writeFileSync(
+      credentialFile,
+      `DATAKEY_ACCESS_KEY_ID=${id}\nDATAKEY_ACCESS_KEY_SECRET=${secret}\n`,
+      { mode: 0o600 },
+    );
+  }
+  const fromFile = existsSync(credentialFile)
+    ? Object.fromEntries(
+        readFileSync(credentialFile, 'utf8')
+          .split('\n')
+          .filter((l) => l.includes('='))
+          .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
+      )
+    : {};
+  const credentials = credentialsFromEnv({ ...fromFile, ...process.env });
+  const service = await serveKms({
+    ...parseListen(values.listen ?? '127.0.0.1:18080'),
+    dataDir: path.join(dataDir, 'kms'),
+    credentials,
+    rateLimit: 750,
+  });
+  console.log(
+    `datakey dev: KMS API at ${service.url} (region cn-hangzhou, API version 2016-01-20)\n` +
+      `  access key id ${credentials.accessKeyId}; the secret is in ${credentialFile}\n` +
+      '  Ctrl-C stops it; state is kept for the next run.',
+  );
+  return service;
+}
+
+async function main(argv: string[]): Promise<void> {
+  const [command, sub, ...rest] = argv;
+  let service: KmsService;
+  if (command === 'kms' && sub === 'serve') service = await kmsServe(rest);
+  else if (command === 'dev') service = await dev(sub === undefined ? [] : [sub, ...rest]);
+  else if (command === undefined || command === '--help' || command === 'help') {
+    process.stdout.write(USAGE);
+    return;
+  } else throw new UsageError(`unknown command: ${argv.join(' ')}`);
+
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    service.stop().then(
+      () => process.exit(0),
+      (err: Error) => {
+        console.error(`datakey: error while stopping on ${signal}: ${err.message}`);
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+main(process.argv.slice(2)).catch((err: Error) => {
+  console.error(`datakey: ${err.message}`);
+  if (err instanceof UsageError) console.error(`Run 'datakey --help' for usage.`);
+  process.exit(err instanceof UsageError ? 2 : 1);
+});

@@ -1,0 +1,88 @@
+import * as path from 'node:path';
+import { createLogger, type Logger } from '../common/logger';
+import { KmsCore } from '../kms/core';
+import { FileKeyStore, loadOrCreateRootKey } from '../kms/file-store';
+import { RootKey } from '../kms/root-key';
+import { KmsApi, listen, type Credentials, type RunningServer } from './server';
+
+export interface ServeOptions {
+  host: string;
+  port: number;
+  dataDir: string;
+  credentials: Credentials;
+  rateLimit: number;
+  tlsCertFile?: string;
+  tlsKeyFile?: string;
+  rootKeyFile?: string;
+  logger?: Logger;
+  maintenanceIntervalMs?: number;
+}
+
+export interface KmsService {
+  url: string;
+  core: KmsCore;
+  stop(): Promise<void>;
+}
+
+/** Credentials of the one account, from DATAKEY_ACCESS_KEY_ID / DATAKEY_ACCESS_KEY_SECRET. */
+export function credentialsFromEnv(env: NodeJS.ProcessEnv = process.env): Credentials {
+  const accessKeyId = env.DATAKEY_ACCESS_KEY_ID ?? '';
+  const accessKeySecret = env.DATAKEY_ACCESS_KEY_SECRET ?? '';
+  const missing = [
+    !accessKeyId && 'DATAKEY_ACCESS_KEY_ID',
+    !accessKeySecret && 'DATAKEY_ACCESS_KEY_SECRET',
+  ].filter(Boolean);
+  if (missing.length > 0) {
+    throw new Error(`missing credentials: set ${missing.join(' and ')} in the environment`);
+  }
+  return { accessKeyId, accessKeySecret };
+}
+
+/** Opens the file-backed core in `dataDir` and serves the KMS API over it. */
+export async function serveKms(options: ServeOptions): Promise<KmsService> {
+  const logger = options.logger ?? createLogger('kms-api');
+  const store = await FileKeyStore.open(options.dataDir);
+  let core: KmsCore | undefined;
+  try {
+    const rootKeyFile = options.rootKeyFile ?? path.join(options.dataDir, 'root.key');
+    const rootKey = new RootKey(await loadOrCreateRootKey(rootKeyFile));
+    core = await KmsCore.open({ store, rootKey });
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
+  const openedCore = core;
+  const api = new KmsApi({
+    core: openedCore,
+    credentials: options.credentials,
+    logger,
+    rateLimit: options.rateLimit,
+  });
+  let running: RunningServer;
+  try {
+    running = await listen(api, options);
+  } catch (err) {
+    await openedCore.close();
+    throw err;
+  }
+  const maintenance = setInterval(() => {
+    openedCore.runMaintenance().then(
+      ({ rotated, deleted }) => {
+        if (rotated.length || deleted.length) logger.info({ rotated, deleted }, 'key maintenance');
+      },
+      (err: Error) => logger.error({ err: err.message }, 'key maintenance failed'),
+    );
+  }, options.maintenanceIntervalMs ?? 10_000);
+  maintenance.unref();
+  logger.info({ url: running.url, dataDir: path.resolve(options.dataDir) }, 'kms api listening');
+  return {
+    url: running.url,
+    core: openedCore,
+    async stop() {
+      clearInterval(maintenance);
+      await running.close();
+      await openedCore.close();
+      logger.info('kms api stopped');
+    },
+  };
+}

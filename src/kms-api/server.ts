@@ -1,0 +1,320 @@
+import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import * as http from 'node:http';
+import * as https from 'node:https';
+import type { AddressInfo } from 'node:net';
+import type { Logger } from '../common/logger';
+import type { KmsCore } from '../kms/core';
+import { KmsError } from '../kms/errors';
+import { RateLimiter } from '../kms/rate-limit';
+import { ACTIONS, type ActionContext } from './actions';
+import { NonceCache } from './nonce-cache';
+import { Params } from './params';
+import { signatureMatches, signatureV1 } from './signature';
+import { toXml } from './xml';
+
+export const API_VERSION = '2016-01-20';
+export const MAX_BODY_BYTES = 64 * 1024;
+export const TIMESTAMP_WINDOW_MS = 15 * 60 * 1000;
+const TIMESTAMP = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(\.\d{1,3})?Z$/;
+
+export interface Credentials {
+  accessKeyId: string;
+  accessKeySecret: string;
+}
+
+export interface KmsApiOptions {
+  core: KmsCore;
+  credentials: Credentials;
+  logger: Logger;
+  /** Calls per second per account per operation; 0 = unlimited. */
+  rateLimit: number;
+  defaultRegionId?: string;
+  nowMs?: () => number;
+}
+
+interface Reply {
+  status: number;
+  root: string;
+  body: Record<string, unknown>;
+  xml: boolean;
+  code?: string;
+  keyId?: string;
+  action?: string;
+}
+
+/** The request handler of the Alibaba-compatible RPC API over a KMS core. */
+export class KmsApi {
+  private readonly limiter: RateLimiter;
+  private readonly nonces = new NonceCache(2 * TIMESTAMP_WINDOW_MS + 60_000);
+  private readonly nowMs: () => number;
+  private readonly accountId: string;
+
+  constructor(private readonly options: KmsApiOptions) {
+    this.limiter = new RateLimiter(options.rateLimit);
+    this.nowMs = options.nowMs ?? Date.now;
+    this.accountId = accountIdOf(options.credentials.accessKeyId);
+  }
+
+  readonly handle = (req: http.IncomingMessage, res: http.ServerResponse): void => {
+    const started = performance.now();
+    const requestId = randomUUID();
+    readBody(req, MAX_BODY_BYTES).then(
+      async (body) => this.send(res, requestId, started, await this.reply(req, body)),
+      (err: KmsError) => this.send(res, requestId, started, errorReply(err, false)),
+    );
+  };
+
+  private async reply(req: http.IncomingMessage, body: string): Promise<Reply> {
+    let xml = false;
+    let action: string | undefined;
+    try {
+      if (req.method !== 'GET' && req.method !== 'POST') {
+        throw new KmsError(405, 'UnsupportedHTTPMethod', 'Only GET and POST are supported.');
+      }
+      const params = Params.merge([queryOf(req.url ?? '/'), formBodyOf(req, body)]);
+      xml = formatOf(params) === 'XML';
+      action = params.required('Action');
+      this.authenticate(req.method, params);
+      const handler = Object.hasOwn(ACTIONS, action) ? ACTIONS[action] : undefined;
+      if (!handler) {
+        throw new KmsError(404, 'InvalidAction.NotFound', 'Specified api is not found.');
+      }
+      this.limiter.take(this.options.credentials.accessKeyId, action);
+      const result = await handler(params, this.contextOf(params));
+      return {
+        status: 200,
+        root: `${action}Response`,
+        body: result.body,
+        xml,
+        keyId: result.keyId,
+        action,
+      };
+    } catch (err) {
+      return { ...errorReply(err, xml), action };
+    }
+  }
+
+  private authenticate(method: string, params: Params): void {
+    const version = params.required('Version');
+    if (version !== API_VERSION) {
+      throw new KmsError(400, 'InvalidVersion', 'Specified parameter Version is not valid.');
+    }
+    const accessKeyId = params.required('AccessKeyId');
+    if (accessKeyId !== this.options.credentials.accessKeyId) {
+      throw new KmsError(404, 'InvalidAccessKeyId.NotFound', 'Specified access key is not found.');
+    }
+    if (params.optional('SignatureMethod') !== 'HMAC-SHA1') {
+      throw new KmsError(400, 'IncompleteSignature', 'SignatureMethod must be HMAC-SHA1.');
+    }
+    if (params.optional('SignatureVersion') !== '1.0') {
+      throw new KmsError(400, 'IncompleteSignature', 'SignatureVersion must be 1.0.');
+    }
+    const signature = params.optional('Signature');
+    if (!signature)
+      throw new KmsError(400, 'IncompleteSignature', 'The request signature is missing.');
+    this.checkTimestamp(params.required('Timestamp'));
+    const nonce = params.required('SignatureNonce');
+    const expected = signatureV1(method, params.all, this.options.credentials.accessKeySecret);
+    if (!signatureMatches(expected, signature)) {
+      throw new KmsError(
+        400,
+        'SignatureDoesNotMatch',
+        'Specified signature is not matched with our calculation.',
+      );
+    }
+    // Only signed requests reach the nonce cache, so unsigned noise cannot fill it.
+    if (!this.nonces.add(`${accessKeyId}\u0000${nonce}`, this.nowMs())) {
+      throw new KmsError(400, 'SignatureNonceUsed', 'Specified signature nonce was used already.');
+    }
+  }
+
+  private checkTimestamp(value: string): void {
+    const match = TIMESTAMP.exec(value);
+    const at = match ? Date.parse(value) : NaN;
+    if (Number.isNaN(at)) {
+      throw new KmsError(400, 'InvalidTimeStamp.Format', 'Specified time stamp is not valid.');
+    }
+    if (Math.abs(this.nowMs() - at) > TIMESTAMP_WINDOW_MS) {
+      throw new KmsError(
+        400,
+        'IllegalTimestamp',
+        'The input parameter Timestamp is not within 15 minutes of the server time.',
+      );
+    }
+  }
+
+  private contextOf(params: Params): ActionContext {
+    const region = params.optional('RegionId');
+    return {
+      core: this.options.core,
+      regionId:
+        region && /^[a-z0-9-]{1,64}$/.test(region)
+          ? region
+          : (this.options.defaultRegionId ?? 'cn-hangzhou'),
+      accountId: this.accountId,
+    };
+  }
+
+  private send(res: http.ServerResponse, requestId: string, started: number, reply: Reply): void {
+    const body = { RequestId: requestId, ...reply.body };
+    const text = reply.xml ? toXml(reply.root, body) : JSON.stringify(body);
+    res.writeHead(reply.status, {
+      'content-type': reply.xml
+        ? 'application/xml;charset=utf-8'
+        : 'application/json;charset=utf-8',
+      'content-length': Buffer.byteLength(text),
+      'x-acs-request-id': requestId,
+    });
+    res.end(text);
+    this.options.logger.info(
+      {
+        requestId,
+        action: reply.action,
+        keyId: reply.keyId,
+        status: reply.status,
+        code: reply.code,
+        ms: Math.round((performance.now() - started) * 100) / 100,
+      },
+      'kms request',
+    );
+  }
+}
+
+function errorReply(err: unknown, xml: boolean): Reply {
+  const error =
+    err instanceof KmsError
+      ? err
+      : new KmsError(
+          500,
+          'InternalFailure',
+          'The request processing has failed due to some unknown error.',
+        );
+  return {
+    status: error.httpStatus,
+    root: 'Error',
+    body: { HostId: 'kms.datakey.local', Code: error.code, Message: error.message },
+    xml,
+    code: error.code,
+  };
+}
+
+function formatOf(params: Params): 'JSON' | 'XML' {
+  const format = (params.optional('Format') ?? 'JSON').toUpperCase();
+  if (format !== 'JSON' && format !== 'XML') {
+    throw new KmsError(400, 'InvalidParameter', 'The specified parameter Format is not valid.');
+  }
+  return format;
+}
+
+function queryOf(url: string): string {
+  const at = url.indexOf('?');
+  return at < 0 ? '' : url.slice(at + 1);
+}
+
+function formBodyOf(req: http.IncomingMessage, body: string): string {
+  if (body === '') return '';
+  const type = (req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
+  if (type !== 'application/x-www-form-urlencoded') {
+    throw new KmsError(
+      415,
+      'UnsupportedMediaType',
+      'A request body must be application/x-www-form-urlencoded.',
+    );
+  }
+  return body;
+}
+
+function readBody(req: http.IncomingMessage, limit: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const declared = Number(req.headers['content-length'] ?? 0);
+    if (declared > limit) {
+      req.resume();
+      reject(tooLarge(limit));
+      return;
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) {
+        req.removeAllListeners('data');
+        req.resume();
+        reject(tooLarge(limit));
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    req.on('error', () => reject(new KmsError(400, 'InvalidRequest', 'The request body was cut.')));
+  });
+}
+
+const tooLarge = (limit: number) =>
+  new KmsError(413, 'RequestTooLarge', `The request body exceeds ${limit} bytes.`);
+
+/** A stable, numeric account id derived from the access key id, echoed in ARNs. */
+export function accountIdOf(accessKeyId: string): string {
+  let hash = 0n;
+  for (const c of Buffer.from(accessKeyId, 'utf8')) hash = (hash * 131n + BigInt(c)) % 10n ** 16n;
+  return hash.toString().padStart(16, '1');
+}
+
+export interface ListenOptions {
+  host: string;
+  port: number;
+  tlsCertFile?: string;
+  tlsKeyFile?: string;
+}
+
+export interface RunningServer {
+  server: http.Server;
+  url: string;
+  close(timeoutMs?: number): Promise<void>;
+}
+
+/** Serves `api` over HTTP, or HTTPS when a certificate and key are given. */
+export function listen(api: KmsApi, options: ListenOptions): Promise<RunningServer> {
+  const serverOptions = {
+    maxHeaderSize: 64 * 1024,
+    keepAliveTimeout: 30_000,
+    requestTimeout: 30_000,
+  };
+  const server =
+    options.tlsCertFile && options.tlsKeyFile
+      ? https.createServer(
+          {
+            ...serverOptions,
+            cert: readFileSync(options.tlsCertFile),
+            key: readFileSync(options.tlsKeyFile),
+          },
+          api.handle,
+        )
+      : http.createServer(serverOptions, api.handle);
+  const scheme = server instanceof https.Server ? 'https' : 'http';
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port, options.host, () => {
+      server.off('error', reject);
+      const { address, port } = server.address() as AddressInfo;
+      const host = address.includes(':') ? `[${address}]` : address;
+      resolve({
+        server,
+        url: `${scheme}://${host}:${port}`,
+        close: (t) => closeGracefully(server, t),
+      });
+    });
+  });
+}
+
+/** Stops accepting, lets in-flight requests finish, then drops idle keep-alive sockets. */
+function closeGracefully(server: http.Server, timeoutMs = 10_000): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => server.closeAllConnections(), timeoutMs);
+    server.close(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+    server.closeIdleConnections();
+  });
+}

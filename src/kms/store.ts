@@ -1,0 +1,39 @@
+import type { StoredAlias, StoredKey } from './model';
+
+/**
+ * Where the core persists keys and aliases. Every mutation is one record write,
+ * acknowledged only once it is durable. Stores never see unwrapped key material.
+ */
+export interface KeyStore {
+  load(): Promise<{ keys: StoredKey[]; aliases: StoredAlias[] }>;
+  putKey(key: StoredKey): Promise<void>;
+  deleteKey(keyId: string): Promise<void>;
+  putAlias(alias: StoredAlias): Promise<void>;
+  deleteAlias(aliasName: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+export class MemoryKeyStore implements KeyStore {
+  private readonly keys = new Map<string, StoredKey>();
+  private readonly aliases = new Map<string, StoredAlias>();
+
+  async load(): Promise<{ keys: StoredKey[]; aliases: StoredAlias[] }> {
+    return {
+      keys: [...this.keys.values()].map((k) => structuredClone(k)),
+      aliases: [...this.aliases.values()].map((a) => structuredClone(a)),
+    };
+  }
+  async putKey(key: StoredKey): Promise<void> {
+    this.keys.set(key.keyId, structuredClone(key));
+  }
+  async deleteKey(keyId: string): Promise<void> {
+    this.keys.delete(keyId);
+  }
+  async putAlias(alias: StoredAlias): Promise<void> {
+    this.aliases.set(alias.aliasName, structuredClone(alias));
+  }
+  async deleteAlias(aliasName: string): Promise<void> {
+    this.aliases.delete(aliasName);
+  }
+  async close(): Promise<void> {}
+}
