@@ -1,4 +1,4 @@
-import { KmsError } from '../kms/errors';
+import { throttled } from '../kms/errors';
 
 /**
  * Remembers signature nonces for `retentionMs`, in one-minute buckets so that
@@ -19,11 +19,7 @@ export class NonceCache {
     this.expire(nowMs);
     if (this.seen.has(nonce)) return false;
     if (this.seen.size >= this.maxEntries) {
-      throw new KmsError(
-        429,
-        'Rejected.Throttling',
-        'Request was denied due to request throttling.',
-      );
+      throw throttled();
     }
     this.seen.add(nonce);
     const minute = Math.floor(nowMs / 60_000);
