@@ -1,0 +1,88 @@
+/** TypeScript shapes of the kms.datakey.io/v1alpha1 resources (schemas in crds.ts). */
+
+export const GROUP = 'kms.datakey.io';
+export const VERSION = 'v1alpha1';
+export const API_VERSION = `${GROUP}/${VERSION}`;
+
+export const ANNOTATION_ROTATE = `${GROUP}/rotate`;
+export const LABEL_DATAKEY = `${GROUP}/datakey`;
+export const SECRET_TYPE = `${GROUP}/datakey`;
+
+export interface Condition {
+  type: string;
+  status: 'True' | 'False' | 'Unknown';
+  reason: string;
+  message: string;
+  lastTransitionTime: string;
+  observedGeneration?: number;
+}
+
+export interface ObjectMeta {
+  name: string;
+  namespace?: string;
+  uid?: string;
+  generation?: number;
+  resourceVersion?: string;
+  annotations?: Record<string, string>;
+  labels?: Record<string, string>;
+  finalizers?: string[];
+  deletionTimestamp?: string;
+  creationTimestamp?: string;
+}
+
+export interface MasterKeySpec {
+  description?: string;
+  keySpec?: 'Aliyun_AES_256' | 'Aliyun_AES_128';
+  enabled?: boolean;
+  aliases?: string[];
+  rotation?: { automatic?: boolean; interval?: string };
+}
+
+export interface MasterKeyStatus {
+  keyId?: string;
+  primaryKeyVersion?: string;
+  keyVersions?: { keyVersionId: string; creationDate: string }[];
+  lastRotationDate?: string;
+  nextRotationDate?: string;
+  /** The last `kms.datakey.io/rotate` value acted on: one rotation per distinct value. */
+  rotateAnnotationSeen?: string;
+  observedGeneration?: number;
+  conditions?: Condition[];
+}
+
+export interface MasterKey {
+  apiVersion: typeof API_VERSION;
+  kind: 'MasterKey';
+  metadata: ObjectMeta;
+  spec: MasterKeySpec;
+  status?: MasterKeyStatus;
+}
+
+export interface DataKeySpec {
+  masterKeyRef: { name: string };
+  keySpec?: 'AES_256' | 'AES_128';
+  numberOfBytes?: number;
+  encryptionContext?: Record<string, string>;
+  secretName?: string;
+}
+
+export type Flow = 'Standard' | 'Advance';
+
+export interface DataKeyStatus {
+  keyId?: string;
+  keyVersionId?: string;
+  flow?: Flow;
+  secretName?: string;
+  /** Second copy of the (non-secret) ciphertext, so a lost Secret is restored with the same key. */
+  ciphertextBlob?: string;
+  observedGeneration?: number;
+  conditions?: Condition[];
+}
+
+export interface DataKey {
+  apiVersion: typeof API_VERSION;
+  kind: 'DataKey';
+  metadata: ObjectMeta;
+  spec: DataKeySpec;
+  status?: DataKeyStatus;
+}
