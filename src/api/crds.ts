@@ -146,6 +146,12 @@ const dataKeySchema: Schema = {
           type: 'object',
           maxProperties: 64,
           additionalProperties: str({ maxLength: 1024 }),
+          'x-kubernetes-validations': [
+            {
+              rule: "self.all(k, !k.startsWith('kms.datakey.io/'))",
+              message: 'keys starting with kms.datakey.io/ are reserved for the identity binding',
+            },
+          ],
         },
         secretName: str({
           minLength: 1,
