@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import * as https from 'node:https';
 import * as path from 'node:path';
 import { makeTempDir, runCli, startKms, type KmsProcess } from '../helpers/kms-process';
-import { kmsTimestamp, signedRequest, type RawResponse } from '../helpers/raw-request';
+import { kmsTimestamp, rawRequest, signedRequest, type RawResponse } from '../helpers/raw-request';
 
 /**
  * Black-box conformance: `datakey kms serve` as a child process, driven by the
@@ -1132,6 +1132,27 @@ describe('official SDKs against `datakey kms serve`', () => {
         expect(res.headers['content-type']).toMatch(/^application\/json/);
         expect(res.headers['x-acs-request-id']).toBe(res.json?.RequestId);
       }
+    });
+    it('requests refused by the HTTP parser still get an Alibaba error body', async () => {
+      const query = `Action=DescribeKey&KeyId=${'k'.repeat(70 * 1024)}`;
+      expectErrorBody(await rawRequest(server.url, { query }), 431, 'RequestHeaderFieldsTooLarge');
+      expectErrorBody(
+        await rawRequest(server.url, {
+          query: 'Action=x',
+          headers: { 'x-big': 'h'.repeat(70 * 1024) },
+        }),
+        431,
+        'RequestHeaderFieldsTooLarge',
+      );
+      expectErrorBody(await rawRequest(server.url, { method: 'FOO' }), 400, 'InvalidRequest');
+      expectErrorBody(
+        await rawRequest(server.url, { query: 'Action=DescribeKey&KeyId=\u00ff\u00fe' }),
+        400,
+        'InvalidRequest',
+      );
+      // The server is still serving afterwards.
+      const after = await signedRequest(server.url, server, 'ListKeys', {});
+      expect(after.status).toBe(200);
     });
   });
 
