@@ -64,7 +64,8 @@ export function checkEncryptionContext(name: string, value: unknown): Encryption
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     throw invalidParameter(name, 'It must be a JSON object of string values.');
   }
-  const context: EncryptionContext = {};
+  // No prototype: a key named __proto__ must be stored, not swallowed as a prototype setter.
+  const context: EncryptionContext = Object.create(null);
   for (const [k, v] of Object.entries(value)) {
     if (typeof v !== 'string' || k === '') {
       throw invalidParameter(name, 'It must be a JSON object of string values.');

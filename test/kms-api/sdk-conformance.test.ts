@@ -659,6 +659,38 @@ describe('official SDKs against `datakey kms serve`', () => {
       }
     });
 
+    it('every EncryptionContext key is bound, even __proto__', async () => {
+      for (const json of ['{"__proto__":"x"}', '{"constructor":"y"}']) {
+        const made = await pop.request<Json>('GenerateDataKey', {
+          KeyId: keyId,
+          EncryptionContext: json,
+        });
+        // The same context opens it, JSON or flattened...
+        const opened = await pop.request<Json>('Decrypt', {
+          CiphertextBlob: made.CiphertextBlob,
+          EncryptionContext: json,
+        });
+        expect(opened.Plaintext).toBe(made.Plaintext);
+        // ...but no context (or another one) does not.
+        await expectPopError(
+          pop.request('Decrypt', { CiphertextBlob: made.CiphertextBlob }),
+          'InvalidParameter',
+          400,
+          'CiphertextBlob',
+        );
+      }
+      // Flattened (kms20160120 style) __proto__ is bound too.
+      const flat = await signedRequest(server.url, server, 'GenerateDataKey', {
+        KeyId: keyId,
+        'EncryptionContext.__proto__': 'x',
+      });
+      expect(flat.status).toBe(200);
+      const unbound = await signedRequest(server.url, server, 'Decrypt', {
+        CiphertextBlob: flat.json?.CiphertextBlob as string,
+      });
+      expectErrorBody(unbound, 400, 'InvalidParameter');
+    });
+
     it('GenerateDataKeyWithoutPlaintext returns no Plaintext; Decrypt recovers the key', async () => {
       const r = await kms.generateDataKeyWithoutPlaintext(
         new $Kms.GenerateDataKeyWithoutPlaintextRequest({
