@@ -83,7 +83,8 @@ export function canonicalEncryptionContext(context: EncryptionContext | undefine
   if (!context) return '';
   const keys = Object.keys(context).sort();
   if (keys.length === 0) return '';
-  return JSON.stringify(Object.fromEntries(keys.map((k) => [k, context[k]])));
+  // Built by hand: a JS object would list integer-like keys ("2", "10") first, numerically.
+  return `{${keys.map((k) => `${JSON.stringify(k)}:${JSON.stringify(context[k])}`).join(',')}}`;
 }
 
 export function checkAliasName(name: string, value: string): string {

@@ -659,8 +659,8 @@ describe('official SDKs against `datakey kms serve`', () => {
       }
     });
 
-    it('every EncryptionContext key is bound, even __proto__', async () => {
-      for (const json of ['{"__proto__":"x"}', '{"constructor":"y"}']) {
+    it('every EncryptionContext key is bound, even __proto__ and integer-like keys', async () => {
+      for (const json of ['{"__proto__":"x"}', '{"constructor":"y"}', '{"10":"a","2":"b"}']) {
         const made = await pop.request<Json>('GenerateDataKey', {
           KeyId: keyId,
           EncryptionContext: json,
@@ -689,6 +689,17 @@ describe('official SDKs against `datakey kms serve`', () => {
         CiphertextBlob: flat.json?.CiphertextBlob as string,
       });
       expectErrorBody(unbound, 400, 'InvalidParameter');
+      // The canonical form sorts keys as strings ("10" before "2"), so a client that
+      // sorts keys itself can pass it as Aad to AdvanceDecrypt.
+      const numeric = await pop.request<Json>('GenerateDataKey', {
+        KeyId: keyId,
+        EncryptionContext: '{"2":"b","10":"a"}',
+      });
+      const viaAad = await call('AdvanceDecrypt', {
+        CiphertextBlob: numeric.CiphertextBlob,
+        Aad: b64(Buffer.from('{"10":"a","2":"b"}')),
+      });
+      expect(viaAad.Plaintext).toBe(numeric.Plaintext);
     });
 
     it('GenerateDataKeyWithoutPlaintext returns no Plaintext; Decrypt recovers the key', async () => {
