@@ -82,7 +82,7 @@ export class Params {
   encryptionContext(name: string): EncryptionContext | undefined {
     const json = this.all.get(name);
     const prefix = `${name}.`;
-    const flattened: Record<string, string> = {};
+    const flattened: Record<string, string> = Object.create(null);
     let hasFlattened = false;
     for (const [key, value] of this.all) {
       if (key.startsWith(prefix)) {

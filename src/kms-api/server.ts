@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import * as http from 'node:http';
 import * as https from 'node:https';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { Logger } from '../common/logger';
 import type { KmsCore } from '../kms/core';
 import { KmsError } from '../kms/errors';
@@ -14,6 +15,7 @@ import { signatureMatches, signatureV1 } from './signature';
 import { toXml } from './xml';
 
 export const API_VERSION = '2016-01-20';
+const HOST_ID = 'kms.datakey.local';
 export const MAX_BODY_BYTES = 64 * 1024;
 export const TIMESTAMP_WINDOW_MS = 15 * 60 * 1000;
 const TIMESTAMP = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(\.\d{1,3})?Z$/;
@@ -193,7 +195,7 @@ function errorReply(err: unknown, xml: boolean): Reply {
   return {
     status: error.httpStatus,
     root: 'Error',
-    body: { HostId: 'kms.datakey.local', Code: error.code, Message: error.message },
+    body: { HostId: HOST_ID, Code: error.code, Message: error.message },
     xml,
     code: error.code,
   };
@@ -291,6 +293,7 @@ export function listen(api: KmsApi, options: ListenOptions): Promise<RunningServ
           api.handle,
         )
       : http.createServer(serverOptions, api.handle);
+  server.on('clientError', answerClientError);
   const scheme = server instanceof https.Server ? 'https' : 'http';
   return new Promise((resolve, reject) => {
     server.once('error', reject);
@@ -305,6 +308,39 @@ export function listen(api: KmsApi, options: ListenOptions): Promise<RunningServ
       });
     });
   });
+}
+
+/**
+ * Requests that Node's HTTP parser refuses before they reach the handler (headers
+ * or URL over the size limit, bytes not allowed in the request line, unknown
+ * methods, timeouts) still get an Alibaba error body, not Node's bare default.
+ */
+function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+  if (err.code === 'ECONNRESET' || !socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const [status, code, message] =
+    err.code === 'HPE_HEADER_OVERFLOW'
+      ? [431, 'RequestHeaderFieldsTooLarge', 'The request line or headers exceed 64 KiB.']
+      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? [408, 'RequestTimeout', 'The request was not received in time.']
+        : [400, 'InvalidRequest', 'The request is not a well-formed HTTP request.'];
+  const requestId = randomUUID();
+  const body = JSON.stringify({
+    RequestId: requestId,
+    HostId: HOST_ID,
+    Code: code,
+    Message: message,
+  });
+  socket.end(
+    `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\n` +
+      'content-type: application/json;charset=utf-8\r\n' +
+      `content-length: ${Buffer.byteLength(body)}\r\n` +
+      `x-acs-request-id: ${requestId}\r\n` +
+      'connection: close\r\n\r\n' +
+      body,
+  );
 }
 
 /** Stops accepting, lets in-flight requests finish, then drops idle keep-alive sockets. */

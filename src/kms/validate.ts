@@ -64,7 +64,8 @@ export function checkEncryptionContext(name: string, value: unknown): Encryption
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     throw invalidParameter(name, 'It must be a JSON object of string values.');
   }
-  const context: EncryptionContext = {};
+  // No prototype: a key named __proto__ must be stored, not swallowed as a prototype setter.
+  const context: EncryptionContext = Object.create(null);
   for (const [k, v] of Object.entries(value)) {
     if (typeof v !== 'string' || k === '') {
       throw invalidParameter(name, 'It must be a JSON object of string values.');
@@ -82,7 +83,8 @@ export function canonicalEncryptionContext(context: EncryptionContext | undefine
   if (!context) return '';
   const keys = Object.keys(context).sort();
   if (keys.length === 0) return '';
-  return JSON.stringify(Object.fromEntries(keys.map((k) => [k, context[k]])));
+  // Built by hand: a JS object would list integer-like keys ("2", "10") first, numerically.
+  return `{${keys.map((k) => `${JSON.stringify(k)}:${JSON.stringify(context[k])}`).join(',')}}`;
 }
 
 export function checkAliasName(name: string, value: string): string {
