@@ -385,7 +385,7 @@ test('a mutating webhook on 127.0.0.1 mutates a created Pod', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'datakey-webhook-'));
   const webhookName = `harness-${suffix}`;
   const requests: string[] = [];
-  const server = https.createServer();
+  let server: https.Server | undefined;
   try {
     const ca = createCA(dir, 'ca', 'harness-webhook-ca');
     const leaf = createLeaf(dir, 'server', ca, {
@@ -393,7 +393,10 @@ test('a mutating webhook on 127.0.0.1 mutates a created Pod', async () => {
       altNames: ['IP:127.0.0.1'],
       usage: 'server',
     });
-    server.setSecureContext({ cert: fs.readFileSync(leaf.cert), key: fs.readFileSync(leaf.key) });
+    server = https.createServer({
+      cert: fs.readFileSync(leaf.cert),
+      key: fs.readFileSync(leaf.key),
+    });
     server.on('request', (req, res) => {
       let body = '';
       req.on('data', (c: Buffer) => (body += c.toString()));
@@ -425,8 +428,9 @@ test('a mutating webhook on 127.0.0.1 mutates a created Pod', async () => {
         );
       });
     });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    const port = (server.address() as { port: number }).port;
+    const srv = server;
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    const port = (srv.address() as { port: number }).port;
 
     await admission.createMutatingWebhookConfiguration({
       body: {
@@ -483,7 +487,8 @@ test('a mutating webhook on 127.0.0.1 mutates a created Pod', async () => {
     await admission
       .deleteMutatingWebhookConfiguration({ name: webhookName })
       .catch(() => undefined);
-    await new Promise((r) => server.close(r));
+    const srv = server;
+    if (srv) await new Promise((r) => srv.close(r));
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
