@@ -148,13 +148,11 @@ interface Started {
   exited: () => string | undefined;
 }
 
-function startProcess(
-  name: string,
-  binary: string,
-  args: string[],
-  stateDir: string,
-  env: NodeJS.ProcessEnv = process.env,
-): Started {
+function startProcess(name: string, binary: string, args: string[], stateDir: string): Started {
+  // Webhook and etcd traffic is all on loopback: never send it through a proxy.
+  const env = Object.fromEntries(
+    Object.entries(process.env).filter(([k]) => !/^(https?|no|all)_proxy$/i.test(k)),
+  );
   const logFile = path.join(stateDir, 'logs', `${name}.log`);
   const fd = fs.openSync(logFile, 'a');
   const child = spawn(binary, args, {
