@@ -12,13 +12,13 @@ const shared = {
 
 /** @type {import('jest').Config} */
 module.exports = {
+  testTimeout: 30000,
   projects: [
     {
       ...shared,
       displayName: 'unit',
       testMatch: ['<rootDir>/test/**/*.test.ts'],
       testPathIgnorePatterns: ['/node_modules/', '\\.cluster\\.test\\.ts$'],
-      testTimeout: 30000,
     },
     {
       ...shared,
@@ -28,7 +28,8 @@ module.exports = {
       // uses the cluster of a KUBECONFIG the caller supplies; exports KUBECONFIG.
       globalSetup: '<rootDir>/test/cluster/global-setup.ts',
       globalTeardown: '<rootDir>/test/cluster/global-teardown.ts',
-      testTimeout: 180000,
+      // Generous per-test timeout (testTimeout is not a per-project option).
+      setupFilesAfterEnv: ['<rootDir>/test/cluster/timeouts.ts'],
     },
   ],
 };

@@ -18,7 +18,7 @@ export default async function globalSetup(): Promise<void> {
     globalThis.__DATAKEY_DEVCLUSTER__ = { started: false };
     return;
   }
-  process.stderr.write('\n[cluster tests] starting the local control plane\n');
+  process.stderr.write('\n[cluster tests] starting (or reusing) the local control plane\n');
   const r = await up();
   process.env.KUBECONFIG = r.kubeconfig;
   process.env.DATAKEY_LOCAL_CLUSTER = '1';
