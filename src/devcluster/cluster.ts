@@ -453,6 +453,7 @@ export async function down(opts: DownOptions = {}): Promise<void> {
   const stateDir = path.resolve(opts.stateDir ?? defaultStateDir());
   const log = opts.log ?? defaultLog;
   const s = readState(stateDir);
+  if (!s && !fs.existsSync(stateDir)) log(`no control plane state in ${stateDir}: nothing to stop`);
   if (s) {
     for (const p of [...s.processes].reverse()) await stopProcess(p, log);
     if (s.etcdDataDir.startsWith('/dev/shm/')) {
