@@ -1,4 +1,6 @@
+import * as path from 'node:path';
 import { up } from '../../src/devcluster/cluster';
+import { defaultStateDir } from '../../src/devcluster/paths';
 
 declare global {
   var __DATAKEY_DEVCLUSTER__: { started: boolean; stateDir?: string } | undefined;
@@ -16,6 +18,9 @@ export default async function globalSetup(): Promise<void> {
       `\n[cluster tests] using the cluster of KUBECONFIG=${process.env.KUBECONFIG}\n`,
     );
     globalThis.__DATAKEY_DEVCLUSTER__ = { started: false };
+    if (path.resolve(process.env.KUBECONFIG) === path.join(defaultStateDir(), 'kubeconfig')) {
+      process.env.DATAKEY_LOCAL_CLUSTER = '1'; // the one `npm run cluster:up` prints
+    }
     return;
   }
   process.stderr.write('\n[cluster tests] starting (or reusing) the local control plane\n');
