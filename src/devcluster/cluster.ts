@@ -13,6 +13,8 @@ import { createCA, createLeaf, createSigningKey } from './pki';
 const SERVICE_CIDR = '10.0.0.0/24';
 const SERVICE_FIRST_IP = '10.0.0.1';
 const SA_ISSUER = 'https://kubernetes.default.svc.cluster.local';
+/** What a complete control plane runs (sorted). */
+const COMPONENTS = ['etcd', 'kube-apiserver', 'kube-controller-manager'];
 
 interface ProcessRecord {
   name: string;
@@ -226,7 +228,8 @@ function kubeconfigYaml(server: string, ca: string, cert: string, key: string): 
 }
 
 async function healthy(stateDir: string, s: State): Promise<boolean> {
-  if (!s.processes.every(isOurProcess)) return false;
+  const names = s.processes.map((p) => p.name).sort();
+  if (names.join() !== COMPONENTS.join() || !s.processes.every(isOurProcess)) return false;
   const pki = path.join(stateDir, 'pki');
   const tls = {
     ca: path.join(pki, 'ca.crt'),
