@@ -1,0 +1,475 @@
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as https from 'node:https';
+import * as http from 'node:http';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import { ensureBinaries, type BinaryPaths } from './build';
+import { defaultStateDir } from './paths';
+import { createCA, createLeaf, createSigningKey } from './pki';
+
+/** First IP of the service range: the `kubernetes` Service's ClusterIP. */
+const SERVICE_CIDR = '10.0.0.0/24';
+const SERVICE_FIRST_IP = '10.0.0.1';
+const SA_ISSUER = 'https://kubernetes.default.svc.cluster.local';
+/** What a complete control plane runs (sorted). */
+const COMPONENTS = ['etcd', 'kube-apiserver', 'kube-controller-manager'];
+
+interface ProcessRecord {
+  name: string;
+  pid: number;
+  binary: string;
+}
+
+interface State {
+  processes: ProcessRecord[];
+  kubeconfig: string;
+  server: string;
+  etcdDataDir: string;
+  ports: { etcdClient: number; etcdPeer: number; apiserver: number };
+}
+
+export interface UpOptions {
+  stateDir?: string;
+  /** Progress lines; defaults to stderr. */
+  log?: (msg: string) => void;
+}
+
+export interface UpResult {
+  kubeconfig: string;
+  /** True when a healthy control plane from an earlier `up` was reused. */
+  reused: boolean;
+  stateDir: string;
+  binaries: BinaryPaths;
+}
+
+const defaultLog = (msg: string): void => {
+  process.stderr.write(`[devcluster] ${msg}\n`);
+};
+
+function statePath(stateDir: string): string {
+  return path.join(stateDir, 'state.json');
+}
+
+function readState(stateDir: string): State | undefined {
+  try {
+    return JSON.parse(fs.readFileSync(statePath(stateDir), 'utf8')) as State;
+  } catch {
+    return undefined;
+  }
+}
+
+function writeState(stateDir: string, s: State): void {
+  const tmp = `${statePath(stateDir)}.tmp`;
+  fs.writeFileSync(tmp, JSON.stringify(s, null, 2) + '\n');
+  fs.renameSync(tmp, statePath(stateDir));
+}
+
+/** True when pid is alive and still runs the binary we started (guards against PID reuse). */
+export function isOurProcess(p: ProcessRecord): boolean {
+  try {
+    const cmdline = fs.readFileSync(`/proc/${p.pid}/cmdline`, 'utf8');
+    const stat = fs.readFileSync(`/proc/${p.pid}/stat`, 'utf8');
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    return cmdline.split('\0')[0] === p.binary && state !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+/** etcd data goes to tmpfs when the machine has one; the name is unique per state folder. */
+function etcdDataDir(stateDir: string): string {
+  const id = createHash('sha256').update(path.resolve(stateDir)).digest('hex').slice(0, 12);
+  try {
+    fs.accessSync('/dev/shm', fs.constants.W_OK);
+    return path.join('/dev/shm', `datakey-operator-${id}`, 'etcd');
+  } catch {
+    return path.join(stateDir, 'etcd-data');
+  }
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      srv.close(() => {
+        if (addr && typeof addr === 'object') resolve(addr.port);
+        else reject(new Error('no port'));
+      });
+    });
+  });
+}
+
+async function freePorts(n: number): Promise<number[]> {
+  const ports = new Set<number>();
+  while (ports.size < n) ports.add(await freePort());
+  return [...ports];
+}
+
+interface TlsFiles {
+  ca: string;
+  cert: string;
+  key: string;
+}
+
+/** GET url; resolves with the status code, or 0 when the connection fails. */
+function probe(url: string, tls?: TlsFiles): Promise<number> {
+  return new Promise((resolve) => {
+    const opts: https.RequestOptions = { timeout: 3000 };
+    if (tls) {
+      opts.ca = fs.readFileSync(tls.ca);
+      opts.cert = fs.readFileSync(tls.cert);
+      opts.key = fs.readFileSync(tls.key);
+    }
+    const req = (url.startsWith('https:') ? https : http).get(url, opts, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    });
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => resolve(0));
+  });
+}
+
+function tail(file: string, lines = 40): string {
+  try {
+    return fs.readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
+  } catch {
+    return '(no log)';
+  }
+}
+
+class StartError extends Error {}
+
+interface Started {
+  record: ProcessRecord;
+  logFile: string;
+  exited: () => string | undefined;
+}
+
+function startProcess(name: string, binary: string, args: string[], stateDir: string): Started {
+  // Webhook and etcd traffic is all on loopback: never send it through a proxy.
+  const env = Object.fromEntries(
+    Object.entries(process.env).filter(([k]) => !/^(https?|no|all)_proxy$/i.test(k)),
+  );
+  const logFile = path.join(stateDir, 'logs', `${name}.log`);
+  const fd = fs.openSync(logFile, 'a');
+  const child = spawn(binary, args, {
+    cwd: stateDir,
+    detached: true,
+    stdio: ['ignore', fd, fd],
+    env,
+  });
+  fs.closeSync(fd);
+  let exit: string | undefined;
+  child.on('exit', (code, signal) => {
+    exit = signal ? `killed by ${signal}` : `exited with code ${code}`;
+  });
+  child.on('error', (err) => {
+    exit = `failed to start: ${err.message}`;
+  });
+  child.unref();
+  if (child.pid === undefined) throw new StartError(`${name}: could not be started`);
+  return { record: { name, pid: child.pid, binary }, logFile, exited: () => exit };
+}
+
+async function waitFor(
+  what: string,
+  started: Started,
+  timeoutMs: number,
+  check: () => Promise<boolean>,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const gone = started.exited();
+    if (gone) {
+      throw new StartError(
+        `${started.record.name} ${gone} while waiting for ${what}; last lines of ${started.logFile}:\n` +
+          tail(started.logFile),
+      );
+    }
+    if (await check()) return;
+    if (Date.now() > deadline) {
+      throw new StartError(
+        `timed out after ${timeoutMs / 1000}s waiting for ${what}; last lines of ${started.logFile}:\n` +
+          tail(started.logFile),
+      );
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+function kubeconfigYaml(server: string, ca: string, cert: string, key: string): string {
+  const b64 = (f: string): string => fs.readFileSync(f).toString('base64');
+  return [
+    'apiVersion: v1',
+    'kind: Config',
+    'clusters:',
+    '- name: datakey-dev',
+    '  cluster:',
+    `    server: ${server}`,
+    `    certificate-authority-data: ${b64(ca)}`,
+    'users:',
+    '- name: datakey-dev-admin',
+    '  user:',
+    `    client-certificate-data: ${b64(cert)}`,
+    `    client-key-data: ${b64(key)}`,
+    'contexts:',
+    '- name: datakey-dev',
+    '  context:',
+    '    cluster: datakey-dev',
+    '    user: datakey-dev-admin',
+    'current-context: datakey-dev',
+    '',
+  ].join('\n');
+}
+
+async function healthy(stateDir: string, s: State): Promise<boolean> {
+  const names = s.processes.map((p) => p.name).sort();
+  if (names.join() !== COMPONENTS.join() || !s.processes.every(isOurProcess)) return false;
+  const pki = path.join(stateDir, 'pki');
+  const tls = {
+    ca: path.join(pki, 'ca.crt'),
+    cert: path.join(pki, 'admin.crt'),
+    key: path.join(pki, 'admin.key'),
+  };
+  return (await probe(`${s.server}/readyz`, tls)) === 200 && fs.existsSync(s.kubeconfig);
+}
+
+/**
+ * Starts etcd, kube-apiserver and kube-controller-manager (building them first
+ * if the cache lacks them), or reuses a healthy control plane from an earlier call.
+ */
+export async function up(opts: UpOptions = {}): Promise<UpResult> {
+  const stateDir = path.resolve(opts.stateDir ?? defaultStateDir());
+  const log = opts.log ?? defaultLog;
+
+  const existing = readState(stateDir);
+  if (existing) {
+    if (await healthy(stateDir, existing)) {
+      log(`reusing the running control plane in ${stateDir}`);
+      return {
+        kubeconfig: existing.kubeconfig,
+        reused: true,
+        stateDir,
+        binaries: await ensureBinaries(),
+      };
+    }
+    log(`found an unhealthy control plane in ${stateDir}: stopping it first`);
+    await down({ stateDir, log });
+  } else if (fs.existsSync(stateDir)) {
+    fs.rmSync(stateDir, { recursive: true, force: true });
+  }
+
+  const bin = await ensureBinaries();
+  const t0 = Date.now();
+  const pkiDir = path.join(stateDir, 'pki');
+  fs.mkdirSync(path.join(stateDir, 'logs'), { recursive: true });
+  fs.mkdirSync(path.join(stateDir, 'run'), { recursive: true });
+
+  log('creating certificates');
+  const ca = createCA(pkiDir, 'ca', 'datakey-dev-ca');
+  const serving = createLeaf(pkiDir, 'apiserver', ca, {
+    commonName: 'kube-apiserver',
+    altNames: [
+      'IP:127.0.0.1',
+      'DNS:localhost',
+      `IP:${SERVICE_FIRST_IP}`,
+      'DNS:kubernetes',
+      'DNS:kubernetes.default',
+      'DNS:kubernetes.default.svc',
+      'DNS:kubernetes.default.svc.cluster.local',
+    ],
+    usage: 'server',
+  });
+  const admin = createLeaf(pkiDir, 'admin', ca, {
+    commonName: 'datakey-dev-admin',
+    organizations: ['system:masters'],
+    usage: 'client',
+  });
+  const sa = createSigningKey(pkiDir, 'sa');
+
+  const [etcdClient, etcdPeer, apiPort] = await freePorts(3);
+  const server = `https://127.0.0.1:${apiPort}`;
+  const kubeconfig = path.join(stateDir, 'kubeconfig');
+  fs.writeFileSync(kubeconfig, kubeconfigYaml(server, ca.cert, admin.cert, admin.key), {
+    mode: 0o600,
+  });
+  const dataDir = etcdDataDir(stateDir);
+  fs.mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+
+  const state: State = {
+    processes: [],
+    kubeconfig,
+    server,
+    etcdDataDir: dataDir,
+    ports: { etcdClient, etcdPeer, apiserver: apiPort },
+  };
+  writeState(stateDir, state);
+  const record = (s: Started): void => {
+    state.processes.push(s.record);
+    writeState(stateDir, state);
+  };
+  const tls = { ca: ca.cert, cert: admin.cert, key: admin.key };
+
+  try {
+    const etcdUrl = `http://127.0.0.1:${etcdClient}`;
+    const peerUrl = `http://127.0.0.1:${etcdPeer}`;
+    log(`starting etcd on ${etcdUrl} (data in ${dataDir})`);
+    const etcd = startProcess(
+      'etcd',
+      bin.etcd,
+      [
+        '--name=default',
+        `--data-dir=${dataDir}`,
+        `--listen-client-urls=${etcdUrl}`,
+        `--advertise-client-urls=${etcdUrl}`,
+        `--listen-peer-urls=${peerUrl}`,
+        `--initial-advertise-peer-urls=${peerUrl}`,
+        `--initial-cluster=default=${peerUrl}`,
+        '--unsafe-no-fsync',
+        '--log-level=warn',
+      ],
+      stateDir,
+    );
+    record(etcd);
+    await waitFor(
+      'etcd /health',
+      etcd,
+      30_000,
+      async () => (await probe(`${etcdUrl}/health`)) === 200,
+    );
+
+    log(`starting kube-apiserver on ${server}`);
+    const apiserver = startProcess(
+      'kube-apiserver',
+      bin['kube-apiserver'],
+      [
+        `--etcd-servers=${etcdUrl}`,
+        '--bind-address=127.0.0.1',
+        '--advertise-address=127.0.0.1',
+        `--secure-port=${apiPort}`,
+        `--cert-dir=${path.join(stateDir, 'run')}`,
+        `--tls-cert-file=${serving.cert}`,
+        `--tls-private-key-file=${serving.key}`,
+        `--client-ca-file=${ca.cert}`,
+        '--authorization-mode=Node,RBAC',
+        '--enable-admission-plugins=NodeRestriction',
+        `--service-cluster-ip-range=${SERVICE_CIDR}`,
+        `--service-account-issuer=${SA_ISSUER}`,
+        `--service-account-key-file=${sa.pub}`,
+        `--service-account-signing-key-file=${sa.key}`,
+        '--endpoint-reconciler-type=none',
+        '--allow-privileged=true',
+        '--profiling=false',
+      ],
+      stateDir,
+    );
+    record(apiserver);
+    await waitFor(
+      'kube-apiserver /readyz',
+      apiserver,
+      120_000,
+      async () => (await probe(`${server}/readyz`, tls)) === 200,
+    );
+    await waitFor(
+      'the default namespace',
+      apiserver,
+      60_000,
+      async () => (await probe(`${server}/api/v1/namespaces/default`, tls)) === 200,
+    );
+
+    log('starting kube-controller-manager');
+    const kcm = startProcess(
+      'kube-controller-manager',
+      bin['kube-controller-manager'],
+      [
+        `--kubeconfig=${kubeconfig}`,
+        '--controllers=*',
+        '--leader-elect=false',
+        '--secure-port=0',
+        `--cert-dir=${path.join(stateDir, 'run')}`,
+        '--use-service-account-credentials=true',
+        `--service-account-private-key-file=${sa.key}`,
+        `--root-ca-file=${ca.cert}`,
+        `--cluster-signing-cert-file=${ca.cert}`,
+        `--cluster-signing-key-file=${ca.key}`,
+      ],
+      stateDir,
+    );
+    record(kcm);
+    // The service-account controller creating default/default proves the controllers run.
+    await waitFor(
+      'the default service account (kube-controller-manager)',
+      kcm,
+      60_000,
+      async () =>
+        (await probe(`${server}/api/v1/namespaces/default/serviceaccounts/default`, tls)) === 200,
+    );
+  } catch (err) {
+    log(`start failed: stopping what was started (logs kept in ${path.join(stateDir, 'logs')})`);
+    await down({ stateDir, log, keepLogs: true });
+    throw err;
+  }
+  log(`control plane ready in ${((Date.now() - t0) / 1000).toFixed(1)}s`);
+  return { kubeconfig, reused: false, stateDir, binaries: bin };
+}
+
+export interface DownOptions {
+  stateDir?: string;
+  log?: (msg: string) => void;
+  /** Keep the logs folder (used after a failed start). */
+  keepLogs?: boolean;
+}
+
+async function stopProcess(p: ProcessRecord, log: (m: string) => void): Promise<void> {
+  if (!isOurProcess(p)) return;
+  log(`stopping ${p.name} (pid ${p.pid})`);
+  const waitGone = async (ms: number): Promise<boolean> => {
+    const deadline = Date.now() + ms;
+    while (Date.now() < deadline) {
+      if (!isOurProcess(p)) return true;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    return !isOurProcess(p);
+  };
+  try {
+    process.kill(p.pid, 'SIGTERM');
+  } catch {
+    return;
+  }
+  if (await waitGone(15_000)) return;
+  log(`${p.name} (pid ${p.pid}) ignored SIGTERM for 15s: sending SIGKILL`);
+  try {
+    process.kill(p.pid, 'SIGKILL');
+  } catch {
+    return;
+  }
+  if (!(await waitGone(5_000))) throw new Error(`${p.name} (pid ${p.pid}) survived SIGKILL`);
+}
+
+/** Stops every process recorded in the state folder (last started first) and removes the state. */
+export async function down(opts: DownOptions = {}): Promise<void> {
+  const stateDir = path.resolve(opts.stateDir ?? defaultStateDir());
+  const log = opts.log ?? defaultLog;
+  const s = readState(stateDir);
+  if (!s && !fs.existsSync(stateDir)) log(`no control plane state in ${stateDir}: nothing to stop`);
+  if (s) {
+    for (const p of [...s.processes].reverse()) await stopProcess(p, log);
+    if (s.etcdDataDir.startsWith('/dev/shm/')) {
+      fs.rmSync(path.dirname(s.etcdDataDir), { recursive: true, force: true });
+    } else {
+      fs.rmSync(s.etcdDataDir, { recursive: true, force: true });
+    }
+  }
+  if (opts.keepLogs) {
+    for (const entry of fs.existsSync(stateDir) ? fs.readdirSync(stateDir) : []) {
+      if (entry !== 'logs') fs.rmSync(path.join(stateDir, entry), { recursive: true, force: true });
+    }
+  } else {
+    fs.rmSync(stateDir, { recursive: true, force: true });
+  }
+}
