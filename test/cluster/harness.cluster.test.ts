@@ -20,6 +20,7 @@ import {
 } from '@kubernetes/client-node';
 import { readVersions } from '../../src/devcluster/build';
 import { createCA, createLeaf } from '../../src/devcluster/pki';
+import { eventually } from '../helpers/wait';
 
 const kc = new KubeConfig();
 kc.loadFromDefault();
@@ -33,34 +34,6 @@ const admission = kc.makeApiClient(AdmissionregistrationV1Api);
 
 const suffix = `${Date.now().toString(36)}${Math.floor(Math.random() * 1e4).toString(36)}`;
 const ns = `harness-${suffix}`;
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
-
-/** Polls until fn returns a value other than undefined, or fails after timeoutMs. */
-async function eventually<T>(
-  what: string,
-  timeoutMs: number,
-  fn: () => Promise<T | undefined>,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v !== undefined) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) {
-      throw new Error(
-        `timed out after ${timeoutMs}ms waiting for ${what}${last ? `: ${String(last)}` : ''}`,
-      );
-    }
-    await sleep(250);
-  }
-}
 
 function statusOf(err: unknown): number | undefined {
   return err instanceof ApiException ? err.code : undefined;

@@ -1,0 +1,180 @@
+import * as http from 'node:http';
+import * as https from 'node:https';
+import { KubeConfig, Watch } from '@kubernetes/client-node';
+
+/**
+ * A small REST client over client-node's KubeConfig (auth, in-cluster config) and
+ * Watch (stream framing). Paths are API paths, so one client serves every kind,
+ * and server-side apply is a plain PATCH with its content type.
+ */
+
+export class KubeApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly reason: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'KubeApiError';
+  }
+}
+
+export const isNotFound = (err: unknown) => err instanceof KubeApiError && err.status === 404;
+export const isConflict = (err: unknown) => err instanceof KubeApiError && err.status === 409;
+export const isGone = (err: unknown) => err instanceof KubeApiError && err.status === 410;
+
+export interface KubeObject {
+  apiVersion?: string;
+  kind?: string;
+  metadata: {
+    name: string;
+    namespace?: string;
+    uid?: string;
+    resourceVersion?: string;
+    generation?: number;
+    labels?: Record<string, string>;
+    annotations?: Record<string, string>;
+    finalizers?: string[];
+    deletionTimestamp?: string;
+    ownerReferences?: unknown[];
+  };
+  [field: string]: unknown;
+}
+
+export interface KubeList<T> {
+  metadata: { resourceVersion: string; continue?: string };
+  items: T[];
+}
+
+type Query = Record<string, string | number | boolean | undefined>;
+
+export class KubeClient {
+  private readonly server: URL;
+  private readonly agent: https.Agent;
+  /** Requests made, for the benchmarks and metrics. */
+  requestCount = 0;
+
+  constructor(readonly config: KubeConfig) {
+    const cluster = config.getCurrentCluster();
+    if (!cluster) throw new Error('the kubeconfig has no current cluster');
+    this.server = new URL(cluster.server);
+    this.agent = new https.Agent({ keepAlive: true, maxSockets: 32 });
+  }
+
+  static fromEnvironment(kubeconfigPath?: string): KubeClient {
+    const config = new KubeConfig();
+    if (kubeconfigPath) config.loadFromFile(kubeconfigPath);
+    else config.loadFromDefault();
+    return new KubeClient(config);
+  }
+
+  get<T extends KubeObject>(path: string): Promise<T> {
+    return this.request('GET', path);
+  }
+
+  list<T extends KubeObject>(path: string, query: Query = {}): Promise<KubeList<T>> {
+    return this.request('GET', path, { query });
+  }
+
+  create<T extends KubeObject>(path: string, body: unknown): Promise<T> {
+    return this.request('POST', path, { body });
+  }
+
+  replace<T extends KubeObject>(path: string, body: unknown): Promise<T> {
+    return this.request('PUT', path, { body });
+  }
+
+  /** Server-side apply as `fieldManager`. */
+  apply<T extends KubeObject>(
+    path: string,
+    body: unknown,
+    fieldManager: string,
+    force = true,
+  ): Promise<T> {
+    return this.request('PATCH', path, {
+      body,
+      contentType: 'application/apply-patch+yaml',
+      query: { fieldManager, force },
+    });
+  }
+
+  mergePatch<T extends KubeObject>(path: string, patch: unknown): Promise<T> {
+    return this.request('PATCH', path, {
+      body: patch,
+      contentType: 'application/merge-patch+json',
+    });
+  }
+
+  delete(path: string, query: Query = {}): Promise<unknown> {
+    return this.request('DELETE', path, { query });
+  }
+
+  /** Starts a watch; `done` is called once when it ends for any reason. */
+  watch(
+    path: string,
+    query: Query,
+    onEvent: (type: string, object: KubeObject) => void,
+    done: (err?: unknown) => void,
+  ): Promise<AbortController> {
+    return new Watch(this.config).watch(path, query, onEvent, done);
+  }
+
+  async request<T>(
+    method: string,
+    path: string,
+    options: { body?: unknown; contentType?: string; query?: Query } = {},
+  ): Promise<T> {
+    const url = new URL(path, this.server);
+    for (const [k, v] of Object.entries(options.query ?? {})) {
+      if (v !== undefined) url.searchParams.set(k, String(v));
+    }
+    const requestOptions: https.RequestOptions = {
+      method,
+      agent: this.agent,
+      headers: { accept: 'application/json' },
+    };
+    await this.config.applyToHTTPSOptions(requestOptions);
+    const payload = options.body === undefined ? undefined : JSON.stringify(options.body);
+    if (payload !== undefined) {
+      requestOptions.headers = {
+        ...requestOptions.headers,
+        'content-type': options.contentType ?? 'application/json',
+        'content-length': Buffer.byteLength(payload),
+      };
+    }
+    this.requestCount++;
+    const transport = url.protocol === 'https:' ? https : http;
+    return new Promise<T>((resolve, reject) => {
+      const req = transport.request(url, requestOptions, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('error', reject);
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8');
+          const parsed = text ? safeJson(text) : undefined;
+          const status = res.statusCode ?? 0;
+          if (status >= 200 && status < 300) return resolve(parsed as T);
+          const body = (parsed ?? {}) as { reason?: string; message?: string };
+          reject(
+            new KubeApiError(
+              status,
+              body.reason ?? 'Unknown',
+              `${method} ${url.pathname}: ${status} ${body.message ?? text.slice(0, 200)}`,
+            ),
+          );
+        });
+      });
+      req.setTimeout(30_000, () => req.destroy(new Error(`${method} ${url.pathname}: timed out`)));
+      req.on('error', reject);
+      req.end(payload);
+    });
+  }
+}
+
+function safeJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
