@@ -39,6 +39,7 @@ import {
   checkRange,
   paginate,
   parseRotationInterval,
+  UUID,
   type EncryptionContext,
   type Page,
 } from './validate';
@@ -91,6 +92,12 @@ export interface Opened {
 }
 
 export interface CreateKeyInput {
+  /**
+   * Extension for the operator (not on the HTTP API): a caller-chosen UUID makes
+   * creation idempotent, so a retry after a crash finds the key instead of
+   * making a second one.
+   */
+  keyId?: string;
   description?: string;
   keySpec?: string;
   keyUsage?: string;
@@ -189,10 +196,13 @@ export class KmsCore {
         : automatic
           ? 365 * DAY_SECONDS
           : undefined;
+    if (input.keyId !== undefined && !UUID.test(input.keyId)) throw invalidParameter('KeyId');
     return this.mutate(async () => {
+      const existing = input.keyId === undefined ? undefined : this.keys.get(input.keyId);
+      if (existing) return this.metadataOf(existing);
       const now = this.nowIso();
       const key: StoredKey = {
-        keyId: randomUUID(),
+        keyId: input.keyId ?? randomUUID(),
         description,
         keySpec,
         keyUsage,

@@ -479,3 +479,16 @@ describe('automatic rotation on an injected clock', () => {
     expect((await core.createKey({ rotationInterval: '10s' })).rotationInterval).toBe('10s');
   });
 });
+
+describe('operator extensions', () => {
+  test('createKey with a chosen key id is idempotent and refuses a malformed id', async () => {
+    const { core } = await openCore();
+    const keyId = '5b0f6a52-3c1e-4f4e-9a55-0e2f1d6c7a11';
+    const first = await core.createKey({ keyId, description: 'mk' });
+    const again = await core.createKey({ keyId, description: 'ignored on retry' });
+    expect(first.keyId).toBe(keyId);
+    expect(again).toEqual(first);
+    expect(core.listKeys({ pageNumber: 1, pageSize: 10 }).totalCount).toBe(1);
+    expect(await messageOf(() => core.createKey({ keyId: 'not-a-uuid' }))).toMatch(/KeyId/);
+  });
+});
