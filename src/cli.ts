@@ -4,6 +4,8 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { credentialsFromEnv, serveKms, type KmsService } from './kms-api/serve';
+import { parseRotationInterval } from './kms/validate';
+import { startOperator } from './operator/operator';
 
 const USAGE = `Usage: datakey <command> [options]
 
@@ -12,12 +14,23 @@ Commands:
       Serve the Alibaba-compatible KMS API. Credentials of the one account come from
       DATAKEY_ACCESS_KEY_ID and DATAKEY_ACCESS_KEY_SECRET. --rate-limit is calls per
       second per account per operation (default 750, 0 = unlimited).
+  operator [--kubeconfig F] [--namespace NS] [--kms-listen HOST:PORT] [--metrics-listen HOST:PORT]
+           [--root-key-file F]
+      Run the MasterKey and DataKey controllers (leader-elected). NS (default
+      datakey-system) holds the operator's own state. In-cluster config or
+      KUBECONFIG. --kms-listen also serves the KMS API over the embedded core
+      (credentials as for kms serve). /metrics, /healthz and /readyz are served on
+      --metrics-listen (default 0.0.0.0:8080).
   dev [--listen HOST:PORT] [--data-dir DIR]
       Run the product locally on its embedded defaults (KMS API on 127.0.0.1:18080,
       state in ./.datakey-dev, a generated development credential).
 `;
 
 class UsageError extends Error {}
+
+interface Stoppable {
+  stop(): Promise<void>;
+}
 
 function parseListen(value: string | undefined): { host: string; port: number } {
   const match = value ? /^(\[[^\]]+\]|[^:]+):(\d{1,5})$/.exec(value) : null;
@@ -58,6 +71,44 @@ async function kmsServe(args: string[]): Promise<KmsService> {
     tlsCertFile: values['tls-cert'],
     tlsKeyFile: values['tls-key'],
   });
+}
+
+async function operator(args: string[]): Promise<Stoppable> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      kubeconfig: { type: 'string' },
+      namespace: { type: 'string' },
+      'kms-listen': { type: 'string' },
+      'metrics-listen': { type: 'string' },
+      'root-key-file': { type: 'string' },
+      // Test-only: allow rotation intervals under 7 days.
+      'min-rotation-interval': { type: 'string' },
+    },
+    strict: true,
+  });
+  const namespace = values.namespace ?? 'datakey-system';
+  if (!/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(namespace)) {
+    throw new UsageError('--namespace must be a Kubernetes namespace name');
+  }
+  const running = await startOperator({
+    kubeconfig: values.kubeconfig,
+    namespace,
+    ...metricsListen(values['metrics-listen'] ?? '0.0.0.0:8080'),
+    kmsListen: values['kms-listen']
+      ? { ...parseListen(values['kms-listen']), credentials: credentialsFromEnv() }
+      : undefined,
+    rootKeyFile: values['root-key-file'],
+    minRotationIntervalSeconds: values['min-rotation-interval']
+      ? parseRotationInterval(values['min-rotation-interval'], 1)
+      : undefined,
+  });
+  return running;
+}
+
+function metricsListen(value: string): { metricsHost: string; metricsPort: number } {
+  const { host, port } = parseListen(value);
+  return { metricsHost: host, metricsPort: port };
 }
 
 /** Local run on embedded defaults: a development credential is generated once and kept 0600. */
@@ -104,8 +155,10 @@ async function dev(args: string[]): Promise<KmsService> {
 
 async function main(argv: string[]): Promise<void> {
   const [command, sub, ...rest] = argv;
-  let service: KmsService;
+  let service: Stoppable;
   if (command === 'kms' && sub === 'serve') service = await kmsServe(rest);
+  else if (command === 'operator')
+    service = await operator(sub === undefined ? [] : [sub, ...rest]);
   else if (command === 'dev') service = await dev(sub === undefined ? [] : [sub, ...rest]);
   else if (command === undefined || command === '--help' || command === 'help') {
     process.stdout.write(USAGE);

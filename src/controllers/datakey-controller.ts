@@ -1,0 +1,309 @@
+import { isDeepStrictEqual } from 'node:util';
+import type { Condition, DataKey, DataKeyStatus, MasterKey } from '../api/types';
+import { KmsError } from '../kms';
+import { isNotFound, type KubeObject } from '../runtime/kube-client';
+import type { ReconcileResult } from '../runtime/workqueue';
+import { findCondition, setCondition } from './conditions';
+import {
+  FIELD_MANAGER,
+  dataKeysPath,
+  kmsCall,
+  secretsPath,
+  statusPatch,
+  type ControllerContext,
+} from './context';
+import {
+  boundAad,
+  boundContext,
+  secretManifest,
+  secretNameOf,
+  wrappedFromSecret,
+  type WrappedDataKey,
+} from './datakey-secret';
+
+type DataKeyObject = DataKey & KubeObject;
+type SecretObject = KubeObject & { data?: Record<string, string>; type?: string };
+
+/** Waiting on something outside this object (a MasterKey): retried on a slow timer and on MasterKey events. */
+const WAIT_MS = 30_000;
+const DATA_KEY_SPEC_BYTES = { AES_256: 32, AES_128: 16 } as const;
+
+class NotReady extends Error {
+  constructor(
+    readonly reason: string,
+    message: string,
+    readonly retry: 'backoff' | 'wait',
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * DataKey: makes sure a data key exists exactly once, wrapped by its MasterKey and
+ * bound to the DataKey's identity, and that its Secret holds that ciphertext.
+ * The plaintext is never requested: generation is *WithoutPlaintext.
+ */
+export class DataKeyController {
+  constructor(private readonly ctx: ControllerContext) {}
+
+  async reconcile(key: string): Promise<ReconcileResult | void> {
+    const dataKey = this.ctx.dataKeys.get(key);
+    if (!dataKey || dataKey.metadata.deletionTimestamp) return;
+    try {
+      const { wrapped, generated } = await this.ensureDataKey(dataKey);
+      await this.ensureSecret(dataKey, wrapped, generated);
+      await this.writeStatus(dataKey, wrapped, {
+        type: 'Ready',
+        status: 'True',
+        reason: 'DataKeyReady',
+        message: `Secret ${secretNameOf(dataKey)} holds the ciphertext (${wrapped.flow} flow)`,
+        observedGeneration: dataKey.metadata.generation,
+      });
+    } catch (err) {
+      if (!(err instanceof NotReady)) throw err;
+      await this.writeStatus(dataKey, undefined, {
+        type: 'Ready',
+        status: 'False',
+        reason: err.reason,
+        message: err.message,
+        observedGeneration: dataKey.metadata.generation,
+      });
+      if (err.retry === 'backoff') throw err;
+      return { requeueAfterMs: WAIT_MS };
+    }
+  }
+
+  /** The existing data key from any intact copy, or a new one only when none is left. */
+  private async ensureDataKey(
+    dataKey: DataKeyObject,
+  ): Promise<{ wrapped: WrappedDataKey; generated: boolean }> {
+    const masterKey = this.readyMasterKey(dataKey);
+    const secret = await this.readSecret(dataKey);
+    const candidates = [
+      secret && this.ownedBy(secret, dataKey) ? wrappedFromSecret(secret.data) : undefined,
+      this.wrappedFromStatus(dataKey),
+    ].filter((c): c is WrappedDataKey => c !== undefined);
+    for (const candidate of candidates) {
+      if (this.opens(dataKey, candidate)) return { wrapped: candidate, generated: false };
+    }
+    if (candidates.length > 0) {
+      this.ctx.events.record(
+        dataKey,
+        'Warning',
+        'DataKeyReissued',
+        'No stored copy of the ciphertext opens any more (tampered); a new data key is issued',
+      );
+    }
+    return { wrapped: await this.generate(dataKey, masterKey), generated: true };
+  }
+
+  private readyMasterKey(dataKey: DataKeyObject): MasterKey {
+    const name = dataKey.spec.masterKeyRef.name;
+    const masterKey = this.ctx.masterKeys.get(name);
+    if (!masterKey || masterKey.metadata.deletionTimestamp) {
+      throw new NotReady('MasterKeyNotFound', `MasterKey ${name} does not exist`, 'wait');
+    }
+    if (masterKey.spec.enabled === false) {
+      throw new NotReady('MasterKeyDisabled', `MasterKey ${name} is disabled`, 'wait');
+    }
+    if (
+      !masterKey.status?.keyId ||
+      findCondition(masterKey.status.conditions, 'Ready')?.status !== 'True'
+    ) {
+      throw new NotReady('MasterKeyNotReady', `MasterKey ${name} is not Ready yet`, 'wait');
+    }
+    return masterKey;
+  }
+
+  /** Verifies a stored ciphertext inside the core; the plaintext is zeroed at once. */
+  private opens(dataKey: DataKeyObject, wrapped: WrappedDataKey): boolean {
+    try {
+      const opened =
+        wrapped.flow === 'Standard'
+          ? kmsCall(this.ctx, 'Decrypt', () =>
+              this.ctx.core.decrypt({
+                ciphertextBlob: wrapped.ciphertextBlob,
+                encryptionContext: boundContext(dataKey),
+              }),
+            )
+          : kmsCall(this.ctx, 'AdvanceDecrypt', () =>
+              this.ctx.core.advanceDecrypt({
+                ciphertextBlob: wrapped.ciphertextBlob,
+                aad: boundAad(dataKey),
+              }),
+            );
+      opened.plaintext.fill(0);
+      return true;
+    } catch (err) {
+      if (err instanceof KmsError && err.code === 'InvalidParameter') return false;
+      throw kmsNotReady(err);
+    }
+  }
+
+  private async generate(dataKey: DataKeyObject, masterKey: MasterKey): Promise<WrappedDataKey> {
+    const keyId = masterKey.status?.keyId as string;
+    const bytes =
+      dataKey.spec.numberOfBytes ?? DATA_KEY_SPEC_BYTES[dataKey.spec.keySpec ?? 'AES_256'];
+    let wrapped: WrappedDataKey;
+    try {
+      // A rotated master key must use the Advance flow, or rotation would not take effect.
+      if (this.hasRotated(keyId)) {
+        const sealed = kmsCall(this.ctx, 'AdvanceGenerateDataKeyWithoutPlaintext', () =>
+          this.ctx.core.advanceGenerateDataKeyWithoutPlaintext({
+            keyId,
+            numberOfBytes: bytes,
+            aad: boundAad(dataKey),
+          }),
+        );
+        wrapped = { ...sealed, flow: 'Advance' };
+      } else {
+        const sealed = kmsCall(this.ctx, 'GenerateDataKeyWithoutPlaintext', () =>
+          this.ctx.core.generateDataKeyWithoutPlaintext({
+            keyId,
+            numberOfBytes: bytes,
+            encryptionContext: boundContext(dataKey),
+          }),
+        );
+        wrapped = { ...sealed, flow: 'Standard' };
+      }
+    } catch (err) {
+      throw kmsNotReady(err);
+    }
+    // The status copy is written first (with a resourceVersion precondition): if
+    // this fails, the key was never stored anywhere and nothing is replaced.
+    await this.ctx.client.mergePatch(
+      `${dataKeysPath(dataKey.metadata.namespace as string)}/${dataKey.metadata.name}/status`,
+      statusPatch(dataKey, { ...this.statusFields(dataKey, wrapped) }),
+    );
+    this.ctx.events.record(
+      dataKey,
+      'Normal',
+      'Generated',
+      `Data key generated under key version ${wrapped.keyVersionId} (${wrapped.flow} flow)`,
+    );
+    return wrapped;
+  }
+
+  private hasRotated(keyId: string): boolean {
+    const { versions } = this.ctx.core.listKeyVersions(keyId, { pageNumber: 1, pageSize: 2 });
+    return versions.length > 1;
+  }
+
+  private async readSecret(dataKey: DataKeyObject): Promise<SecretObject | undefined> {
+    const namespace = dataKey.metadata.namespace as string;
+    const cached = this.ctx.secrets.get(`${namespace}/${secretNameOf(dataKey)}`);
+    if (cached) return cached;
+    // Not in the (label-selected) cache: it may still exist without our label.
+    try {
+      return await this.ctx.client.get<SecretObject>(
+        `${secretsPath(namespace)}/${secretNameOf(dataKey)}`,
+      );
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
+  }
+
+  private ownedBy(secret: SecretObject, dataKey: DataKeyObject): boolean {
+    const owners = (secret.metadata.ownerReferences ?? []) as {
+      uid?: string;
+      controller?: boolean;
+    }[];
+    return owners.some((o) => o.controller && o.uid === dataKey.metadata.uid);
+  }
+
+  private async ensureSecret(
+    dataKey: DataKeyObject,
+    wrapped: WrappedDataKey,
+    generated: boolean,
+  ): Promise<void> {
+    const namespace = dataKey.metadata.namespace as string;
+    const name = secretNameOf(dataKey);
+    const secret = await this.readSecret(dataKey);
+    if (secret && !this.ownedBy(secret, dataKey)) {
+      throw new NotReady(
+        'SecretConflict',
+        `Secret ${name} exists and is not owned by this DataKey; it is left untouched`,
+        'wait',
+      );
+    }
+    const manifest = secretManifest(dataKey, wrapped);
+    if (secret && secret.type === manifest.type && isDeepStrictEqual(secret.data, manifest.data))
+      return;
+    if (!secret) {
+      await this.ctx.client.create(secretsPath(namespace), manifest);
+      if (!generated) {
+        this.ctx.events.record(
+          dataKey,
+          'Warning',
+          'SecretRestored',
+          `Secret ${name} was missing; restored with the same data key`,
+        );
+      }
+    } else {
+      await this.ctx.client.apply(`${secretsPath(namespace)}/${name}`, manifest, FIELD_MANAGER);
+      this.ctx.events.record(
+        dataKey,
+        'Warning',
+        'SecretRestored',
+        `Secret ${name} was changed; restored with the same data key`,
+      );
+    }
+  }
+
+  private wrappedFromStatus(dataKey: DataKeyObject): WrappedDataKey | undefined {
+    const status = dataKey.status;
+    if (!status?.ciphertextBlob || !status.keyId || !status.keyVersionId || !status.flow)
+      return undefined;
+    const blob = Buffer.from(status.ciphertextBlob, 'base64');
+    return {
+      keyId: status.keyId,
+      keyVersionId: status.keyVersionId,
+      flow: status.flow,
+      ciphertextBlob: blob,
+      iv: status.flow === 'Advance' ? Buffer.from(blob.subarray(37, 49)) : undefined,
+    };
+  }
+
+  private statusFields(dataKey: DataKeyObject, wrapped: WrappedDataKey): DataKeyStatus {
+    return {
+      keyId: wrapped.keyId,
+      keyVersionId: wrapped.keyVersionId,
+      flow: wrapped.flow,
+      secretName: secretNameOf(dataKey),
+      ciphertextBlob: wrapped.ciphertextBlob.toString('base64'),
+    };
+  }
+
+  /** Writes status only when it changes. */
+  private async writeStatus(
+    dataKey: DataKeyObject,
+    wrapped: WrappedDataKey | undefined,
+    ready: Omit<Condition, 'lastTransitionTime'>,
+  ): Promise<void> {
+    const current = dataKey.status ?? {};
+    const next: DataKeyStatus = {
+      ...current,
+      ...(wrapped ? this.statusFields(dataKey, wrapped) : {}),
+      observedGeneration: dataKey.metadata.generation,
+      conditions: setCondition(current.conditions, ready),
+    };
+    if (isDeepStrictEqual(stripTimes(next), stripTimes(current))) return;
+    await this.ctx.client.mergePatch(
+      `${dataKeysPath(dataKey.metadata.namespace as string)}/${dataKey.metadata.name}/status`,
+      { status: next },
+    );
+  }
+}
+
+function stripTimes(status: DataKeyStatus): unknown {
+  return {
+    ...status,
+    conditions: status.conditions?.map(({ lastTransitionTime: _t, ...rest }) => rest),
+  };
+}
+
+function kmsNotReady(err: unknown): Error {
+  if (!(err instanceof KmsError)) return err as Error;
+  return new NotReady('KMSError', `${err.code}: ${err.message}`, 'backoff');
+}

@@ -1,0 +1,214 @@
+import { isDeepStrictEqual } from 'node:util';
+import type { Condition, MasterKey, MasterKeyStatus } from '../api/types';
+import { KmsError, type KeyMetadata } from '../kms';
+import { parseRotationInterval } from '../kms/validate';
+import type { KubeObject } from '../runtime/kube-client';
+import type { ReconcileResult } from '../runtime/workqueue';
+import { setCondition } from './conditions';
+import { kmsCall, masterKeysPath, statusPatch, type ControllerContext } from './context';
+
+export const MASTERKEY_FINALIZER = 'kms.datakey.io/masterkey-protection';
+/** Deleting a MasterKey schedules the key's deletion with this window, never destroys at once. */
+export const DELETION_WINDOW_DAYS = 7;
+
+type MasterKeyObject = MasterKey & KubeObject;
+
+class MasterKeyNotReady extends Error {
+  constructor(
+    readonly reason: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * MasterKey: keeps a key in the core in step with the spec (enabled state,
+ * aliases, rotation policy) and reports it in status. The key id is the
+ * MasterKey's UID, so creation is idempotent across crashes.
+ */
+export class MasterKeyController {
+  constructor(private readonly ctx: ControllerContext) {}
+
+  async reconcile(name: string): Promise<ReconcileResult | void> {
+    const masterKey = this.ctx.masterKeys.get(name);
+    if (!masterKey) return;
+    if (masterKey.metadata.deletionTimestamp) return this.finalize(masterKey);
+    if (!(masterKey.metadata.finalizers ?? []).includes(MASTERKEY_FINALIZER)) {
+      await this.ctx.client.mergePatch(`${masterKeysPath()}/${name}`, {
+        metadata: {
+          resourceVersion: masterKey.metadata.resourceVersion,
+          finalizers: [...(masterKey.metadata.finalizers ?? []), MASTERKEY_FINALIZER],
+        },
+      });
+      return; // the update comes back through the informer
+    }
+    try {
+      const meta = await this.syncKey(masterKey);
+      await this.writeStatus(masterKey, meta, {
+        type: 'Ready',
+        status: 'True',
+        reason: meta.keyState === 'Enabled' ? 'KeyEnabled' : 'KeyDisabled',
+        message: `Key ${meta.keyId} is ${meta.keyState.toLowerCase()}, primary version ${meta.primaryKeyVersion}`,
+        observedGeneration: masterKey.metadata.generation,
+      });
+    } catch (err) {
+      const reason =
+        err instanceof MasterKeyNotReady
+          ? err.reason
+          : err instanceof KmsError
+            ? 'KMSError'
+            : undefined;
+      if (!reason) throw err;
+      const message =
+        err instanceof KmsError ? `${err.code}: ${err.message}` : (err as Error).message;
+      await this.writeStatus(masterKey, undefined, {
+        type: 'Ready',
+        status: 'False',
+        reason,
+        message,
+        observedGeneration: masterKey.metadata.generation,
+      });
+      throw err;
+    }
+  }
+
+  private async syncKey(masterKey: MasterKeyObject): Promise<KeyMetadata> {
+    const { spec } = masterKey;
+    const core = this.ctx.core;
+    let meta = await kmsCall(this.ctx, 'CreateKey', () =>
+      core.createKey({
+        keyId: masterKey.metadata.uid,
+        keySpec: spec.keySpec ?? 'Aliyun_AES_256',
+        description: spec.description ?? `MasterKey ${masterKey.metadata.name}`,
+      }),
+    );
+    const keyId = meta.keyId;
+    const wantEnabled = spec.enabled !== false;
+    if (wantEnabled && meta.keyState === 'Disabled') {
+      meta = await kmsCall(this.ctx, 'EnableKey', () => core.enableKey(keyId));
+      this.ctx.events.record(masterKey, 'Normal', 'KeyEnabled', `Key ${keyId} enabled`);
+    } else if (!wantEnabled && meta.keyState === 'Enabled') {
+      meta = await kmsCall(this.ctx, 'DisableKey', () => core.disableKey(keyId));
+      this.ctx.events.record(masterKey, 'Normal', 'KeyDisabled', `Key ${keyId} disabled`);
+    }
+    const automatic = spec.rotation?.automatic ?? false;
+    const interval = spec.rotation?.interval;
+    const currentSeconds = meta.rotationInterval
+      ? Number(meta.rotationInterval.slice(0, -1))
+      : undefined;
+    if (
+      automatic !== (meta.automaticRotation !== 'Disabled') ||
+      (interval !== undefined && parseRotationInterval(interval, 1) !== currentSeconds)
+    ) {
+      meta = await kmsCall(this.ctx, 'UpdateRotationPolicy', () =>
+        core.updateRotationPolicy(keyId, automatic, interval),
+      );
+    }
+    await this.syncAliases(masterKey, keyId);
+    return meta;
+  }
+
+  private async syncAliases(masterKey: MasterKeyObject, keyId: string): Promise<void> {
+    const core = this.ctx.core;
+    const wanted = new Set(masterKey.spec.aliases ?? []);
+    const current = core.listAliasesByKeyId(keyId, { pageNumber: 1, pageSize: 100 }).aliases;
+    for (const alias of current) {
+      if (!wanted.has(alias.aliasName)) {
+        await kmsCall(this.ctx, 'DeleteAlias', () => core.deleteAlias(alias.aliasName));
+      }
+    }
+    const have = new Set(current.map((a) => a.aliasName));
+    for (const aliasName of wanted) {
+      if (have.has(aliasName)) continue;
+      try {
+        await kmsCall(this.ctx, 'CreateAlias', () => core.createAlias(aliasName, keyId));
+      } catch (err) {
+        if (err instanceof KmsError && err.code === 'Forbidden.AliasExists') {
+          throw new MasterKeyNotReady(
+            'AliasConflict',
+            `alias ${aliasName} already names another key`,
+          );
+        }
+        throw err;
+      }
+    }
+  }
+
+  private async finalize(masterKey: MasterKeyObject): Promise<ReconcileResult | void> {
+    const name = masterKey.metadata.name;
+    const users = this.ctx.dataKeys
+      .list()
+      .filter((dk) => dk.spec.masterKeyRef.name === name)
+      .map((dk) => `${dk.metadata.namespace}/${dk.metadata.name}`)
+      .sort();
+    if (users.length > 0) {
+      const shown =
+        users.slice(0, 10).join(', ') +
+        (users.length > 10 ? `, and ${users.length - 10} more` : '');
+      await this.writeStatus(masterKey, undefined, {
+        type: 'Ready',
+        status: 'False',
+        reason: 'DeletionBlocked',
+        message: `deletion waits until no DataKey references this MasterKey: ${shown}`,
+        observedGeneration: masterKey.metadata.generation,
+      });
+      return; // DataKey deletions enqueue this MasterKey again
+    }
+    const keyId = masterKey.status?.keyId;
+    if (keyId) {
+      try {
+        const meta = this.ctx.core.describeKey(keyId);
+        if (meta.keyState !== 'PendingDeletion') {
+          await kmsCall(this.ctx, 'ScheduleKeyDeletion', () =>
+            this.ctx.core.scheduleKeyDeletion(keyId, DELETION_WINDOW_DAYS),
+          );
+          this.ctx.events.record(
+            masterKey,
+            'Normal',
+            'KeyDeletionScheduled',
+            `Key ${keyId} is scheduled for deletion in ${DELETION_WINDOW_DAYS} days`,
+          );
+        }
+      } catch (err) {
+        if (!(err instanceof KmsError && err.code === 'Forbidden.KeyNotFound')) throw err;
+      }
+    }
+    await this.ctx.client.mergePatch(`${masterKeysPath()}/${name}`, {
+      metadata: {
+        resourceVersion: masterKey.metadata.resourceVersion,
+        finalizers: (masterKey.metadata.finalizers ?? []).filter((f) => f !== MASTERKEY_FINALIZER),
+      },
+    });
+  }
+
+  private async writeStatus(
+    masterKey: MasterKeyObject,
+    meta: KeyMetadata | undefined,
+    ready: Omit<Condition, 'lastTransitionTime'>,
+  ): Promise<void> {
+    const current = masterKey.status ?? {};
+    const next: MasterKeyStatus = { ...current, observedGeneration: masterKey.metadata.generation };
+    if (meta) {
+      const versions = this.ctx.core.listKeyVersions(meta.keyId, { pageNumber: 1, pageSize: 100 });
+      next.keyId = meta.keyId;
+      next.primaryKeyVersion = meta.primaryKeyVersion;
+      next.keyVersions = versions.versions.map((v) => ({
+        keyVersionId: v.keyVersionId,
+        creationDate: v.creationDate,
+      }));
+      next.lastRotationDate = meta.lastRotationDate;
+      next.nextRotationDate = meta.nextRotationDate;
+    }
+    next.conditions = setCondition(current.conditions, ready);
+    const strip = (s: MasterKeyStatus) => ({
+      ...s,
+      conditions: s.conditions?.map(({ lastTransitionTime: _t, ...rest }) => rest),
+    });
+    if (isDeepStrictEqual(strip(next), strip(current))) return;
+    await this.ctx.client.mergePatch(
+      `${masterKeysPath()}/${masterKey.metadata.name}/status`,
+      statusPatch(masterKey, next),
+    );
+  }
+}

@@ -1,0 +1,83 @@
+import * as http from 'node:http';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** The operator's Prometheus metrics; labels never carry key material. */
+export class OperatorMetrics {
+  readonly registry = new Registry();
+  readonly reconciles = new Counter({
+    name: 'datakey_reconcile_total',
+    help: 'Reconciles by controller and result (success, error, requeue).',
+    labelNames: ['controller', 'result'],
+    registers: [this.registry],
+  });
+  readonly reconcileSeconds = new Histogram({
+    name: 'datakey_reconcile_duration_seconds',
+    help: 'Reconcile duration by controller.',
+    labelNames: ['controller'],
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [this.registry],
+  });
+  readonly queueDepth = new Gauge({
+    name: 'datakey_workqueue_depth',
+    help: 'Keys waiting in the work queue by controller.',
+    labelNames: ['controller'],
+    registers: [this.registry],
+  });
+  readonly kmsCalls = new Counter({
+    name: 'datakey_kms_calls_total',
+    help: 'Calls into the embedded KMS core by operation and result code.',
+    labelNames: ['operation', 'code'],
+    registers: [this.registry],
+  });
+  readonly dataKeys = new Gauge({
+    name: 'datakey_datakeys',
+    help: 'DataKeys by Ready condition status.',
+    labelNames: ['ready'],
+    registers: [this.registry],
+  });
+  readonly leader = new Gauge({
+    name: 'datakey_leader',
+    help: '1 while this replica holds the leader lease.',
+    registers: [this.registry],
+  });
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry, prefix: 'datakey_process_' });
+  }
+}
+
+export interface HealthState {
+  /** Live: the process and its event loop work. */
+  live(): boolean;
+  /** Ready: caches synced (leader) or standing by (follower). */
+  ready(): boolean;
+}
+
+/** Serves /metrics, /healthz and /readyz on their own port. */
+export function serveMetrics(
+  metrics: OperatorMetrics,
+  health: HealthState,
+  host: string,
+  port: number,
+): Promise<http.Server> {
+  const server = http.createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0];
+    if (path === '/healthz' || path === '/readyz') {
+      const ok = path === '/healthz' ? health.live() : health.ready();
+      res.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' }).end(ok ? 'ok' : 'not ready');
+      return;
+    }
+    if (path === '/metrics') {
+      metrics.registry.metrics().then(
+        (text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text),
+        () => res.writeHead(500).end(),
+      );
+      return;
+    }
+    res.writeHead(404, { 'content-type': 'text/plain' }).end('not found');
+  });
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => resolve(server));
+  });
+}

@@ -1,0 +1,249 @@
+import { hostname } from 'node:os';
+import type { Server } from 'node:http';
+import { createLogger, type Logger } from '../common/logger';
+import type { DataKey, MasterKey } from '../api/types';
+import { LABEL_DATAKEY } from '../api/types';
+import { masterKeysPath, type ControllerContext } from '../controllers/context';
+import { DataKeyController } from '../controllers/datakey-controller';
+import { MasterKeyController } from '../controllers/masterkey-controller';
+import { KmsCore, RootKey, loadOrCreateRootKey } from '../kms';
+import { KmsApi, listen, type Credentials, type RunningServer } from '../kms-api/server';
+import { EventRecorder } from '../runtime/events';
+import { Informer, keyOf } from '../runtime/informer';
+import { KubeClient, isNotFound, type KubeObject } from '../runtime/kube-client';
+import { LeaderElector } from '../runtime/leader-election';
+import { WorkQueue, runWorkers, type ReconcileResult } from '../runtime/workqueue';
+import { OperatorMetrics, serveMetrics } from './metrics';
+import { SecretKeyStore, loadOrCreateRootKeySecret } from './secret-key-store';
+
+export interface OperatorOptions {
+  kubeconfig?: string;
+  namespace: string;
+  metricsHost: string;
+  metricsPort: number;
+  kmsListen?: { host: string; port: number; credentials: Credentials };
+  rootKeyFile?: string;
+  identity?: string;
+  workers?: number;
+  leaseDurationSeconds?: number;
+  minRotationIntervalSeconds?: number;
+  logger?: Logger;
+}
+
+interface ControllerLoop {
+  name: string;
+  queue: WorkQueue;
+  reconcile: (key: string) => Promise<ReconcileResult | void>;
+}
+
+export interface RunningOperator {
+  metrics: OperatorMetrics;
+  isLeader(): boolean;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts the operator: caches warm on every replica, reconciling only on the
+ * leader. Losing the lease stops the workers at once; a clean stop releases it.
+ */
+export async function startOperator(options: OperatorOptions): Promise<RunningOperator> {
+  const logger = options.logger ?? createLogger('operator');
+  const client = KubeClient.fromEnvironment(options.kubeconfig);
+  const namespace = options.namespace;
+  await ensureNamespace(client, namespace);
+
+  const rootMaterial = options.rootKeyFile
+    ? await loadOrCreateRootKey(options.rootKeyFile)
+    : await loadOrCreateRootKeySecret(client, namespace);
+  const core = await KmsCore.open({
+    store: new SecretKeyStore(client, namespace),
+    rootKey: new RootKey(rootMaterial),
+    minRotationIntervalSeconds: options.minRotationIntervalSeconds,
+  });
+
+  const metrics = new OperatorMetrics();
+  const ctx: ControllerContext = {
+    client,
+    core,
+    masterKeys: new Informer<MasterKey & KubeObject>(client, { path: masterKeysPath() }, logger),
+    dataKeys: new Informer<DataKey & KubeObject>(
+      client,
+      { path: '/apis/kms.datakey.io/v1alpha1/datakeys' },
+      logger,
+    ),
+    secrets: new Informer(
+      client,
+      { path: '/api/v1/secrets', labelSelector: LABEL_DATAKEY },
+      logger,
+    ),
+    events: new EventRecorder(client, 'datakey-operator', logger),
+    metrics,
+    logger,
+  };
+  const masterKeyController = new MasterKeyController(ctx);
+  const dataKeyController = new DataKeyController(ctx);
+  const loops: ControllerLoop[] = [
+    {
+      name: 'masterkey',
+      queue: new WorkQueue(),
+      reconcile: (k) => masterKeyController.reconcile(k),
+    },
+    { name: 'datakey', queue: new WorkQueue(), reconcile: (k) => dataKeyController.reconcile(k) },
+  ];
+  const [masterKeyLoop, dataKeyLoop] = loops;
+  wireEvents(ctx, masterKeyLoop, dataKeyLoop);
+
+  for (const informer of [ctx.masterKeys, ctx.dataKeys, ctx.secrets]) informer.start();
+  await Promise.all([ctx.masterKeys.synced, ctx.dataKeys.synced, ctx.secrets.synced]);
+
+  let running: Promise<void>[] = [];
+  let leading = false;
+  const startWorkers = () => {
+    leading = true;
+    metrics.leader.set(1);
+    running = loops.map((loop) => {
+      loop.queue = new WorkQueue();
+      for (const key of keysFor(ctx, loop.name)) loop.queue.add(key);
+      return runLoop(loop, options.workers ?? 4, metrics, logger);
+    });
+  };
+  const stopWorkers = async () => {
+    leading = false;
+    metrics.leader.set(0);
+    await Promise.all(loops.map((loop) => loop.queue.shutDownWithDrain()));
+    await Promise.all(running);
+  };
+
+  const elector = new LeaderElector(
+    client,
+    {
+      namespace,
+      name: 'datakey-operator',
+      identity: options.identity ?? `${hostname()}-${process.pid}`,
+      leaseDurationSeconds: options.leaseDurationSeconds,
+      onStartedLeading: startWorkers,
+      onStoppedLeading: () => void stopWorkers(),
+    },
+    logger,
+  );
+  elector.start();
+
+  const gauges = setInterval(() => {
+    for (const loop of loops) metrics.queueDepth.set({ controller: loop.name }, loop.queue.length);
+    const counts = { True: 0, False: 0, Unknown: 0 };
+    for (const dk of ctx.dataKeys.list()) {
+      const ready = dk.status?.conditions?.find((c) => c.type === 'Ready')?.status ?? 'Unknown';
+      counts[ready]++;
+    }
+    for (const [ready, n] of Object.entries(counts)) metrics.dataKeys.set({ ready }, n);
+  }, 5000);
+  gauges.unref();
+
+  const metricsServer: Server = await serveMetrics(
+    metrics,
+    { live: () => true, ready: () => true },
+    options.metricsHost,
+    options.metricsPort,
+  );
+  let kmsServer: RunningServer | undefined;
+  if (options.kmsListen) {
+    const api = new KmsApi({
+      core,
+      credentials: options.kmsListen.credentials,
+      logger,
+      rateLimit: 750,
+    });
+    kmsServer = await listen(api, options.kmsListen);
+  }
+  logger.info({ namespace }, 'operator started');
+
+  return {
+    metrics,
+    isLeader: () => leading,
+    async stop() {
+      clearInterval(gauges);
+      await elector.stop();
+      await stopWorkers();
+      for (const informer of [ctx.masterKeys, ctx.dataKeys, ctx.secrets]) informer.stop();
+      await kmsServer?.close();
+      await new Promise((resolve) => metricsServer.close(resolve));
+      await core.close();
+      logger.info('operator stopped');
+    },
+  };
+}
+
+async function runLoop(
+  loop: ControllerLoop,
+  workers: number,
+  metrics: OperatorMetrics,
+  logger: Logger,
+) {
+  await runWorkers(
+    loop.queue,
+    workers,
+    async (key) => {
+      const end = metrics.reconcileSeconds.startTimer({ controller: loop.name });
+      try {
+        const result = await loop.reconcile(key);
+        metrics.reconciles.inc({
+          controller: loop.name,
+          result: result?.requeueAfterMs ? 'requeue' : 'success',
+        });
+        return result;
+      } finally {
+        end();
+      }
+    },
+    (key, err, retryInMs) => {
+      metrics.reconciles.inc({ controller: loop.name, result: 'error' });
+      logger.warn(
+        { controller: loop.name, key, err: (err as Error).message, retryInMs },
+        'reconcile failed',
+      );
+    },
+  );
+}
+
+function keysFor(ctx: ControllerContext, controller: string): string[] {
+  const informer = controller === 'masterkey' ? ctx.masterKeys : ctx.dataKeys;
+  return informer.list().map(keyOf);
+}
+
+/**
+ * Informer handlers only enqueue keys: the object itself, and what depends on it.
+ * They read each loop's current queue, which is replaced on every leadership term.
+ */
+function wireEvents(
+  ctx: ControllerContext,
+  masterKeys: ControllerLoop,
+  dataKeys: ControllerLoop,
+): void {
+  ctx.masterKeys.on((_event, mk) => {
+    masterKeys.queue.add(mk.metadata.name);
+    for (const dk of ctx.dataKeys.list()) {
+      if (dk.spec.masterKeyRef.name === mk.metadata.name) dataKeys.queue.add(keyOf(dk));
+    }
+  });
+  ctx.dataKeys.on((event, dk) => {
+    dataKeys.queue.add(keyOf(dk));
+    if (event === 'delete') masterKeys.queue.add(dk.spec.masterKeyRef.name);
+  });
+  ctx.secrets.on((_event, secret) => {
+    const owner = secret.metadata.labels?.[LABEL_DATAKEY];
+    if (owner) dataKeys.queue.add(`${secret.metadata.namespace}/${owner}`);
+  });
+}
+
+async function ensureNamespace(client: KubeClient, namespace: string): Promise<void> {
+  try {
+    await client.get(`/api/v1/namespaces/${namespace}`);
+  } catch (err) {
+    if (!isNotFound(err)) throw err;
+    await client.create('/api/v1/namespaces', {
+      apiVersion: 'v1',
+      kind: 'Namespace',
+      metadata: { name: namespace },
+    });
+  }
+}
