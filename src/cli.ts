@@ -1,11 +1,10 @@
 #!/usr/bin/env node
-import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { credentialsFromEnv, serveKms, type KmsService } from './kms-api/serve';
 import { parseRotationInterval } from './kms/validate';
 import { startOperator } from './operator/operator';
+import { runDev } from './devcluster/dev';
 
 const USAGE = `Usage: datakey <command> [options]
 
@@ -21,9 +20,12 @@ Commands:
       KUBECONFIG. --kms-listen also serves the KMS API over the embedded core
       (credentials as for kms serve). /metrics, /healthz and /readyz are served on
       --metrics-listen (default 0.0.0.0:8080).
-  dev [--listen HOST:PORT] [--data-dir DIR]
-      Run the product locally on its embedded defaults (KMS API on 127.0.0.1:18080,
-      state in ./.datakey-dev, a generated development credential).
+  dev [--once] [--kms-listen HOST:PORT]
+      The product on its embedded defaults (npm run dev): starts the local control
+      plane, installs the CRDs, runs the operator with the KMS API on
+      127.0.0.1:18080 (a development credential in ./.datakey-dev/credentials.env),
+      applies examples/, waits until they are Ready and prints them. --once exits
+      after that; otherwise it runs until Ctrl-C.
 `;
 
 class UsageError extends Error {}
@@ -111,46 +113,23 @@ function metricsListen(value: string): { metricsHost: string; metricsPort: numbe
   return { metricsHost: host, metricsPort: port };
 }
 
-/** Local run on embedded defaults: a development credential is generated once and kept 0600. */
-async function dev(args: string[]): Promise<KmsService> {
+/** The product's main job on its embedded defaults (npm run dev). */
+async function dev(args: string[]): Promise<Stoppable> {
   const { values } = parseArgs({
     args,
-    options: { listen: { type: 'string' }, 'data-dir': { type: 'string' } },
+    options: { once: { type: 'boolean' }, 'kms-listen': { type: 'string' } },
     strict: true,
   });
-  const dataDir = path.resolve(values['data-dir'] ?? '.datakey-dev');
-  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
-  const credentialFile = path.join(dataDir, 'credentials.env');
-  if (!process.env.DATAKEY_ACCESS_KEY_ID && !existsSync(credentialFile)) {
-    const id = `dev-${randomBytes(6).toString('hex')}`;
-    const secret = randomBytes(24).toString('base64url');
-    writeFileSync(
-      credentialFile,
-      `DATAKEY_ACCESS_KEY_ID=${id}\nDATAKEY_ACCESS_KEY_SECRET=${secret}\n`,
-      { mode: 0o600 },
-    );
-  }
-  const fromFile = existsSync(credentialFile)
-    ? Object.fromEntries(
-        readFileSync(credentialFile, 'utf8')
-          .split('\n')
-          .filter((l) => l.includes('='))
-          .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
-      )
-    : {};
-  const credentials = credentialsFromEnv({ ...fromFile, ...process.env });
-  const service = await serveKms({
-    ...parseListen(values.listen ?? '127.0.0.1:18080'),
-    dataDir: path.join(dataDir, 'kms'),
-    credentials,
-    rateLimit: 750,
+  const session = await runDev({
+    once: values.once ?? false,
+    root: path.resolve(__dirname, '..'),
+    kmsListen: parseListen(values['kms-listen'] ?? '127.0.0.1:18080'),
   });
-  console.log(
-    `datakey dev: KMS API at ${service.url} (region cn-hangzhou, API version 2016-01-20)\n` +
-      `  access key id ${credentials.accessKeyId}; the secret is in ${credentialFile}\n` +
-      '  Ctrl-C stops it; state is kept for the next run.',
-  );
-  return service;
+  if (values.once) {
+    await session.operator.stop();
+    process.exit(0);
+  }
+  return session.operator;
 }
 
 async function main(argv: string[]): Promise<void> {

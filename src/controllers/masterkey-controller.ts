@@ -159,6 +159,13 @@ export class MasterKeyController {
     if (keyId) {
       try {
         const meta = this.ctx.core.describeKey(keyId);
+        // Aliases are names users reuse: release them so a new MasterKey can take them.
+        for (const alias of this.ctx.core.listAliasesByKeyId(keyId, {
+          pageNumber: 1,
+          pageSize: 100,
+        }).aliases) {
+          await kmsCall(this.ctx, 'DeleteAlias', () => this.ctx.core.deleteAlias(alias.aliasName));
+        }
         if (meta.keyState !== 'PendingDeletion') {
           await kmsCall(this.ctx, 'ScheduleKeyDeletion', () =>
             this.ctx.core.scheduleKeyDeletion(keyId, DELETION_WINDOW_DAYS),
