@@ -4,7 +4,7 @@ import * as http from 'node:http';
 import * as https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
-import type { Logger } from '../common/logger';
+import { REDACT_PATHS, type Logger } from '../common/logger';
 import type { KmsCore } from '../kms/core';
 import { KmsError } from '../kms/errors';
 import { RateLimiter } from '../kms/rate-limit';
@@ -51,9 +51,11 @@ export class KmsApi {
   private readonly nonces = new NonceCache(2 * TIMESTAMP_WINDOW_MS + 60_000);
   private readonly nowMs: () => number;
   private readonly accountId: string;
+  private readonly accessLog: AccessLogger;
 
   constructor(private readonly options: KmsApiOptions) {
     this.limiter = new RateLimiter(options.rateLimit);
+    this.accessLog = accessLoggerOf(options.logger);
     this.nowMs = options.nowMs ?? Date.now;
     this.accountId = accountIdOf(options.credentials.accessKeyId);
   }
@@ -169,7 +171,7 @@ export class KmsApi {
       'x-acs-request-id': requestId,
     });
     res.end(text);
-    this.options.logger.info(
+    this.accessLog.info(
       {
         requestId,
         action: reply.action,
@@ -181,6 +183,25 @@ export class KmsApi {
       'kms request',
     );
   }
+}
+
+/** One access-log line per request; every value is a primitive, by type. */
+type AccessRecord = Record<string, string | number | undefined>;
+interface AccessLogger {
+  info(record: AccessRecord, msg: string): void;
+}
+
+/**
+ * The access log: a child of `logger` that keeps every redaction path without a
+ * wildcard and drops the wildcard ones (`*.f`, `*.*.f`). Those can only match
+ * inside nested objects, and an access record has none, so its lines are
+ * byte-identical to the parent's; but pino runs the wildcard redactor over every
+ * value of every line, about 45 µs a line, which was over half of the server's
+ * CPU time per GenerateDataKeyWithoutPlaintext.
+ */
+export function accessLoggerOf(logger: Logger): AccessLogger {
+  const paths = REDACT_PATHS.filter((p) => !p.includes('*'));
+  return logger.child({}, { redact: { paths, censor: '[redacted]' } });
 }
 
 function errorReply(err: unknown, xml: boolean): Reply {

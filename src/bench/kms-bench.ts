@@ -1,0 +1,497 @@
+/**
+ * `npm run bench:kms`: throughput of the KMS core and of the KMS HTTP API, each
+ * against a bare baseline measured in the same run. Figures, not a test.
+ *
+ * (a) In process: the core's GenerateDataKey and Decrypt against a CSPRNG draw of
+ *     32 bytes + an AES-256-GCM seal of them under a random 12-byte IV, and the
+ *     matching open. Each is run for a fixed time per round, rounds interleaved,
+ *     median taken.
+ * (b) Over loopback HTTP: the real server (`node dist/cli.js kms serve
+ *     --rate-limit 0`, a child process, its log to /dev/null) driven by autocannon
+ *     (another child process) with signed GenerateDataKeyWithoutPlaintext requests,
+ *     each with a fresh nonce; against a bare Node http server answering a fixed JSON
+ *     body, same load settings, same run.
+ *
+ * Environment: BENCH_SECONDS (HTTP run, default 30), BENCH_WARMUP_SECONDS (HTTP
+ * warm-up, default 3), BENCH_CONNECTIONS (default 50), BENCH_CORE_SECONDS (per round,
+ * default 3), BENCH_CORE_ROUNDS (default 5), BENCH_SERVER_NODE_ARGS (extra node
+ * flags for the KMS server child, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof").
+ *
+ * The last line of output is one JSON object with the headline figures.
+ */
+import { type ChildProcess, fork, spawn } from 'node:child_process';
+import {
+  createCipheriv,
+  createDecipheriv,
+  createSecretKey,
+  randomBytes,
+  timingSafeEqual,
+  type KeyObject,
+} from 'node:crypto';
+import { mkdtempSync, openSync, readFileSync, rmSync, closeSync } from 'node:fs';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import type autocannon from 'autocannon';
+import { KmsCore } from '../kms/core';
+import { RootKey } from '../kms/root-key';
+import { MemoryKeyStore } from '../kms/store';
+import type { LoadJob } from './load-worker';
+import { RequestSigner } from './signed-request';
+
+const env = (name: string, fallback: number): number => {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const value = Number(raw);
+  if (!Number.isFinite(value) || value <= 0) throw new Error(`${name} must be a positive number`);
+  return value;
+};
+
+const HTTP_SECONDS = env('BENCH_SECONDS', 30);
+const WARMUP_SECONDS = env('BENCH_WARMUP_SECONDS', 3);
+const CONNECTIONS = Math.round(env('BENCH_CONNECTIONS', 50));
+const CORE_SECONDS = env('BENCH_CORE_SECONDS', 3);
+const CORE_ROUNDS = Math.round(env('BENCH_CORE_ROUNDS', 5));
+const DATA_KEY_BYTES = 32;
+const IV_BYTES = 12;
+const RING = 1024;
+
+const ACCESS_KEY_ID = 'bench-access-key';
+const ACCESS_KEY_SECRET = randomBytes(24).toString('base64url');
+
+const line = (text: string) => console.log(text);
+const fmt = (n: number) => Math.round(n).toLocaleString('en-US');
+const round = (n: number, digits: number) => Math.round(n * 10 ** digits) / 10 ** digits;
+const median = (values: number[]) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+};
+const loadAverage = () =>
+  os
+    .loadavg()
+    .map((l) => l.toFixed(2))
+    .join(' ');
+
+// ---- (a) in process ----------------------------------------------------------
+
+/** Calls `op` in batches until `seconds` have passed; returns ops/s. */
+function opsPerSecond(op: () => void, seconds: number): number {
+  const batch = 256;
+  const start = performance.now();
+  const end = start + seconds * 1000;
+  let ops = 0;
+  let now = start;
+  while (now < end) {
+    for (let i = 0; i < batch; i++) op();
+    ops += batch;
+    now = performance.now();
+  }
+  return ops / ((now - start) / 1000);
+}
+
+interface Sealed {
+  iv: Buffer;
+  ciphertext: Buffer;
+  tag: Buffer;
+}
+
+/**
+ * The baseline: what any envelope-encryption service must at least do per call,
+ * written as leanly as Node allows (no concatenation, no AAD, no framing).
+ */
+function bareSeal(key: KeyObject): Sealed {
+  const plaintext = randomBytes(DATA_KEY_BYTES);
+  const iv = randomBytes(IV_BYTES);
+  const cipher = createCipheriv('aes-256-gcm', key, iv);
+  const ciphertext = cipher.update(plaintext);
+  cipher.final();
+  const sealed = { iv, ciphertext, tag: cipher.getAuthTag() };
+  plaintext.fill(0);
+  return sealed;
+}
+
+function bareOpen(key: KeyObject, sealed: Sealed): Buffer {
+  const decipher = createDecipheriv('aes-256-gcm', key, sealed.iv);
+  decipher.setAuthTag(sealed.tag);
+  const first = decipher.update(sealed.ciphertext);
+  const rest = decipher.final();
+  return rest.length === 0 ? first : Buffer.concat([first, rest]);
+}
+
+interface CoreFigures {
+  generate: number;
+  decrypt: number;
+  seal: number;
+  open: number;
+}
+
+async function benchCore(): Promise<CoreFigures> {
+  const core = await KmsCore.open({
+    store: new MemoryKeyStore(),
+    rootKey: new RootKey(randomBytes(32)),
+  });
+  const { keyId } = await core.createKey({});
+  const bareKey = createSecretKey(randomBytes(32));
+
+  const blobs = Array.from(
+    { length: RING },
+    () => core.generateDataKeyWithoutPlaintext({ keyId }).ciphertextBlob,
+  );
+  const sealedRing = Array.from({ length: RING }, () => bareSeal(bareKey));
+  let b = 0;
+  let s = 0;
+
+  // Sanity: both paths round-trip before anything is timed.
+  const check = core.generateDataKey({ keyId });
+  const back = core.decrypt({ ciphertextBlob: check.ciphertextBlob }).plaintext;
+  if (!timingSafeEqual(check.plaintext, back)) throw new Error('core round trip failed');
+  check.plaintext.fill(0);
+  back.fill(0);
+  bareOpen(bareKey, sealedRing[0]).fill(0);
+
+  const ops: Record<keyof CoreFigures, () => void> = {
+    seal: () => {
+      bareSeal(bareKey);
+    },
+    generate: () => {
+      core.generateDataKey({ keyId }).plaintext.fill(0);
+    },
+    open: () => {
+      bareOpen(bareKey, sealedRing[s++ & (RING - 1)]).fill(0);
+    },
+    decrypt: () => {
+      core.decrypt({ ciphertextBlob: blobs[b++ & (RING - 1)] }).plaintext.fill(0);
+    },
+  };
+  const names = Object.keys(ops) as (keyof CoreFigures)[];
+  for (const name of names) opsPerSecond(ops[name], Math.min(1, CORE_SECONDS)); // warm-up
+  const samples: Record<keyof CoreFigures, number[]> = {
+    seal: [],
+    generate: [],
+    open: [],
+    decrypt: [],
+  };
+  // Rounds interleave the four, so drifting machine load hits all of them alike.
+  for (let r = 0; r < CORE_ROUNDS; r++) {
+    for (const name of names) samples[name].push(opsPerSecond(ops[name], CORE_SECONDS));
+  }
+  await core.close();
+  const spread = (name: keyof CoreFigures) =>
+    `min ${fmt(Math.min(...samples[name]))}, max ${fmt(Math.max(...samples[name]))}`;
+  const figures = {
+    generate: median(samples.generate),
+    decrypt: median(samples.decrypt),
+    seal: median(samples.seal),
+    open: median(samples.open),
+  };
+  line(`core, in process (${CORE_ROUNDS} rounds x ${CORE_SECONDS} s, median):`);
+  line(
+    `  GenerateDataKey          ${fmt(figures.generate).padStart(9)} ops/s (${spread('generate')})`,
+  );
+  line(`  baseline seal            ${fmt(figures.seal).padStart(9)} ops/s (${spread('seal')})`);
+  line(
+    `    -> GenerateDataKey / seal = ${(figures.generate / figures.seal).toFixed(3)}  (goal >= 0.8)`,
+  );
+  line(
+    `  Decrypt                  ${fmt(figures.decrypt).padStart(9)} ops/s (${spread('decrypt')})`,
+  );
+  line(`  baseline open            ${fmt(figures.open).padStart(9)} ops/s (${spread('open')})`);
+  line(`    -> Decrypt / open = ${(figures.decrypt / figures.open).toFixed(3)}`);
+  return figures;
+}
+
+// ---- (b) over HTTP -----------------------------------------------------------
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = net.createServer();
+    probe.once('error', reject);
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address() as net.AddressInfo;
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Linux's USER_HZ: /proc reports CPU time in these ticks (`getconf CLK_TCK`). */
+const CLOCK_TICKS = 100;
+
+/** CPU seconds (user + system) a process has used so far, from /proc. */
+function cpuSeconds(pid: number | undefined): number {
+  if (pid === undefined) return NaN;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+  } catch {
+    return NaN;
+  }
+}
+
+async function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+  await exited;
+  clearTimeout(timer);
+}
+
+function failOnEarlyExit(child: ChildProcess, name: string, stderr: () => string): void {
+  child.once('exit', (code, signal) => {
+    if (!stopping) {
+      console.error(`${name} exited early (${code ?? signal}): ${stderr()}`);
+      process.exit(1);
+    }
+  });
+}
+let stopping = false;
+
+async function startKmsServer(): Promise<{ child: ChildProcess; url: string; dataDir: string }> {
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), 'kms-bench-'));
+  const port = await freePort();
+  const devNull = openSync('/dev/null', 'w');
+  const extra = (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  const cli = path.join(__dirname, '..', 'cli.js');
+  const child = spawn(
+    process.execPath,
+    [
+      ...extra,
+      cli,
+      'kms',
+      'serve',
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--data-dir',
+      dataDir,
+      '--rate-limit',
+      '0',
+    ],
+    {
+      env: {
+        ...process.env,
+        DATAKEY_ACCESS_KEY_ID: ACCESS_KEY_ID,
+        DATAKEY_ACCESS_KEY_SECRET: ACCESS_KEY_SECRET,
+      },
+      stdio: ['ignore', devNull, 'pipe'],
+    },
+  );
+  closeSync(devNull);
+  let stderr = '';
+  child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  failOnEarlyExit(child, 'kms server', () => stderr);
+  const url = `http://127.0.0.1:${port}`;
+  for (let i = 0; ; i++) {
+    try {
+      await fetch(`${url}/`);
+      break;
+    } catch {
+      if (i > 100) throw new Error(`kms server did not come up: ${stderr}`);
+      await sleep(100);
+    }
+  }
+  return { child, url, dataDir };
+}
+
+async function startBareServer(): Promise<{ child: ChildProcess; url: string }> {
+  const child = spawn(process.execPath, [path.join(__dirname, 'bare-server.js')], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  failOnEarlyExit(child, 'bare server', () => '');
+  const port = await new Promise<string>((resolve) => {
+    let out = '';
+    child.stdout?.on('data', (chunk: Buffer) => {
+      out += chunk.toString();
+      if (out.includes('\n')) resolve(out.trim());
+    });
+  });
+  return { child, url: `http://127.0.0.1:${port}` };
+}
+
+async function call(
+  url: string,
+  signer: RequestSigner,
+  action: string,
+  params: Record<string, string> = {},
+): Promise<{ status: number; body: Record<string, unknown>; path: string }> {
+  const requestPath = signer.path(action, params);
+  const res = await fetch(url + requestPath);
+  return {
+    status: res.status,
+    body: (await res.json()) as Record<string, unknown>,
+    path: requestPath,
+  };
+}
+
+/** One key, and a check that the server does what the load will ask of it. */
+async function prepareKms(url: string): Promise<string> {
+  const signer = new RequestSigner(ACCESS_KEY_ID, ACCESS_KEY_SECRET);
+  const created = await call(url, signer, 'CreateKey');
+  const keyId = (created.body.KeyMetadata as { KeyId?: string } | undefined)?.KeyId;
+  if (created.status !== 200 || !keyId) {
+    throw new Error(`CreateKey failed: ${created.status} ${JSON.stringify(created.body)}`);
+  }
+  const generated = await call(url, signer, 'GenerateDataKey', { KeyId: keyId });
+  const decrypted = await call(url, signer, 'Decrypt', {
+    CiphertextBlob: String(generated.body.CiphertextBlob),
+  });
+  if (
+    generated.status !== 200 ||
+    decrypted.status !== 200 ||
+    decrypted.body.Plaintext !== generated.body.Plaintext
+  ) {
+    throw new Error('GenerateDataKey / Decrypt round trip over HTTP failed');
+  }
+  const probe = await call(url, signer, 'GenerateDataKeyWithoutPlaintext', { KeyId: keyId });
+  if (probe.status !== 200 || typeof probe.body.CiphertextBlob !== 'string') {
+    throw new Error(`GenerateDataKeyWithoutPlaintext failed: ${JSON.stringify(probe.body)}`);
+  }
+  const replay = await fetch(url + probe.path);
+  const replayCode = ((await replay.json()) as { Code?: string }).Code;
+  if (replay.status !== 400 || replayCode !== 'SignatureNonceUsed') {
+    throw new Error(`a replayed request was not refused: ${replay.status} ${replayCode}`);
+  }
+  line('  sanity: CreateKey, GenerateDataKey/Decrypt round trip, replay refused: ok');
+  return keyId;
+}
+
+interface LoadFigures {
+  result: autocannon.Result;
+  rps: number;
+  serverCpu: number;
+  loadCpu: number;
+}
+
+/** Runs autocannon in a child process against `url`; CPU use of server and load too. */
+async function load(
+  url: string,
+  server: ChildProcess,
+  seconds: number,
+  params: Record<string, string>,
+): Promise<LoadFigures> {
+  const job: LoadJob = {
+    url,
+    connections: CONNECTIONS,
+    seconds,
+    action: 'GenerateDataKeyWithoutPlaintext',
+    params,
+    accessKeyId: ACCESS_KEY_ID,
+    accessKeySecret: ACCESS_KEY_SECRET,
+  };
+  const worker = fork(path.join(__dirname, 'load-worker.js'), [JSON.stringify(job)], {
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
+  const serverBefore = cpuSeconds(server.pid);
+  const result = await new Promise<autocannon.Result>((resolve, reject) => {
+    let got: autocannon.Result | undefined;
+    let loadCpu = NaN;
+    worker.on('message', (message) => {
+      got = message as autocannon.Result;
+      loadCpu = cpuSeconds(worker.pid);
+      (got as autocannon.Result & { loadCpu?: number }).loadCpu = loadCpu;
+    });
+    worker.once('error', reject);
+    worker.once('exit', (code) =>
+      got ? resolve(got) : reject(new Error(`load worker exited with ${code}`)),
+    );
+  });
+  const serverCpu = cpuSeconds(server.pid) - serverBefore;
+  const loadCpu = (result as autocannon.Result & { loadCpu?: number }).loadCpu ?? NaN;
+  return {
+    result,
+    rps: result['2xx'] / result.duration,
+    serverCpu: serverCpu / result.duration,
+    loadCpu: loadCpu / result.duration,
+  };
+}
+
+function describeLoad(name: string, f: LoadFigures): void {
+  const r = f.result;
+  const codes = Object.entries(r.statusCodeStats ?? {})
+    .map(([code, { count }]) => `${code}: ${count}`)
+    .join(', ');
+  line(
+    `  ${name.padEnd(6)} ${fmt(f.rps).padStart(7)} req/s (2xx only)  ` +
+      `latency p50 ${r.latency.p50} ms, p99 ${r.latency.p99} ms, max ${r.latency.max} ms`,
+  );
+  line(
+    `         ${fmt(r.requests.total)} responses in ${r.duration} s [${codes}]; ` +
+      `non-2xx ${r.non2xx}, errors ${r.errors}, timeouts ${r.timeouts}`,
+  );
+  line(
+    `         CPU: server ${(f.serverCpu * 100).toFixed(0)}% of a core ` +
+      `(${((f.serverCpu / f.rps) * 1e6).toFixed(0)} µs per request), ` +
+      `load generator ${(f.loadCpu * 100).toFixed(0)}% of a core`,
+  );
+}
+
+async function benchHttp(): Promise<{ kms: LoadFigures; bare: LoadFigures }> {
+  line(
+    `http, loopback (${CONNECTIONS} keep-alive connections, ${HTTP_SECONDS} s each ` +
+      `after ${WARMUP_SECONDS} s warm-up; load generator in its own process):`,
+  );
+  const kmsServer = await startKmsServer();
+  const bareServer = await startBareServer();
+  try {
+    const keyId = await prepareKms(kmsServer.url);
+    const params = { KeyId: keyId };
+    await load(bareServer.url, bareServer.child, WARMUP_SECONDS, params);
+    await load(kmsServer.url, kmsServer.child, WARMUP_SECONDS, params);
+    const bare = await load(bareServer.url, bareServer.child, HTTP_SECONDS, params);
+    line(`  (load average after the bare run: ${loadAverage()})`);
+    const kms = await load(kmsServer.url, kmsServer.child, HTTP_SECONDS, params);
+    line(`  (load average after the kms run: ${loadAverage()})`);
+    describeLoad('kms', kms);
+    describeLoad('bare', bare);
+    return { kms, bare };
+  } finally {
+    stopping = true;
+    await Promise.all([stopChild(kmsServer.child), stopChild(bareServer.child)]);
+    rmSync(kmsServer.dataDir, { recursive: true, force: true });
+  }
+}
+
+async function main(): Promise<void> {
+  line(
+    `kms bench: node ${process.version}, ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? '?'}), ` +
+      `load average ${loadAverage()}`,
+  );
+  const core = await benchCore();
+  const { kms, bare } = await benchHttp();
+  const failures = kms.result.non2xx + kms.result.errors + kms.result.timeouts;
+  const bareFailures = bare.result.non2xx + bare.result.errors + bare.result.timeouts;
+  const summary = {
+    core_ops_s: Math.round(core.generate),
+    crypto_ops_s: Math.round(core.seal),
+    core_vs_crypto: round(core.generate / core.seal, 3),
+    http_rps: Math.round(kms.rps),
+    http_p99_ms: kms.result.latency.p99,
+    bare_rps: Math.round(bare.rps),
+    http_vs_bare: round(kms.rps / bare.rps, 3),
+  };
+  const goal = (ok: boolean) => (ok ? 'met' : 'MISSED');
+  line('goals:');
+  line(`  core_vs_crypto >= 0.8: ${goal(summary.core_vs_crypto >= 0.8)}`);
+  line(
+    `  http_rps >= 10000 with http_p99_ms < 10: ` +
+      goal(summary.http_rps >= 10_000 && summary.http_p99_ms < 10),
+  );
+  line(`  http_vs_bare >= 0.5: ${goal(summary.http_vs_bare >= 0.5)}`);
+  line(`load average at the end: ${loadAverage()}`);
+  if (failures > 0 || bareFailures > 0) {
+    line(
+      `WARNING: ${failures} failed KMS requests and ${bareFailures} failed bare requests; ` +
+        'the HTTP figures count 2xx only',
+    );
+    process.exitCode = 1;
+  }
+  line(JSON.stringify(summary));
+}
+
+main().catch((err: Error) => {
+  console.error(`kms bench: ${err.stack ?? err.message}`);
+  process.exit(1);
+});
