@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { API_VERSION } from '../kms-api/server';
-import { canonicalQuery, percentEncode, signatureV1 } from '../kms-api/signature';
+import { formatKmsTime } from '../kms/clock';
+import { encodeParams, signRequest } from '../kms-api/signature';
 
 /**
  * Builds signed Alibaba RPC v1 request paths with the project's own signer. Every
@@ -20,19 +20,13 @@ export class RequestSigner {
 
   /** `/?...&Signature=...` for a GET of `action` with `extra` parameters. */
   path(action: string, extra: Record<string, string> = {}, method = 'GET'): string {
-    const params = new Map<string, string>([
-      ['Action', action],
-      ['Version', API_VERSION],
-      ['Format', 'JSON'],
-      ['AccessKeyId', this.accessKeyId],
-      ['SignatureMethod', 'HMAC-SHA1'],
-      ['SignatureVersion', '1.0'],
-      ['SignatureNonce', `${this.noncePrefix}-${++this.counter}`],
-      ['Timestamp', this.timestamp()],
-    ]);
-    for (const [name, value] of Object.entries(extra)) params.set(name, value);
-    const signature = signatureV1(method, params, this.accessKeySecret);
-    return `/?${canonicalQuery(params)}&Signature=${percentEncode(signature)}`;
+    const credentials = { accessKeyId: this.accessKeyId, accessKeySecret: this.accessKeySecret };
+    const params = signRequest(credentials, action, extra, {
+      method,
+      nonce: `${this.noncePrefix}-${++this.counter}`,
+      timestamp: this.timestamp(),
+    });
+    return `/?${encodeParams(params)}`;
   }
 
   private timestamp(): string {
@@ -40,7 +34,7 @@ export class RequestSigner {
     const second = Math.floor(now / 1000);
     if (second !== this.stampSecond) {
       this.stampSecond = second;
-      this.stamp = new Date(second * 1000).toISOString().replace(/\.\d{3}Z$/, 'Z');
+      this.stamp = formatKmsTime(new Date(second * 1000));
     }
     return this.stamp;
   }

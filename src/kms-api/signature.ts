@@ -37,3 +37,41 @@ export function signatureMatches(expected: string, given: string): boolean {
 function byCodePoint(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
+
+export interface SigningCredentials {
+  accessKeyId: string;
+  accessKeySecret: string;
+}
+
+/**
+ * Client side: the common RPC parameters plus `params`, signed. Used by the
+ * benchmark and the tests; `Signature` is the last entry of the map.
+ */
+export function signRequest(
+  credentials: SigningCredentials,
+  action: string,
+  params: Record<string, string>,
+  options: { method?: string; timestamp: string; nonce: string; secret?: string },
+): Map<string, string> {
+  const all = new Map<string, string>(
+    Object.entries({
+      Action: action,
+      Version: '2016-01-20',
+      Format: 'JSON',
+      AccessKeyId: credentials.accessKeyId,
+      SignatureMethod: 'HMAC-SHA1',
+      SignatureVersion: '1.0',
+      SignatureNonce: options.nonce,
+      Timestamp: options.timestamp,
+      ...params,
+    }),
+  );
+  const secret = options.secret ?? credentials.accessKeySecret;
+  all.set('Signature', signatureV1(options.method ?? 'GET', all, secret));
+  return all;
+}
+
+/** `name=value&...` in the order given, each part percent-encoded. */
+export function encodeParams(params: ReadonlyMap<string, string>): string {
+  return [...params].map(([k, v]) => `${percentEncode(k)}=${percentEncode(v)}`).join('&');
+}

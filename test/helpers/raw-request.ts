@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import * as http from 'node:http';
-import { percentEncode, signatureV1 } from '../../src/kms-api/signature';
+import { formatKmsTime } from '../../src/kms/clock';
+import { encodeParams, signRequest } from '../../src/kms-api/signature';
 
 /** Hand-built RPC requests, for what the SDKs cannot send (bad signatures, replays, XML, noise). */
 
@@ -72,9 +73,7 @@ export interface Credentials {
 }
 
 /** `YYYY-MM-DDTHH:MM:SSZ`, the format the SDKs send. */
-export function kmsTimestamp(date = new Date()): string {
-  return date.toISOString().replace(/\.\d{3}Z$/, 'Z');
-}
+export const kmsTimestamp = (date = new Date()): string => formatKmsTime(date);
 
 /** The common RPC parameters plus `params`, signed with the project's own signer. */
 export function signedParams(
@@ -83,27 +82,14 @@ export function signedParams(
   params: Record<string, string>,
   options: { method?: string; timestamp?: string; nonce?: string; secret?: string } = {},
 ): Map<string, string> {
-  const all = new Map<string, string>(
-    Object.entries({
-      Action: action,
-      Version: '2016-01-20',
-      Format: 'JSON',
-      AccessKeyId: creds.accessKeyId,
-      SignatureMethod: 'HMAC-SHA1',
-      SignatureVersion: '1.0',
-      SignatureNonce: options.nonce ?? randomUUID(),
-      Timestamp: options.timestamp ?? kmsTimestamp(),
-      ...params,
-    }),
-  );
-  const secret = options.secret ?? creds.accessKeySecret;
-  all.set('Signature', signatureV1(options.method ?? 'GET', all, secret));
-  return all;
+  return signRequest(creds, action, params, {
+    ...options,
+    nonce: options.nonce ?? randomUUID(),
+    timestamp: options.timestamp ?? kmsTimestamp(),
+  });
 }
 
-export function encodeParams(params: ReadonlyMap<string, string>): string {
-  return [...params].map(([k, v]) => `${percentEncode(k)}=${percentEncode(v)}`).join('&');
-}
+export { encodeParams };
 
 /** A correctly signed GET (query) or POST (form body) request. */
 export function signedRequest(

@@ -3,8 +3,8 @@ import { createLogger } from '../../src/common/logger';
 import { KmsCore } from '../../src/kms/core';
 import { RootKey } from '../../src/kms/root-key';
 import { MemoryKeyStore } from '../../src/kms/store';
-import { API_VERSION, KmsApi, accessLoggerOf, listen } from '../../src/kms-api/server';
-import { canonicalQuery, percentEncode, signatureV1 } from '../../src/kms-api/signature';
+import { KmsApi, accessLoggerOf, listen } from '../../src/kms-api/server';
+import { encodeParams, signedParams } from '../helpers/raw-request';
 
 const credentials = { accessKeyId: 'test-id', accessKeySecret: 'test-secret' };
 
@@ -18,19 +18,7 @@ function capture() {
 }
 
 function signedPath(action: string, extra: Record<string, string>): string {
-  const params = new Map<string, string>([
-    ['Action', action],
-    ['Version', API_VERSION],
-    ['Format', 'JSON'],
-    ['AccessKeyId', credentials.accessKeyId],
-    ['SignatureMethod', 'HMAC-SHA1'],
-    ['SignatureVersion', '1.0'],
-    ['SignatureNonce', randomBytes(12).toString('hex')],
-    ['Timestamp', new Date().toISOString().replace(/\.\d{3}Z$/, 'Z')],
-    ...Object.entries(extra),
-  ]);
-  const signature = signatureV1('GET', params, credentials.accessKeySecret);
-  return `/?${canonicalQuery(params)}&Signature=${percentEncode(signature)}`;
+  return `/?${encodeParams(signedParams(credentials, action, extra))}`;
 }
 
 test('the access log line is what the fully redacting logger writes for it', async () => {

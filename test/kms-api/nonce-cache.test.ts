@@ -18,3 +18,11 @@ test('nonces are forgotten only after the retention time', () => {
   expect(cache.add('n', start + 60_000)).toBe(false);
   expect(cache.add('n', start + 240_000)).toBe(true);
 });
+
+test('a full nonce cache throttles instead of forgetting early', () => {
+  const cache = new NonceCache(60_000, 2);
+  cache.add('a', 0);
+  cache.add('b', 0);
+  expect(() => cache.add('c', 0)).toThrow(expect.objectContaining({ code: 'Rejected.Throttling' }));
+  expect(cache.add('a', 1000)).toBe(false);
+});
