@@ -1,53 +1,59 @@
+import { createHash } from 'node:crypto';
 import { throttled } from '../kms/errors';
 
 /**
- * Remembers signature nonces for `retentionMs`, in one-minute buckets so that
- * expiry costs nothing per request. Bounded: past `maxEntries` new requests are
- * throttled rather than letting old nonces be forgotten early (which would allow replays).
+ * Remembers signature nonces for replay protection. A replayed request carries
+ * the same signed Timestamp, and a request is accepted only within `windowMs` of
+ * its Timestamp, so a nonce needs remembering only until Timestamp + window.
+ *
+ * Nonces are kept as 52-bit hashes (numbers, ~20 bytes each, nothing of the
+ * request kept alive) in one Set per expiry minute, so expiry drops whole Sets.
+ * A hash collision can only refuse a fresh request (about one in 10^8 at ten
+ * million live nonces), never accept a replay. Bounded: past `maxEntries` new
+ * requests are throttled rather than letting live nonces be forgotten early.
  */
 export class NonceCache {
-  private readonly seen = new Set<string>();
-  private readonly buckets = new Map<number, string[]>();
+  private readonly buckets = new Map<number, Set<number>>();
+  private size = 0;
+  private lastExpiredMinute = -Infinity;
 
   constructor(
-    private readonly retentionMs: number,
-    private readonly maxEntries = 4_000_000,
+    private readonly windowMs: number,
+    private readonly maxEntries = 30_000_000,
   ) {}
 
-  /** Records the nonce; false when it was already seen. */
-  add(nonce: string, nowMs: number): boolean {
+  /** Records the nonce of a request signed at `requestMs`; false when already seen. */
+  add(nonce: string, nowMs: number, requestMs: number = nowMs): boolean {
     this.expire(nowMs);
-    if (this.seen.has(nonce)) return false;
-    if (this.seen.size >= this.maxEntries) {
-      throw throttled();
-    }
-    const kept = unshared(nonce);
-    this.seen.add(kept);
-    const minute = Math.floor(nowMs / 60_000);
-    const bucket = this.buckets.get(minute);
-    if (bucket) bucket.push(kept);
-    else this.buckets.set(minute, [kept]);
+    const hash = hash52(nonce);
+    for (const bucket of this.buckets.values()) if (bucket.has(hash)) return false;
+    if (this.size >= this.maxEntries) throw throttled();
+    // The minute after the last instant the same request would still be accepted.
+    const expiryMinute = Math.floor((requestMs + this.windowMs) / 60_000) + 1;
+    let bucket = this.buckets.get(expiryMinute);
+    if (!bucket) this.buckets.set(expiryMinute, (bucket = new Set()));
+    bucket.add(hash);
+    this.size++;
     return true;
   }
 
+  get entries(): number {
+    return this.size;
+  }
+
   private expire(nowMs: number): void {
-    const oldest = Math.floor((nowMs - this.retentionMs) / 60_000);
-    for (const [minute, nonces] of this.buckets) {
-      if (minute >= oldest) break;
-      for (const n of nonces) this.seen.delete(n);
-      this.buckets.delete(minute);
+    const minute = Math.floor(nowMs / 60_000);
+    if (minute === this.lastExpiredMinute) return;
+    this.lastExpiredMinute = minute;
+    for (const [expiry, bucket] of this.buckets) {
+      if (expiry > minute) continue;
+      this.size -= bucket.size;
+      this.buckets.delete(expiry);
     }
   }
 }
 
-/**
- * An exact copy of `value` in fresh memory. A nonce parsed out of a request is a
- * slice of the request's text, and a key built from it points at that slice, so
- * keeping it as is kept the whole query string alive for the retention time: about
- * 420 bytes a nonce instead of about 95 (a full cache would hold 1.7 GB, not 0.4 GB),
- * and that much more for the garbage collector to copy out of the young generation.
- * The JSON round trip is exact for every string, lone surrogates included.
- */
-function unshared(value: string): string {
-  return JSON.parse(JSON.stringify(value)) as string;
+function hash52(value: string): number {
+  const digest = createHash('sha256').update(value, 'utf8').digest();
+  return digest.readUIntBE(0, 6) * 16 + (digest[6] >> 4);
 }

@@ -48,7 +48,7 @@ interface Reply {
 /** The request handler of the Alibaba-compatible RPC API over a KMS core. */
 export class KmsApi {
   private readonly limiter: RateLimiter;
-  private readonly nonces = new NonceCache(2 * TIMESTAMP_WINDOW_MS + 60_000);
+  private readonly nonces = new NonceCache(TIMESTAMP_WINDOW_MS);
   private readonly nowMs: () => number;
   private readonly accountId: string;
   private readonly accessLog: AccessLogger;
@@ -117,7 +117,7 @@ export class KmsApi {
     const signature = params.optional('Signature');
     if (!signature)
       throw new KmsError(400, 'IncompleteSignature', 'The request signature is missing.');
-    this.checkTimestamp(params.required('Timestamp'));
+    const signedAt = this.checkTimestamp(params.required('Timestamp'));
     const nonce = params.required('SignatureNonce');
     const expected = signatureV1(method, params.all, this.options.credentials.accessKeySecret);
     if (!signatureMatches(expected, signature)) {
@@ -128,12 +128,13 @@ export class KmsApi {
       );
     }
     // Only signed requests reach the nonce cache, so unsigned noise cannot fill it.
-    if (!this.nonces.add(`${accessKeyId}\u0000${nonce}`, this.nowMs())) {
+    if (!this.nonces.add(`${accessKeyId}\u0000${nonce}`, this.nowMs(), signedAt)) {
       throw new KmsError(400, 'SignatureNonceUsed', 'Specified signature nonce was used already.');
     }
   }
 
-  private checkTimestamp(value: string): void {
+  /** Returns the signed time; throws when it is malformed or outside the window. */
+  private checkTimestamp(value: string): number {
     const match = TIMESTAMP.exec(value);
     const at = match ? Date.parse(value) : NaN;
     if (Number.isNaN(at)) {
@@ -146,6 +147,7 @@ export class KmsApi {
         'The input parameter Timestamp is not within 15 minutes of the server time.',
       );
     }
+    return at;
   }
 
   private contextOf(params: Params): ActionContext {
