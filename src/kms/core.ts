@@ -155,12 +155,16 @@ export class KmsCore {
 
   static async open(options: KmsCoreOptions): Promise<KmsCore> {
     const core = new KmsCore(options);
-    await core.reload();
+    await core.loadFromStore();
     return core;
   }
 
-  /** Re-reads the store, e.g. after another replica changed it. */
-  async reload(): Promise<void> {
+  /** Re-reads the store, e.g. after another replica changed it; ordered with mutations. */
+  reload(): Promise<void> {
+    return this.mutate(() => this.loadFromStore());
+  }
+
+  private async loadFromStore(): Promise<void> {
     const { keys, aliases } = await this.store.load();
     const nextVersions = new Map<string, LiveVersion>();
     for (const key of keys) {

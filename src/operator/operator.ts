@@ -10,7 +10,7 @@ import { KmsCore, RootKey, loadOrCreateRootKey } from '../kms';
 import { KmsApi, listen, type Credentials, type RunningServer } from '../kms-api/server';
 import { EventRecorder } from '../runtime/events';
 import { Informer, keyOf } from '../runtime/informer';
-import { KubeClient, isNotFound, type KubeObject } from '../runtime/kube-client';
+import { KubeClient, isConflict, isNotFound, type KubeObject } from '../runtime/kube-client';
 import { LeaderElector } from '../runtime/leader-election';
 import { WorkQueue, runWorkers, type ReconcileResult } from '../runtime/workqueue';
 import { OperatorMetrics, serveMetrics } from './metrics';
@@ -98,13 +98,16 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
 
   let running: Promise<void>[] = [];
   let leading = false;
-  const startWorkers = () => {
+  const startWorkers = async () => {
     leading = true;
     metrics.leader.set(1);
+    // Another replica may have changed the key store while this one followed.
+    await core.reload();
+    if (!leading) return;
     running = loops.map((loop) => {
       loop.queue = new WorkQueue();
       for (const key of keysFor(ctx, loop.name)) loop.queue.add(key);
-      return runLoop(loop, options.workers ?? 4, metrics, logger);
+      return runLoop(loop, options.workers ?? 4, metrics, logger, core);
     });
   };
   const stopWorkers = async () => {
@@ -121,12 +124,26 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
       name: 'datakey-operator',
       identity: options.identity ?? `${hostname()}-${process.pid}`,
       leaseDurationSeconds: options.leaseDurationSeconds,
-      onStartedLeading: startWorkers,
+      onStartedLeading: () => {
+        startWorkers().catch((err: Error) => {
+          logger.error({ err: err.message }, 'could not start reconciling; giving up the lease');
+          void elector.stop().then(() => elector.start());
+        });
+      },
       onStoppedLeading: () => void stopWorkers(),
     },
     logger,
   );
   elector.start();
+
+  // Followers serving --kms-listen keep their view of the key store fresh.
+  const followerReload = setInterval(() => {
+    if (!leading)
+      core
+        .reload()
+        .catch((err: Error) => logger.warn({ err: err.message }, 'key store reload failed'));
+  }, 30_000);
+  followerReload.unref();
 
   const gauges = setInterval(() => {
     for (const loop of loops) metrics.queueDepth.set({ controller: loop.name }, loop.queue.length);
@@ -162,6 +179,7 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
     isLeader: () => leading,
     async stop() {
       clearInterval(gauges);
+      clearInterval(followerReload);
       await elector.stop();
       await stopWorkers();
       for (const informer of [ctx.masterKeys, ctx.dataKeys, ctx.secrets]) informer.stop();
@@ -178,6 +196,7 @@ async function runLoop(
   workers: number,
   metrics: OperatorMetrics,
   logger: Logger,
+  core: KmsCore,
 ) {
   await runWorkers(
     loop.queue,
@@ -197,8 +216,10 @@ async function runLoop(
     },
     (key, err, retryInMs) => {
       metrics.reconciles.inc({ controller: loop.name, result: 'error' });
+      // A conflict may come from the key store: another writer got there first.
+      if (isConflict(err)) void core.reload().catch(() => undefined);
       logger.warn(
-        { controller: loop.name, key, err: (err as Error).message, retryInMs },
+        { controller: loop.name, object: key, err: (err as Error).message, retryInMs },
         'reconcile failed',
       );
     },

@@ -55,7 +55,9 @@ export class LeaderElector {
     return this.leading;
   }
 
+  /** Starts (or, after stop, restarts) campaigning for the lease. */
   start(): void {
+    this.stopped = false;
     void this.tick();
   }
 
