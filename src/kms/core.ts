@@ -276,13 +276,20 @@ export class KmsCore {
     });
   }
 
-  /** Manual rotation: a new version that becomes the primary version. */
-  async createKeyVersion(keyId: string): Promise<KeyVersionInfo> {
+  /**
+   * Manual rotation: a new version that becomes the primary version. With a
+   * `rotationToken` (operator extension) a token already used returns the version
+   * it made instead of rotating again, so a retried request rotates exactly once.
+   */
+  async createKeyVersion(keyId: string, rotationToken?: string): Promise<KeyVersionInfo> {
     let created: StoredKeyVersion | undefined;
     const key = await this.updateKey(keyId, (draft) => {
+      created = draft.versions.find((v) => rotationToken && v.rotationToken === rotationToken);
+      if (created) return;
       this.requireEnabled(draft);
       if (!isSymmetricSpec(draft.keySpec)) throw onlySymmetric(draft.keyId);
       created = this.rotate(draft);
+      if (rotationToken) created.rotationToken = rotationToken;
     });
     return versionInfo(key.keyId, created as StoredKeyVersion);
   }
@@ -320,6 +327,21 @@ export class KmsCore {
     });
   }
 
+  /** Rotates one key if its automatic rotation is due; returns whether it rotated. */
+  async rotateIfDue(keyId: string): Promise<boolean> {
+    const key = this.resolveKey(keyId);
+    const now = this.clock.now().getTime();
+    if (key.keyState !== 'Enabled' || (nextRotationMs(key) ?? Infinity) > now) return false;
+    let rotated = false;
+    await this.updateKey(keyId, (draft) => {
+      if (draft.keyState === 'Enabled' && (nextRotationMs(draft) ?? Infinity) <= now) {
+        this.rotate(draft);
+        rotated = true;
+      }
+    });
+    return rotated;
+  }
+
   /**
    * Rotates keys whose next rotation date has passed and deletes keys whose
    * deletion window has ended. Called on a timer by servers, directly by tests.
@@ -338,15 +360,7 @@ export class KmsCore {
         deleted.push(key.keyId);
         continue;
       }
-      const next = nextRotationMs(key);
-      if (key.keyState === 'Enabled' && next !== undefined && next <= now) {
-        await this.updateKey(key.keyId, (draft) => {
-          if (draft.keyState === 'Enabled' && (nextRotationMs(draft) ?? Infinity) <= now) {
-            this.rotate(draft);
-          }
-        });
-        rotated.push(key.keyId);
-      }
+      if (await this.rotateIfDue(key.keyId)) rotated.push(key.keyId);
     }
     return { rotated, deleted };
   }

@@ -21,6 +21,8 @@ export interface StoredKeyVersion {
   creationDate: string;
   /** base64(iv | ciphertext | tag) of the material under the root key. */
   wrappedMaterial: string;
+  /** Set by a caller that rotates idempotently: the same token never rotates twice. */
+  rotationToken?: string;
 }
 
 export interface StoredKey {

@@ -492,3 +492,30 @@ describe('operator extensions', () => {
     expect(await messageOf(() => core.createKey({ keyId: 'not-a-uuid' }))).toMatch(/KeyId/);
   });
 });
+
+describe('idempotent rotation (operator extensions)', () => {
+  test('a rotation token rotates exactly once, however often it is retried', async () => {
+    const { core } = await openCore();
+    const { keyId } = await core.createKey({});
+    const first = await core.createKeyVersion(keyId, 'mk-uid:1');
+    const retry = await core.createKeyVersion(keyId, 'mk-uid:1');
+    expect(retry.keyVersionId).toBe(first.keyVersionId);
+    const second = await core.createKeyVersion(keyId, 'mk-uid:2');
+    expect(second.keyVersionId).not.toBe(first.keyVersionId);
+    // An old token seen again (a value set back) does not rotate either.
+    expect((await core.createKeyVersion(keyId, 'mk-uid:1')).keyVersionId).toBe(first.keyVersionId);
+    expect(core.listKeyVersions(keyId, { pageNumber: 1, pageSize: 10 }).totalCount).toBe(3);
+  });
+
+  test('rotateIfDue rotates one key only when its date has passed', async () => {
+    const { core, clock } = await openCore();
+    const { keyId } = await core.createKey({
+      enableAutomaticRotation: true,
+      rotationInterval: '7d',
+    });
+    expect(await core.rotateIfDue(keyId)).toBe(false);
+    clock.advance(7 * DAY_MS);
+    expect(await core.rotateIfDue(keyId)).toBe(true);
+    expect(await core.rotateIfDue(keyId)).toBe(false);
+  });
+});
