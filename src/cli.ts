@@ -14,12 +14,13 @@ Commands:
       DATAKEY_ACCESS_KEY_ID and DATAKEY_ACCESS_KEY_SECRET. --rate-limit is calls per
       second per account per operation (default 750, 0 = unlimited).
   operator [--kubeconfig F] [--namespace NS] [--kms-listen HOST:PORT] [--metrics-listen HOST:PORT]
-           [--root-key-file F]
+           [--root-key-file F] [--rewrap-rate N]
       Run the MasterKey and DataKey controllers (leader-elected). NS (default
       datakey-system) holds the operator's own state. In-cluster config or
       KUBECONFIG. --kms-listen also serves the KMS API over the embedded core
       (credentials as for kms serve). /metrics, /healthz and /readyz are served on
-      --metrics-listen (default 0.0.0.0:8080).
+      --metrics-listen (default 0.0.0.0:8080). After a master key rotates, its
+      DataKeys are re-wrapped at --rewrap-rate per second (default 100, 0 = unlimited).
   dev [--once] [--kms-listen HOST:PORT]
       The product on its embedded defaults (npm run dev): starts the local control
       plane, installs the CRDs, runs the operator with the KMS API on
@@ -42,10 +43,9 @@ function parseListen(value: string | undefined): { host: string; port: number } 
   return { host: match[1].replace(/^\[|\]$/g, ''), port };
 }
 
-function parseRateLimit(value: string | undefined): number {
-  if (value === undefined) return 750;
+function parseRate(value: string, flag: string): number {
   if (!/^\d{1,9}$/.test(value))
-    throw new UsageError('--rate-limit must be a whole number (0 = unlimited)');
+    throw new UsageError(`${flag} must be a whole number (0 = unlimited)`);
   return Number(value);
 }
 
@@ -69,7 +69,8 @@ async function kmsServe(args: string[]): Promise<KmsService> {
     ...parseListen(values.listen),
     dataDir: values['data-dir'],
     credentials: credentialsFromEnv(),
-    rateLimit: parseRateLimit(values['rate-limit']),
+    rateLimit:
+      values['rate-limit'] === undefined ? 750 : parseRate(values['rate-limit'], '--rate-limit'),
     tlsCertFile: values['tls-cert'],
     tlsKeyFile: values['tls-key'],
   });
@@ -84,6 +85,7 @@ async function operator(args: string[]): Promise<Stoppable> {
       'kms-listen': { type: 'string' },
       'metrics-listen': { type: 'string' },
       'root-key-file': { type: 'string' },
+      'rewrap-rate': { type: 'string' },
       // Test-only: allow rotation intervals under 7 days.
       'min-rotation-interval': { type: 'string' },
     },
@@ -101,6 +103,10 @@ async function operator(args: string[]): Promise<Stoppable> {
       ? { ...parseListen(values['kms-listen']), credentials: credentialsFromEnv() }
       : undefined,
     rootKeyFile: values['root-key-file'],
+    rewrapsPerSecond:
+      values['rewrap-rate'] === undefined
+        ? undefined
+        : parseRate(values['rewrap-rate'], '--rewrap-rate'),
     minRotationIntervalSeconds: values['min-rotation-interval']
       ? parseRotationInterval(values['min-rotation-interval'], 1)
       : undefined,

@@ -106,6 +106,14 @@ function masterKeySchema(minRotationSeconds: number): Schema {
           lastRotationDate: str(),
           nextRotationDate: str(),
           rotateAnnotationSeen: str(),
+          rotation: {
+            type: 'object',
+            description: 'Re-wrap progress of the DataKeys of this key after a rotation.',
+            properties: {
+              rewrapped: { type: 'integer', minimum: 0 },
+              total: { type: 'integer', minimum: 0 },
+            },
+          },
           observedGeneration: { type: 'integer', format: 'int64' },
           conditions,
         },

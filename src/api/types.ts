@@ -46,6 +46,8 @@ export interface MasterKeyStatus {
   nextRotationDate?: string;
   /** The last `kms.datakey.io/rotate` value acted on: one rotation per distinct value. */
   rotateAnnotationSeen?: string;
+  /** DataKeys of this key on its primary version, of all its DataKeys. */
+  rotation?: { rewrapped: number; total: number };
   observedGeneration?: number;
   conditions?: Condition[];
 }

@@ -1,6 +1,6 @@
 import { isDeepStrictEqual } from 'node:util';
 import type { Condition, DataKey, DataKeyStatus, MasterKey } from '../api/types';
-import { KmsError } from '../kms';
+import { KmsError, RateLimiter } from '../kms';
 import { isNotFound, type KubeObject } from '../runtime/kube-client';
 import type { ReconcileResult } from '../runtime/workqueue';
 import { findCondition, setCondition } from './conditions';
@@ -27,6 +27,8 @@ type SecretObject = KubeObject & { data?: Record<string, string>; type?: string 
 /** Waiting on something outside this object (a MasterKey): retried on a slow timer and on MasterKey events. */
 const WAIT_MS = 30_000;
 const DATA_KEY_SPEC_BYTES = { AES_256: 32, AES_128: 16 } as const;
+export const DEFAULT_REWRAPS_PER_SECOND = 100;
+const REWRAP_RETRY_MS = 200;
 
 class NotReady extends Error {
   constructor(
@@ -43,15 +45,32 @@ class NotReady extends Error {
  * bound to the DataKey's identity, and that its Secret holds that ciphertext.
  * The plaintext is never requested: generation is *WithoutPlaintext.
  */
+export interface DataKeyControllerOptions {
+  /** Re-wraps per second after a rotation, across all DataKeys (0 = unlimited). */
+  rewrapsPerSecond?: number;
+}
+
 export class DataKeyController {
-  constructor(private readonly ctx: ControllerContext) {}
+  private readonly rewrapBudget: RateLimiter;
+
+  constructor(
+    private readonly ctx: ControllerContext,
+    options: DataKeyControllerOptions = {},
+  ) {
+    this.rewrapBudget = new RateLimiter(options.rewrapsPerSecond ?? DEFAULT_REWRAPS_PER_SECOND);
+  }
 
   async reconcile(key: string): Promise<ReconcileResult | void> {
     const dataKey = this.ctx.dataKeys.get(key);
     if (!dataKey || dataKey.metadata.deletionTimestamp) return;
     try {
-      const { wrapped, generated } = await this.ensureDataKey(dataKey);
-      await this.ensureSecret(dataKey, wrapped, generated);
+      const found = await this.ensureDataKey(dataKey);
+      let { wrapped } = found;
+      if (!found.generated && wrapped.keyVersionId !== this.primaryVersion(wrapped.keyId)) {
+        if (!this.rewrapBudget.tryTake('rewrap', 'all')) return { requeueAfterMs: REWRAP_RETRY_MS };
+        wrapped = await this.rewrap(dataKey, wrapped);
+      }
+      await this.ensureSecret(dataKey, wrapped, found.generated || wrapped !== found.wrapped);
       await this.writeStatus(dataKey, wrapped, {
         type: 'Ready',
         status: 'True',
@@ -83,6 +102,11 @@ export class DataKeyController {
       secret && this.ownedBy(secret, dataKey) ? wrappedFromSecret(secret.data) : undefined,
       this.wrappedFromStatus(dataKey),
     ].filter((c): c is WrappedDataKey => c !== undefined);
+    // After a crash mid re-wrap the status copy may be newer than the Secret: prefer the primary version.
+    const primary = this.primaryVersion(masterKey.status?.keyId as string);
+    candidates.sort(
+      (a, b) => Number(b.keyVersionId === primary) - Number(a.keyVersionId === primary),
+    );
     for (const candidate of candidates) {
       if (this.opens(dataKey, candidate)) return { wrapped: candidate, generated: false };
     }
@@ -184,6 +208,47 @@ export class DataKeyController {
     return wrapped;
   }
 
+  /**
+   * Moves the data key to the primary version in the Advance flow, inside the
+   * core (the plaintext never leaves it). The new ciphertext is stored in status
+   * first, with a resourceVersion precondition; the Secret follows in one write.
+   */
+  private async rewrap(dataKey: DataKeyObject, wrapped: WrappedDataKey): Promise<WrappedDataKey> {
+    const started = performance.now();
+    let rewrapped: WrappedDataKey;
+    try {
+      const sealed = kmsCall(this.ctx, 'RewrapToPrimary', () =>
+        this.ctx.core.rewrapToPrimary({
+          ciphertextBlob: wrapped.ciphertextBlob,
+          // Standard blobs are bound to the canonical context, Advance blobs to the same bytes as Aad.
+          sourceAad: boundAad(dataKey),
+          destinationAad: boundAad(dataKey),
+        }),
+      );
+      rewrapped = { ...sealed, flow: 'Advance' };
+    } catch (err) {
+      this.ctx.metrics.rewraps.inc({ result: 'error' });
+      throw kmsNotReady(err);
+    }
+    await this.ctx.client.mergePatch(
+      `${dataKeysPath(dataKey.metadata.namespace as string)}/${dataKey.metadata.name}/status`,
+      statusPatch(dataKey, this.statusFields(dataKey, rewrapped)),
+    );
+    this.ctx.metrics.rewraps.inc({ result: 'success' });
+    this.ctx.metrics.rewrapSeconds.observe((performance.now() - started) / 1000);
+    this.ctx.events.record(
+      dataKey,
+      'Normal',
+      'Rewrapped',
+      `Re-wrapped from key version ${wrapped.keyVersionId} (${wrapped.flow}) to the primary version ${rewrapped.keyVersionId} (Advance); the data key is unchanged`,
+    );
+    return rewrapped;
+  }
+
+  private primaryVersion(keyId: string): string {
+    return this.ctx.core.describeKey(keyId).primaryKeyVersion;
+  }
+
   private hasRotated(keyId: string): boolean {
     const { versions } = this.ctx.core.listKeyVersions(keyId, { pageNumber: 1, pageSize: 2 });
     return versions.length > 1;
@@ -212,10 +277,11 @@ export class DataKeyController {
     return owners.some((o) => o.controller && o.uid === dataKey.metadata.uid);
   }
 
+  /** `changed`: the data key was just generated or re-wrapped, so a differing Secret is expected. */
   private async ensureSecret(
     dataKey: DataKeyObject,
     wrapped: WrappedDataKey,
-    generated: boolean,
+    changed: boolean,
   ): Promise<void> {
     const namespace = dataKey.metadata.namespace as string;
     const name = secretNameOf(dataKey);
@@ -231,8 +297,16 @@ export class DataKeyController {
     if (secret && secret.type === manifest.type && isDeepStrictEqual(secret.data, manifest.data))
       return;
     if (!secret) {
-      await this.ctx.client.create(secretsPath(namespace), manifest);
-      if (!generated) {
+      // Applied (not POSTed) so that later applies by the same manager prune keys
+      // the layout drops (e.g. encryptionContext after the move to Advance). No
+      // force: a foreign Secret created meanwhile makes this a conflict, never a takeover.
+      await this.ctx.client.apply(
+        `${secretsPath(namespace)}/${name}`,
+        manifest,
+        FIELD_MANAGER,
+        false,
+      );
+      if (!changed) {
         this.ctx.events.record(
           dataKey,
           'Warning',
@@ -241,14 +315,31 @@ export class DataKeyController {
         );
       }
     } else {
+      // One write: blob, version, flow and the decryption fields change together.
       await this.ctx.client.apply(`${secretsPath(namespace)}/${name}`, manifest, FIELD_MANAGER);
-      this.ctx.events.record(
-        dataKey,
-        'Warning',
-        'SecretRestored',
-        `Secret ${name} was changed; restored with the same data key`,
-      );
+      if (!changed && !this.isOlderCopy(dataKey, secret, wrapped)) {
+        this.ctx.events.record(
+          dataKey,
+          'Warning',
+          'SecretRestored',
+          `Secret ${name} was changed; restored with the same data key`,
+        );
+      }
     }
+  }
+
+  /** The Secret still held the key under an older version (a re-wrap interrupted after its status write). */
+  private isOlderCopy(
+    dataKey: DataKeyObject,
+    secret: SecretObject,
+    wrapped: WrappedDataKey,
+  ): boolean {
+    const inSecret = wrappedFromSecret(secret.data);
+    return (
+      inSecret !== undefined &&
+      inSecret.keyVersionId !== wrapped.keyVersionId &&
+      this.opens(dataKey, inSecret)
+    );
   }
 
   private wrappedFromStatus(dataKey: DataKeyObject): WrappedDataKey | undefined {

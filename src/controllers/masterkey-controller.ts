@@ -1,5 +1,10 @@
 import { isDeepStrictEqual } from 'node:util';
-import type { Condition, MasterKey, MasterKeyStatus } from '../api/types';
+import {
+  ANNOTATION_ROTATE,
+  type Condition,
+  type MasterKey,
+  type MasterKeyStatus,
+} from '../api/types';
 import { KmsError, type KeyMetadata } from '../kms';
 import { parseRotationInterval } from '../kms/validate';
 import type { KubeObject } from '../runtime/kube-client';
@@ -10,6 +15,8 @@ import { kmsCall, masterKeysPath, statusPatch, type ControllerContext } from './
 export const MASTERKEY_FINALIZER = 'kms.datakey.io/masterkey-protection';
 /** Deleting a MasterKey schedules the key's deletion with this window, never destroys at once. */
 export const DELETION_WINDOW_DAYS = 7;
+/** Timers are capped (setTimeout's limit is ~24.8 days); a long wait is re-checked daily. */
+const MAX_TIMER_MS = 24 * 3600_000;
 
 type MasterKeyObject = MasterKey & KubeObject;
 
@@ -44,14 +51,23 @@ export class MasterKeyController {
       return; // the update comes back through the informer
     }
     try {
-      const meta = await this.syncKey(masterKey);
-      await this.writeStatus(masterKey, meta, {
-        type: 'Ready',
-        status: 'True',
-        reason: meta.keyState === 'Enabled' ? 'KeyEnabled' : 'KeyDisabled',
-        message: `Key ${meta.keyId} is ${meta.keyState.toLowerCase()}, primary version ${meta.primaryKeyVersion}`,
-        observedGeneration: masterKey.metadata.generation,
-      });
+      let meta = await this.syncKey(masterKey);
+      const rotated = await this.rotate(masterKey, meta.keyId);
+      if (rotated) meta = this.ctx.core.describeKey(meta.keyId);
+      const progress = this.rewrapProgress(masterKey.metadata.name, meta.primaryKeyVersion);
+      await this.writeStatus(
+        masterKey,
+        meta,
+        {
+          type: 'Ready',
+          status: 'True',
+          reason: meta.keyState === 'Enabled' ? 'KeyEnabled' : 'KeyDisabled',
+          message: `Key ${meta.keyId} is ${meta.keyState.toLowerCase()}, primary version ${meta.primaryKeyVersion}`,
+          observedGeneration: masterKey.metadata.generation,
+        },
+        progress,
+      );
+      return { requeueAfterMs: this.nextCheckMs(meta, progress) };
     } catch (err) {
       const reason =
         err instanceof MasterKeyNotReady
@@ -107,6 +123,63 @@ export class MasterKeyController {
     }
     await this.syncAliases(masterKey, keyId);
     return meta;
+  }
+
+  /**
+   * Rotates when the rotate annotation holds a value not acted on yet (exactly once
+   * per distinct value: the value is the rotation token in the core), or when
+   * automatic rotation is due.
+   */
+  private async rotate(masterKey: MasterKeyObject, keyId: string): Promise<boolean> {
+    const core = this.ctx.core;
+    const wanted = masterKey.metadata.annotations?.[ANNOTATION_ROTATE];
+    let rotated = false;
+    if (wanted && wanted !== masterKey.status?.rotateAnnotationSeen) {
+      const versionCount = () =>
+        core.listKeyVersions(keyId, { pageNumber: 1, pageSize: 1 }).totalCount;
+      const before = versionCount();
+      const version = await kmsCall(this.ctx, 'CreateKeyVersion', () =>
+        core.createKeyVersion(keyId, `${masterKey.metadata.uid}:${wanted}`),
+      );
+      // A retry after a crash finds the version this value already made.
+      if (versionCount() > before) {
+        rotated = true;
+        this.ctx.metrics.rotations.inc({ trigger: 'annotation' });
+        this.ctx.events.record(
+          masterKey,
+          'Normal',
+          'KeyRotated',
+          `Rotated on request (${ANNOTATION_ROTATE}=${wanted}): primary version ${version.keyVersionId}`,
+        );
+      }
+    }
+    if (await kmsCall(this.ctx, 'RotateIfDue', () => core.rotateIfDue(keyId))) {
+      rotated = true;
+      this.ctx.metrics.rotations.inc({ trigger: 'schedule' });
+      const primary = core.describeKey(keyId).primaryKeyVersion;
+      this.ctx.events.record(
+        masterKey,
+        'Normal',
+        'KeyRotated',
+        `Rotated on schedule: primary version ${primary}`,
+      );
+    }
+    return rotated;
+  }
+
+  private rewrapProgress(name: string, primary: string): { rewrapped: number; total: number } {
+    const mine = this.ctx.dataKeys.list().filter((dk) => dk.spec.masterKeyRef.name === name);
+    const rewrapped = mine.filter((dk) => dk.status?.keyVersionId === primary).length;
+    return { rewrapped, total: mine.length };
+  }
+
+  /** Progress is re-read every second while a re-wrap runs; otherwise at the next rotation date. */
+  private nextCheckMs(meta: KeyMetadata, progress: { rewrapped: number; total: number }): number {
+    if (progress.rewrapped < progress.total) return 1000;
+    const next = meta.nextRotationDate
+      ? Date.parse(meta.nextRotationDate) - Date.now()
+      : MAX_TIMER_MS;
+    return Math.max(500, Math.min(next + 500, MAX_TIMER_MS));
   }
 
   private async syncAliases(masterKey: MasterKeyObject, keyId: string): Promise<void> {
@@ -193,9 +266,23 @@ export class MasterKeyController {
     masterKey: MasterKeyObject,
     meta: KeyMetadata | undefined,
     ready: Omit<Condition, 'lastTransitionTime'>,
+    progress?: { rewrapped: number; total: number },
   ): Promise<void> {
     const current = masterKey.status ?? {};
     const next: MasterKeyStatus = { ...current, observedGeneration: masterKey.metadata.generation };
+    const rotateValue = masterKey.metadata.annotations?.[ANNOTATION_ROTATE];
+    if (meta && rotateValue) next.rotateAnnotationSeen = rotateValue;
+    if (progress) {
+      next.rotation = progress;
+      const rotating = progress.rewrapped < progress.total;
+      next.conditions = setCondition(current.conditions, {
+        type: 'Rotating',
+        status: rotating ? 'True' : 'False',
+        reason: rotating ? 'Rewrapping' : 'Idle',
+        message: `${progress.rewrapped} of ${progress.total} DataKeys are on the primary version`,
+        observedGeneration: masterKey.metadata.generation,
+      });
+    }
     if (meta) {
       const versions = this.ctx.core.listKeyVersions(meta.keyId, { pageNumber: 1, pageSize: 100 });
       next.keyId = meta.keyId;
@@ -207,7 +294,7 @@ export class MasterKeyController {
       next.lastRotationDate = meta.lastRotationDate;
       next.nextRotationDate = meta.nextRotationDate;
     }
-    next.conditions = setCondition(current.conditions, ready);
+    next.conditions = setCondition(next.conditions ?? current.conditions, ready);
     const strip = (s: MasterKeyStatus) => ({
       ...s,
       conditions: s.conditions?.map(({ lastTransitionTime: _t, ...rest }) => rest),

@@ -18,7 +18,12 @@ export class RateLimiter {
 
   /** Takes one token or throws Rejected.Throttling. */
   take(account: string, operation: string): void {
-    if (this.ratePerSecond === 0) return;
+    if (!this.tryTake(account, operation)) throw throttled();
+  }
+
+  /** Takes one token if there is one. */
+  tryTake(account: string, operation: string): boolean {
+    if (this.ratePerSecond === 0) return true;
     const name = `${account}\u0000${operation}`;
     const now = this.nowMs();
     const bucket = this.buckets.get(name) ?? { tokens: this.ratePerSecond, updatedMs: now };
@@ -28,7 +33,8 @@ export class RateLimiter {
     );
     bucket.updatedMs = now;
     this.buckets.set(name, bucket);
-    if (bucket.tokens < 1) throw throttled();
+    if (bucket.tokens < 1) return false;
     bucket.tokens -= 1;
+    return true;
   }
 }

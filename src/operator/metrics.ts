@@ -35,6 +35,24 @@ export class OperatorMetrics {
     labelNames: ['ready'],
     registers: [this.registry],
   });
+  readonly rotations = new Counter({
+    name: 'datakey_rotations_total',
+    help: 'Master key rotations by trigger (annotation, schedule).',
+    labelNames: ['trigger'],
+    registers: [this.registry],
+  });
+  readonly rewraps = new Counter({
+    name: 'datakey_rewraps_total',
+    help: 'DataKeys re-wrapped under a new primary version, by result.',
+    labelNames: ['result'],
+    registers: [this.registry],
+  });
+  readonly rewrapSeconds = new Histogram({
+    name: 'datakey_rewrap_duration_seconds',
+    help: 'Time to re-wrap one DataKey (core call, status and Secret writes).',
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers: [this.registry],
+  });
   readonly leader = new Gauge({
     name: 'datakey_leader',
     help: '1 while this replica holds the leader lease.',

@@ -27,6 +27,8 @@ export interface OperatorOptions {
   workers?: number;
   leaseDurationSeconds?: number;
   minRotationIntervalSeconds?: number;
+  /** Re-wraps per second after a rotation (default 100, 0 = unlimited). */
+  rewrapsPerSecond?: number;
   logger?: Logger;
 }
 
@@ -81,7 +83,9 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
     logger,
   };
   const masterKeyController = new MasterKeyController(ctx);
-  const dataKeyController = new DataKeyController(ctx);
+  const dataKeyController = new DataKeyController(ctx, {
+    rewrapsPerSecond: options.rewrapsPerSecond,
+  });
   const loops: ControllerLoop[] = [
     {
       name: 'masterkey',
@@ -240,8 +244,9 @@ function wireEvents(
   masterKeys: ControllerLoop,
   dataKeys: ControllerLoop,
 ): void {
-  ctx.masterKeys.on((_event, mk) => {
+  ctx.masterKeys.on((_event, mk, old) => {
     masterKeys.queue.add(mk.metadata.name);
+    if (old && !mattersToDataKeys(old, mk)) return;
     for (const dk of ctx.dataKeys.list()) {
       if (dk.spec.masterKeyRef.name === mk.metadata.name) dataKeys.queue.add(keyOf(dk));
     }
@@ -254,6 +259,18 @@ function wireEvents(
     const owner = secret.metadata.labels?.[LABEL_DATAKEY];
     if (owner) dataKeys.queue.add(`${secret.metadata.namespace}/${owner}`);
   });
+}
+
+/** Rotation progress updates do not concern the DataKeys; key, version, state and spec do. */
+function mattersToDataKeys(old: MasterKey & KubeObject, mk: MasterKey & KubeObject): boolean {
+  const ready = (m: MasterKey) => m.status?.conditions?.find((c) => c.type === 'Ready')?.status;
+  return (
+    old.metadata.generation !== mk.metadata.generation ||
+    old.status?.keyId !== mk.status?.keyId ||
+    old.status?.primaryKeyVersion !== mk.status?.primaryKeyVersion ||
+    ready(old) !== ready(mk) ||
+    Boolean(old.metadata.deletionTimestamp) !== Boolean(mk.metadata.deletionTimestamp)
+  );
 }
 
 async function ensureNamespace(client: KubeClient, namespace: string): Promise<void> {
