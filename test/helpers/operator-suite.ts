@@ -95,9 +95,9 @@ export async function kubectlOk(args: string[], input?: string): Promise<string>
 }
 
 /** `kubectl apply -f -` of objects (sent as a JSON v1 List). */
-export function applyObjects(objects: Json[]): Promise<KubectlResult> {
+export function applyObjects(objects: Json[], extraArgs: string[] = []): Promise<KubectlResult> {
   return kubectl(
-    ['apply', '-f', '-'],
+    ['apply', ...extraArgs, '-f', '-'],
     JSON.stringify({ apiVersion: 'v1', kind: 'List', items: objects }),
   );
 }
