@@ -1,17 +1,16 @@
 import { isDeepStrictEqual } from 'node:util';
-import type { Condition, DataKey, DataKeyStatus, MasterKey } from '../api/types';
+import {
+  LABEL_DATAKEY,
+  type Condition,
+  type DataKey,
+  type DataKeyStatus,
+  type MasterKey,
+} from '../api/types';
 import { KmsError } from '../kms';
 import { isNotFound, type KubeObject } from '../runtime/kube-client';
 import type { ReconcileResult } from '../runtime/workqueue';
 import { findCondition, setCondition } from './conditions';
-import {
-  FIELD_MANAGER,
-  dataKeysPath,
-  kmsCall,
-  secretsPath,
-  statusPatch,
-  type ControllerContext,
-} from './context';
+import { dataKeysPath, kmsCall, secretsPath, statusPatch, type ControllerContext } from './context';
 import {
   boundAad,
   boundContext,
@@ -228,7 +227,12 @@ export class DataKeyController {
       );
     }
     const manifest = secretManifest(dataKey, wrapped);
-    if (secret && secret.type === manifest.type && isDeepStrictEqual(secret.data, manifest.data))
+    if (
+      secret &&
+      secret.type === manifest.type &&
+      secret.metadata.labels?.[LABEL_DATAKEY] === dataKey.metadata.name &&
+      isDeepStrictEqual(secret.data, manifest.data)
+    )
       return;
     if (!secret) {
       await this.ctx.client.create(secretsPath(namespace), manifest);
@@ -241,7 +245,18 @@ export class DataKeyController {
         );
       }
     } else {
-      await this.ctx.client.apply(`${secretsPath(namespace)}/${name}`, manifest, FIELD_MANAGER);
+      // A full replace (guarded by resourceVersion), not an apply: keys another field
+      // manager added would survive a server-side apply and the Secret would never
+      // match the layout again.
+      await this.ctx.client.replace(`${secretsPath(namespace)}/${name}`, {
+        ...manifest,
+        metadata: {
+          ...secret.metadata,
+          labels: { ...secret.metadata.labels, ...manifest.metadata.labels },
+          ownerReferences: manifest.metadata.ownerReferences,
+          resourceVersion: secret.metadata.resourceVersion,
+        },
+      });
       this.ctx.events.record(
         dataKey,
         'Warning',
