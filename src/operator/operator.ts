@@ -230,8 +230,19 @@ function wireEvents(
     if (event === 'delete') masterKeys.queue.add(dk.spec.masterKeyRef.name);
   });
   ctx.secrets.on((_event, secret) => {
-    const owner = secret.metadata.labels?.[LABEL_DATAKEY];
+    // A Secret whose label was removed leaves the label-selected watch as a delete
+    // of the object *without* the label: its controller reference still names the owner.
+    const controller = (
+      secret.metadata.ownerReferences as
+        { kind?: string; name?: string; controller?: boolean; apiVersion?: string }[] | undefined
+    )?.find(
+      (o) => o.controller && o.kind === 'DataKey' && o.apiVersion?.startsWith('kms.datakey.io/'),
+    );
+    const owner = secret.metadata.labels?.[LABEL_DATAKEY] ?? controller?.name;
     if (owner) dataKeys.queue.add(`${secret.metadata.namespace}/${owner}`);
+    if (controller?.name && controller.name !== owner) {
+      dataKeys.queue.add(`${secret.metadata.namespace}/${controller.name}`);
+    }
   });
 }
 
