@@ -5,6 +5,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import RPCClient from '@alicloud/pop-core';
 import { KubeClient, isNotFound, type KubeObject } from '../../src/runtime/kube-client';
+import { makeTempDir } from './kms-process';
 import { findNeedles, localEtcdEndpoint, needlesOf, readAllEtcd } from './leak-scan';
 import { allOperatorLines, startOperatorProcess, type OperatorProcess } from './operator-process';
 import { eventually, sleep } from './wait';
@@ -49,6 +50,9 @@ export const dataKeysPath = (ns: string) =>
 export const masterKeysPath = '/apis/kms.datakey.io/v1alpha1/masterkeys';
 export const secretsPath = (ns: string) => `/api/v1/namespaces/${ns}/secrets`;
 
+let cacheDir: string | undefined;
+const kubectlCache = () => (cacheDir ??= makeTempDir('datakey-kubectl-cache-'));
+
 export function kubectlBinary(): string {
   return process.env.DATAKEY_KUBECTL ?? 'kubectl';
 }
@@ -68,7 +72,8 @@ export function kubectl(
   return new Promise((resolve, reject) => {
     const child = spawn(
       kubectlBinary(),
-      ['--kubeconfig', process.env.KUBECONFIG as string, ...args],
+      // A discovery cache of this file only: a CRD changed by an earlier run is seen at once.
+      ['--kubeconfig', process.env.KUBECONFIG as string, '--cache-dir', kubectlCache(), ...args],
       {
         stdio: ['pipe', 'pipe', 'pipe'],
       },
