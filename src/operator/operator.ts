@@ -98,20 +98,41 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
 
   let running: Promise<void>[] = [];
   let leading = false;
+  let term = 0;
+  let starting: Promise<void> = Promise.resolve();
   const startWorkers = () => {
+    const myTerm = ++term;
     leading = true;
     metrics.leader.set(1);
-    running = loops.map((loop) => {
-      loop.queue = new WorkQueue();
-      for (const key of keysFor(ctx, loop.name)) loop.queue.add(key);
-      return runLoop(loop, options.workers ?? 4, metrics, logger);
-    });
+    starting = (async () => {
+      // Another replica may have led since this core loaded the key store: the keys
+      // it created exist only in the store, so re-read it before reconciling.
+      for (;;) {
+        if (myTerm !== term) return;
+        try {
+          await core.reload();
+          break;
+        } catch (err) {
+          logger.warn({ err: (err as Error).message }, 'could not reload the key store');
+          await new Promise((r) => setTimeout(r, 1000));
+        }
+      }
+      if (myTerm !== term) return;
+      running = loops.map((loop) => {
+        loop.queue = new WorkQueue();
+        for (const key of keysFor(ctx, loop.name)) loop.queue.add(key);
+        return runLoop(loop, options.workers ?? 4, metrics, logger);
+      });
+    })();
   };
   const stopWorkers = async () => {
+    term++;
     leading = false;
     metrics.leader.set(0);
+    await starting;
     await Promise.all(loops.map((loop) => loop.queue.shutDownWithDrain()));
     await Promise.all(running);
+    running = [];
   };
 
   const elector = new LeaderElector(
