@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { appendFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync } from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
 import * as path from 'node:path';
@@ -89,8 +89,12 @@ export async function startOperatorProcess(
   const accessKeySecret = options.accessKeySecret ?? randomBytes(18).toString('base64url');
   const metricsPort = await freePort();
   const kmsPort = options.kms ? await freePort() : undefined;
-  const logFile =
-    options.logFile ?? path.join(makeTempDir('datakey-operator-log-'), 'operator.log');
+  // DATAKEY_TEST_LOG_DIR keeps the logs after the run (for debugging a failure).
+  const logDir = process.env.DATAKEY_TEST_LOG_DIR
+    ? (mkdirSync(process.env.DATAKEY_TEST_LOG_DIR, { recursive: true }),
+      process.env.DATAKEY_TEST_LOG_DIR)
+    : makeTempDir('datakey-operator-log-');
+  const logFile = options.logFile ?? path.join(logDir, `operator-${options.namespace}.log`);
   const args = [
     CLI,
     'operator',
