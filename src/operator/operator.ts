@@ -219,7 +219,7 @@ async function runLoop(
     (key, err, retryInMs) => {
       metrics.reconciles.inc({ controller: loop.name, result: 'error' });
       logger.warn(
-        { controller: loop.name, key, err: (err as Error).message, retryInMs },
+        { controller: loop.name, object: key, err: (err as Error).message, retryInMs },
         'reconcile failed',
       );
     },
