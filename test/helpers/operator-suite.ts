@@ -355,12 +355,17 @@ export { allOperatorLines };
  * `control` is a Secret whose ciphertext must be found in etcd, proving the
  * scan sees Secret data at all.
  */
-export function leakScanTests(control: () => SecretObject | undefined): void {
-  test('leak scan: no plaintext data key in any operator log line', () => {
+export function leakScanTests(suite: OperatorSuite, control: () => SecretObject | undefined): void {
+  test('leak scan: no plaintext data key in any operator log line or /metrics', async () => {
     expect(obtainedPlaintexts.size).toBeGreaterThan(0);
     expect(allOperatorLines.length).toBeGreaterThan(0);
     const needles = needlesOf(obtainedPlaintexts);
     expect(findNeedles(Buffer.from(allOperatorLines.join('\n')), needles)).toEqual([]);
+    const alive = suite.operators.filter((op) => op.alive());
+    expect(alive.length).toBeGreaterThan(0);
+    for (const op of alive) {
+      expect(findNeedles(Buffer.from(await op.metrics()), needles)).toEqual([]);
+    }
   });
 
   const local = process.env.DATAKEY_LOCAL_CLUSTER === '1';

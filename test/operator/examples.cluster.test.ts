@@ -138,7 +138,7 @@ test('the ciphertext is bound to the DataKey identity: another context does not 
   });
 });
 
-leakScanTests(() => secrets.orders);
+leakScanTests(suite, () => secrets.orders);
 
 test('clean up the examples: DataKeys, then the MasterKey (its finalizer released)', async () => {
   await kubectlOk(['delete', 'datakeys', '--all', '-n', 'shop', '--wait=true']);

@@ -198,4 +198,4 @@ describe('a deleted or tampered Secret is restored with the same ciphertext', ()
   });
 });
 
-leakScanTests(() => control);
+leakScanTests(suite, () => control);

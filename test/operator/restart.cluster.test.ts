@@ -151,4 +151,4 @@ test('every burst Secret decrypts through the KMS API to a distinct key', async 
   expect(plaintexts.size).toBe(BURST + 6);
 });
 
-leakScanTests(() => secrets.get(`${suite.ns}/burst-000`));
+leakScanTests(suite, () => secrets.get(`${suite.ns}/burst-000`));

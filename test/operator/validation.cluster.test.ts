@@ -172,4 +172,4 @@ describe('waiting on the MasterKey', () => {
   });
 });
 
-leakScanTests(() => control);
+leakScanTests(suite, () => control);
