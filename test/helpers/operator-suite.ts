@@ -5,7 +5,6 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import RPCClient from '@alicloud/pop-core';
 import { KubeClient, isNotFound, type KubeObject } from '../../src/runtime/kube-client';
-import { makeTempDir } from './kms-process';
 import { findNeedles, localEtcdEndpoint, needlesOf, readAllEtcd } from './leak-scan';
 import { allOperatorLines, startOperatorProcess, type OperatorProcess } from './operator-process';
 import { eventually, sleep } from './wait';
@@ -51,7 +50,14 @@ export const masterKeysPath = '/apis/kms.datakey.io/v1alpha1/masterkeys';
 export const secretsPath = (ns: string) => `/api/v1/namespaces/${ns}/secrets`;
 
 let cacheDir: string | undefined;
-const kubectlCache = () => (cacheDir ??= makeTempDir('datakey-kubectl-cache-'));
+const kubectlCache = () =>
+  (cacheDir ??= fs.mkdtempSync(path.join(os.tmpdir(), 'datakey-kubectl-cache-')));
+/** Removed last: the suite's own afterAll still runs kubectl after other teardown. */
+function removeKubectlCache(): void {
+  if (cacheDir) fs.rmSync(cacheDir, { recursive: true, force: true });
+  cacheDir = undefined;
+}
+process.once('exit', removeKubectlCache);
 
 export function kubectlBinary(): string {
   return process.env.DATAKEY_KUBECTL ?? 'kubectl';
@@ -302,6 +308,7 @@ export function useOperatorSuite(name: string): OperatorSuite {
       await cleanup(suite);
     } finally {
       await Promise.all(suite.operators.map((op) => op.stop()));
+      removeKubectlCache();
       releaseLock();
     }
   }, 120_000);
