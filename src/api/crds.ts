@@ -218,7 +218,7 @@ function crd(
         plural,
         singular: kind.toLowerCase(),
         shortNames: [shortName],
-        categories: ['datakey'],
+        categories: ['datakey-operator'],
       },
       scope,
       versions: [

@@ -1,17 +1,16 @@
 import { isDeepStrictEqual } from 'node:util';
-import type { Condition, DataKey, DataKeyStatus, MasterKey } from '../api/types';
+import {
+  LABEL_DATAKEY,
+  type Condition,
+  type DataKey,
+  type DataKeyStatus,
+  type MasterKey,
+} from '../api/types';
 import { KmsError, RateLimiter } from '../kms';
 import { isNotFound, type KubeObject } from '../runtime/kube-client';
 import type { ReconcileResult } from '../runtime/workqueue';
 import { findCondition, setCondition } from './conditions';
-import {
-  FIELD_MANAGER,
-  dataKeysPath,
-  kmsCall,
-  secretsPath,
-  statusPatch,
-  type ControllerContext,
-} from './context';
+import { dataKeysPath, kmsCall, secretsPath, statusPatch, type ControllerContext } from './context';
 import {
   boundAad,
   boundContext,
@@ -294,18 +293,16 @@ export class DataKeyController {
       );
     }
     const manifest = secretManifest(dataKey, wrapped);
-    if (secret && secret.type === manifest.type && isDeepStrictEqual(secret.data, manifest.data))
+    if (
+      secret &&
+      secret.type === manifest.type &&
+      secret.metadata.labels?.[LABEL_DATAKEY] === dataKey.metadata.name &&
+      isDeepStrictEqual(secret.data, manifest.data)
+    )
       return;
     if (!secret) {
-      // Applied (not POSTed) so that later applies by the same manager prune keys
-      // the layout drops (e.g. encryptionContext after the move to Advance). No
-      // force: a foreign Secret created meanwhile makes this a conflict, never a takeover.
-      await this.ctx.client.apply(
-        `${secretsPath(namespace)}/${name}`,
-        manifest,
-        FIELD_MANAGER,
-        false,
-      );
+      // A create fails (409) if a Secret appeared meanwhile: never a takeover.
+      await this.ctx.client.create(secretsPath(namespace), manifest);
       if (!changed) {
         this.ctx.events.record(
           dataKey,
@@ -315,8 +312,18 @@ export class DataKeyController {
         );
       }
     } else {
-      // One write: blob, version, flow and the decryption fields change together.
-      await this.ctx.client.apply(`${secretsPath(namespace)}/${name}`, manifest, FIELD_MANAGER);
+      // One full replace (guarded by resourceVersion), not an apply: blob, version,
+      // flow and the decryption fields change together, and keys another field
+      // manager added would survive an apply, so the Secret would never match the layout.
+      await this.ctx.client.replace(`${secretsPath(namespace)}/${name}`, {
+        ...manifest,
+        metadata: {
+          ...secret.metadata,
+          labels: { ...secret.metadata.labels, ...manifest.metadata.labels },
+          ownerReferences: manifest.metadata.ownerReferences,
+          resourceVersion: secret.metadata.resourceVersion,
+        },
+      });
       if (!changed && !this.isOlderCopy(dataKey, secret, wrapped)) {
         this.ctx.events.record(
           dataKey,

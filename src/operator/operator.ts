@@ -102,23 +102,41 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
 
   let running: Promise<void>[] = [];
   let leading = false;
-  const startWorkers = async () => {
+  let term = 0;
+  let starting: Promise<void> = Promise.resolve();
+  const startWorkers = () => {
+    const myTerm = ++term;
     leading = true;
     metrics.leader.set(1);
-    // Another replica may have changed the key store while this one followed.
-    await core.reload();
-    if (!leading) return;
-    running = loops.map((loop) => {
-      loop.queue = new WorkQueue();
-      for (const key of keysFor(ctx, loop.name)) loop.queue.add(key);
-      return runLoop(loop, options.workers ?? 4, metrics, logger, core);
-    });
+    starting = (async () => {
+      // Another replica may have led since this core loaded the key store: the keys
+      // it created exist only in the store, so re-read it before reconciling.
+      for (;;) {
+        if (myTerm !== term) return;
+        try {
+          await core.reload();
+          break;
+        } catch (err) {
+          logger.warn({ err: (err as Error).message }, 'could not reload the key store');
+          await new Promise((r) => setTimeout(r, 1000));
+        }
+      }
+      if (myTerm !== term) return;
+      running = loops.map((loop) => {
+        loop.queue = new WorkQueue();
+        for (const key of keysFor(ctx, loop.name)) loop.queue.add(key);
+        return runLoop(loop, options.workers ?? 4, metrics, logger, core);
+      });
+    })();
   };
   const stopWorkers = async () => {
+    term++;
     leading = false;
     metrics.leader.set(0);
+    await starting;
     await Promise.all(loops.map((loop) => loop.queue.shutDownWithDrain()));
     await Promise.all(running);
+    running = [];
   };
 
   const elector = new LeaderElector(
@@ -128,12 +146,7 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
       name: 'datakey-operator',
       identity: options.identity ?? `${hostname()}-${process.pid}`,
       leaseDurationSeconds: options.leaseDurationSeconds,
-      onStartedLeading: () => {
-        startWorkers().catch((err: Error) => {
-          logger.error({ err: err.message }, 'could not start reconciling; giving up the lease');
-          void elector.stop().then(() => elector.start());
-        });
-      },
+      onStartedLeading: startWorkers,
       onStoppedLeading: () => void stopWorkers(),
     },
     logger,
@@ -256,8 +269,19 @@ function wireEvents(
     if (event === 'delete') masterKeys.queue.add(dk.spec.masterKeyRef.name);
   });
   ctx.secrets.on((_event, secret) => {
-    const owner = secret.metadata.labels?.[LABEL_DATAKEY];
+    // A Secret whose label was removed leaves the label-selected watch as a delete
+    // of the object *without* the label: its controller reference still names the owner.
+    const controller = (
+      secret.metadata.ownerReferences as
+        { kind?: string; name?: string; controller?: boolean; apiVersion?: string }[] | undefined
+    )?.find(
+      (o) => o.controller && o.kind === 'DataKey' && o.apiVersion?.startsWith('kms.datakey.io/'),
+    );
+    const owner = secret.metadata.labels?.[LABEL_DATAKEY] ?? controller?.name;
     if (owner) dataKeys.queue.add(`${secret.metadata.namespace}/${owner}`);
+    if (controller?.name && controller.name !== owner) {
+      dataKeys.queue.add(`${secret.metadata.namespace}/${controller.name}`);
+    }
   });
 }
 

@@ -1,4 +1,5 @@
 import * as path from 'node:path';
+import { ensureBinaries } from '../../src/devcluster/build';
 import { up } from '../../src/devcluster/cluster';
 import { defaultStateDir } from '../../src/devcluster/paths';
 
@@ -20,6 +21,7 @@ export default async function globalSetup(): Promise<void> {
     globalThis.__DATAKEY_DEVCLUSTER__ = { started: false };
     if (path.resolve(process.env.KUBECONFIG) === path.join(defaultStateDir(), 'kubeconfig')) {
       process.env.DATAKEY_LOCAL_CLUSTER = '1'; // the one `npm run cluster:up` prints
+      process.env.DATAKEY_KUBECTL ??= (await ensureBinaries()).kubectl;
     }
     return;
   }

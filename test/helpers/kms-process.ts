@@ -80,6 +80,25 @@ async function stopChild(child: ChildProcess, signal: NodeJS.Signals): Promise<E
   }
 }
 
+/**
+ * Registers a child process started elsewhere (e.g. the operator helper) for the
+ * same teardown, and gives it the same exit/stop/kill9 handling.
+ */
+export function trackChild(child: ChildProcess): {
+  exited: Promise<Exit>;
+  stop(signal?: NodeJS.Signals): Promise<Exit>;
+  kill9(): Promise<Exit>;
+} {
+  children.add(child);
+  const exited = exitOf(child);
+  exited.then(() => children.delete(child));
+  return {
+    exited,
+    stop: (signal = 'SIGTERM') => stopChild(child, signal),
+    kill9: () => stopChild(child, 'SIGKILL'),
+  };
+}
+
 export async function cleanupAll(): Promise<void> {
   await Promise.all([...children].map((c) => stopChild(c, 'SIGKILL')));
   for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });

@@ -1,0 +1,122 @@
+// Two replicas in one operator namespace: only the leader reconciles; after a
+// kill -9 of the leader the other takes over once the lease expires, and new
+// DataKeys become Ready.
+import { hostname } from 'node:os';
+import type { KubeObject } from '../../src/runtime/kube-client';
+import type { OperatorProcess } from '../helpers/operator-process';
+import {
+  applyObjects,
+  client,
+  dataKey,
+  dataKeysPath,
+  decryptSecret,
+  leakScanTests,
+  masterKey,
+  masterKeysPath,
+  secretsPath,
+  useOperatorSuite,
+  waitAllReady,
+  waitCondition,
+  type SecretObject,
+} from '../helpers/operator-suite';
+import { eventually, sleep } from '../helpers/wait';
+
+const suite = useOperatorSuite('leader');
+const MK = suite.mk('main');
+const LEASE_SECONDS = 15;
+const RETRY_SECONDS = 2;
+let replicas: OperatorProcess[];
+let leader: OperatorProcess;
+let follower: OperatorProcess;
+let control: SecretObject | undefined;
+
+type Lease = KubeObject & { spec?: { holderIdentity?: string; leaseDurationSeconds?: number } };
+const leasePath = () =>
+  `/apis/coordination.k8s.io/v1/namespaces/${suite.operatorNs}/leases/datakey-operator`;
+
+/** Sum of datakey_reconcile_total over all labels. */
+async function reconciles(op: OperatorProcess): Promise<number> {
+  const text = await op.metrics();
+  return [...text.matchAll(/^datakey_reconcile_total\{[^}]*\} (\S+)$/gm)].reduce(
+    (sum, m) => sum + Number(m[1]),
+    0,
+  );
+}
+
+beforeAll(async () => {
+  // One first, so that it surely leads and the other surely follows.
+  const first = await suite.start();
+  await eventually('the first replica leads', 20_000, async () =>
+    (await first.leader()) === 1 ? true : undefined,
+  );
+  const second = await suite.start();
+  replicas = [first, second];
+});
+
+test('exactly one replica leads, holds the Lease, and only it reconciles', async () => {
+  const states = async () => Promise.all(replicas.map((r) => r.leader()));
+  expect(await states()).toEqual([1, 0]);
+  [leader, follower] = replicas;
+  const lease = await client.get<Lease>(leasePath());
+  expect(lease.spec?.holderIdentity).toBe(`${hostname()}-${leader.pid}`);
+  expect(lease.spec?.leaseDurationSeconds).toBe(LEASE_SECONDS);
+
+  expect((await applyObjects([masterKey(MK)])).code).toBe(0);
+  await waitCondition(`${masterKeysPath}/${MK}`, 'True');
+  const names = ['one', 'two', 'three'];
+  expect(
+    (await applyObjects(names.map((n) => dataKey(suite.ns, n, { masterKeyRef: { name: MK } }))))
+      .code,
+  ).toBe(0);
+  await waitAllReady(suite.ns, names.length, 60_000);
+  await sleep(RETRY_SECONDS * 1000);
+  expect(await states()).toEqual([1, 0]);
+  expect(await reconciles(leader)).toBeGreaterThanOrEqual(names.length + 1);
+  expect(await reconciles(follower)).toBe(0);
+});
+
+test('kill -9 of the leader: the follower takes over within the lease duration; new DataKeys become Ready', async () => {
+  await leader.kill9();
+  const killedAt = Date.now();
+  // Applied while nobody leads: picked up by the new leader.
+  expect(
+    (await applyObjects([dataKey(suite.ns, 'during-gap', { masterKeyRef: { name: MK } })])).code,
+  ).toBe(0);
+  await eventually('the follower leads', (LEASE_SECONDS + 4 * RETRY_SECONDS) * 1000, async () =>
+    (await follower.leader()) === 1 ? true : undefined,
+  );
+  const tookOverS = (Date.now() - killedAt) / 1000;
+  process.stderr.write(`[leader test] takeover ${tookOverS.toFixed(1)} s after kill -9\n`);
+  // Not before the dead leader's lease could have expired. As in client-go, the
+  // follower takes over once the record has not changed for a lease duration of its
+  // own clock, counted from when it last *saw* a change (up to one retry period
+  // after the last renewal) and checked every retry period: at most
+  // LEASE + 2 * RETRY after the kill, plus a second of slack for a loaded machine.
+  expect(tookOverS).toBeGreaterThan(LEASE_SECONDS - RETRY_SECONDS - 1);
+  expect(tookOverS).toBeLessThanOrEqual(LEASE_SECONDS + 2 * RETRY_SECONDS + 1);
+  const lease = await client.get<Lease>(leasePath());
+  expect(lease.spec?.holderIdentity).toBe(`${hostname()}-${follower.pid}`);
+
+  expect(
+    (await applyObjects([dataKey(suite.ns, 'after-takeover', { masterKeyRef: { name: MK } })]))
+      .code,
+  ).toBe(0);
+  const all = await waitAllReady(suite.ns, 5, 60_000);
+  expect(all.every((d) => d.status?.keyId)).toBe(true);
+  for (const n of ['one', 'during-gap', 'after-takeover']) {
+    const secret = await client.get<SecretObject>(`${secretsPath(suite.ns)}/${n}`);
+    control = secret;
+    // The new leader's KMS opens keys the old leader made, and its own.
+    expect((await decryptSecret(follower, secret)).length).toBe(32);
+  }
+  const dk = await client.get<KubeObject & { status?: { keyId?: string } }>(
+    `${dataKeysPath(suite.ns)}/after-takeover`,
+  );
+  const mk = await client.get<KubeObject & { status?: { keyId?: string } }>(
+    `${masterKeysPath}/${MK}`,
+  );
+  expect(dk.status?.keyId).toBe(mk.status?.keyId);
+  expect(await reconciles(follower)).toBeGreaterThan(0);
+});
+
+leakScanTests(suite, () => control);
