@@ -50,8 +50,8 @@ export class DataKeyController {
     const dataKey = this.ctx.dataKeys.get(key);
     if (!dataKey || dataKey.metadata.deletionTimestamp) return;
     try {
-      const { wrapped, generated } = await this.ensureDataKey(dataKey);
-      await this.ensureSecret(dataKey, wrapped, generated);
+      const { wrapped, generated, secret } = await this.ensureDataKey(dataKey);
+      await this.ensureSecret(dataKey, secret, wrapped, generated);
       await this.writeStatus(dataKey, wrapped, {
         type: 'Ready',
         status: 'True',
@@ -76,7 +76,7 @@ export class DataKeyController {
   /** The existing data key from any intact copy, or a new one only when none is left. */
   private async ensureDataKey(
     dataKey: DataKeyObject,
-  ): Promise<{ wrapped: WrappedDataKey; generated: boolean }> {
+  ): Promise<{ wrapped: WrappedDataKey; generated: boolean; secret?: SecretObject }> {
     const masterKey = this.readyMasterKey(dataKey);
     const secret = await this.readSecret(dataKey);
     const candidates = [
@@ -84,7 +84,7 @@ export class DataKeyController {
       this.wrappedFromStatus(dataKey),
     ].filter((c): c is WrappedDataKey => c !== undefined);
     for (const candidate of candidates) {
-      if (this.opens(dataKey, candidate)) return { wrapped: candidate, generated: false };
+      if (this.opens(dataKey, candidate)) return { wrapped: candidate, generated: false, secret };
     }
     if (candidates.length > 0) {
       this.ctx.events.record(
@@ -94,7 +94,7 @@ export class DataKeyController {
         'No stored copy of the ciphertext opens any more (tampered); a new data key is issued',
       );
     }
-    return { wrapped: await this.generate(dataKey, masterKey), generated: true };
+    return { wrapped: await this.generate(dataKey, masterKey), generated: true, secret };
   }
 
   private readyMasterKey(dataKey: DataKeyObject): MasterKey {
@@ -212,14 +212,21 @@ export class DataKeyController {
     return owners.some((o) => o.controller && o.uid === dataKey.metadata.uid);
   }
 
+  /**
+   * `readBefore` is what ensureDataKey read in this same reconcile. When the Secret
+   * was absent there, it is not read again: the create below fails (409) if one
+   * appeared since, and the reconcile is retried from a fresh read. An existing
+   * Secret is read again before it is overwritten, as its owner may have changed.
+   */
   private async ensureSecret(
     dataKey: DataKeyObject,
+    readBefore: SecretObject | undefined,
     wrapped: WrappedDataKey,
     generated: boolean,
   ): Promise<void> {
     const namespace = dataKey.metadata.namespace as string;
     const name = secretNameOf(dataKey);
-    const secret = await this.readSecret(dataKey);
+    const secret = readBefore && (await this.readSecret(dataKey));
     if (secret && !this.ownedBy(secret, dataKey)) {
       throw new NotReady(
         'SecretConflict',
