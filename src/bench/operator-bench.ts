@@ -132,6 +132,26 @@ class RssSampler {
   }
 }
 
+/** CPU seconds a process used so far (utime + stime), from /proc. */
+function processCpuS(pid: number): number {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100; // USER_HZ is 100 on Linux
+  } catch {
+    return NaN;
+  }
+}
+
+/** Busy and total CPU time of the whole machine so far (all cores), from /proc/stat. */
+function machineCpu(): { busy: number; total: number } {
+  const line = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0];
+  const v = line.trim().split(/\s+/).slice(1, 9).map(Number);
+  const idle = v[3] + v[4];
+  const total = v.reduce((a, b) => a + b, 0);
+  return { busy: total - idle, total };
+}
+
 /** Runs `fn` over 0..n-1 with at most `limit` calls in flight. */
 async function pool(n: number, limit: number, fn: (i: number) => Promise<void>): Promise<void> {
   let next = 0;
@@ -307,6 +327,7 @@ async function main(): Promise<Result> {
 
     const requestsBefore = await operatorRequests(operator);
     const loadBefore = load();
+    const cpuBefore = { machine: machineCpu(), operator: processCpuS(pid) };
     const t0 = performance.now();
     let created = 0;
     await pool(N, CONCURRENCY, async (i) => {
@@ -339,6 +360,15 @@ async function main(): Promise<Result> {
     watch.abort();
     const readyS = readyAt === 0 ? null : (readyAt - t0) / 1000;
     const loadAfter = load();
+    const machine = machineCpu();
+    const busyPct =
+      (100 * (machine.busy - cpuBefore.machine.busy)) /
+      Math.max(1, machine.total - cpuBefore.machine.total);
+    const operatorCpuS = processCpuS(pid) - cpuBefore.operator;
+    log(
+      `during the run: machine CPU ${busyPct.toFixed(0)}% busy over ${os.cpus().length} cores, ` +
+        `operator ${operatorCpuS.toFixed(1)} CPU s`,
+    );
 
     // Let trailing work (events, re-reconciles of the last updates) finish, then count.
     let requests = await operatorRequests(operator);
@@ -379,11 +409,20 @@ async function main(): Promise<Result> {
         log(`cleanup: ${what} failed: ${(err as Error).message}`);
       }
     };
-    // DataKeys first: the MasterKey's finalizer waits until none references it.
-    if (dataNsCreated)
+    // DataKeys first (their Secrets go with them by owner reference): the MasterKey's
+    // finalizer waits until none references it, and the operator does not keep
+    // restoring Secrets into a namespace that is being terminated.
+    if (dataNsCreated) {
+      await step(`deleting the DataKeys in ${dataNs}`, async () => {
+        await client.delete(DATAKEYS(dataNs));
+        await until('the DataKeys to be gone', 120_000, async () =>
+          (await client.list(DATAKEYS(dataNs), { limit: 1 })).items.length === 0 ? true : undefined,
+        );
+      });
       await step(`deleting namespace ${dataNs}`, () =>
         deleteAndWait(client, `/api/v1/namespaces/${dataNs}`, 180_000),
       );
+    }
     if (masterKeyCreated) {
       await step(`deleting MasterKey ${masterKeyName}`, async () => {
         if (operator && operator.child.exitCode === null) {
