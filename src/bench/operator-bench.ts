@@ -152,6 +152,18 @@ function machineCpu(): { busy: number; total: number } {
   return { busy: total - idle, total };
 }
 
+/** PIDs of the control plane's processes, by name, from the devcluster's state file (if any). */
+function controlPlanePids(stateDir: string): Record<string, number> {
+  try {
+    const state = JSON.parse(fs.readFileSync(path.join(stateDir, 'state.json'), 'utf8')) as {
+      processes?: { name: string; pid: number }[];
+    };
+    return Object.fromEntries((state.processes ?? []).map((p) => [p.name, p.pid]));
+  } catch {
+    return {};
+  }
+}
+
 /** Runs `fn` over 0..n-1 with at most `limit` calls in flight. */
 async function pool(n: number, limit: number, fn: (i: number) => Promise<void>): Promise<void> {
   let next = 0;
@@ -327,7 +339,10 @@ async function main(): Promise<Result> {
 
     const requestsBefore = await operatorRequests(operator);
     const loadBefore = load();
-    const cpuBefore = { machine: machineCpu(), operator: processCpuS(pid) };
+    const cpPids = controlPlanePids(cluster.stateDir);
+    const cpuOf = () =>
+      Object.fromEntries(Object.entries(cpPids).map(([name, p]) => [name, processCpuS(p)]));
+    const cpuBefore = { machine: machineCpu(), operator: processCpuS(pid), controlPlane: cpuOf() };
     const t0 = performance.now();
     let created = 0;
     await pool(N, CONCURRENCY, async (i) => {
@@ -365,9 +380,13 @@ async function main(): Promise<Result> {
       (100 * (machine.busy - cpuBefore.machine.busy)) /
       Math.max(1, machine.total - cpuBefore.machine.total);
     const operatorCpuS = processCpuS(pid) - cpuBefore.operator;
+    const controlPlaneCpu = Object.entries(cpuOf())
+      .map(([name, s]) => `${name} ${(s - cpuBefore.controlPlane[name]).toFixed(1)}`)
+      .join(', ');
     log(
-      `during the run: machine CPU ${busyPct.toFixed(0)}% busy over ${os.cpus().length} cores, ` +
-        `operator ${operatorCpuS.toFixed(1)} CPU s`,
+      `during the run: machine CPU ${busyPct.toFixed(0)}% busy over ${os.cpus().length} cores; ` +
+        `CPU s: operator ${operatorCpuS.toFixed(1)}` +
+        (controlPlaneCpu ? `, ${controlPlaneCpu}` : ''),
     );
 
     // Let trailing work (events, re-reconciles of the last updates) finish, then count.
