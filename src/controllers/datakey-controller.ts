@@ -69,7 +69,8 @@ export class DataKeyController {
         if (!this.rewrapBudget.tryTake('rewrap', 'all')) return { requeueAfterMs: REWRAP_RETRY_MS };
         wrapped = await this.rewrap(dataKey, wrapped);
       }
-      await this.ensureSecret(dataKey, wrapped, found.generated || wrapped !== found.wrapped);
+      const changed = found.generated || wrapped !== found.wrapped;
+      await this.ensureSecret(dataKey, found.secret, wrapped, changed);
       await this.writeStatus(dataKey, wrapped, {
         type: 'Ready',
         status: 'True',
@@ -94,7 +95,7 @@ export class DataKeyController {
   /** The existing data key from any intact copy, or a new one only when none is left. */
   private async ensureDataKey(
     dataKey: DataKeyObject,
-  ): Promise<{ wrapped: WrappedDataKey; generated: boolean }> {
+  ): Promise<{ wrapped: WrappedDataKey; generated: boolean; secret?: SecretObject }> {
     const masterKey = this.readyMasterKey(dataKey);
     const secret = await this.readSecret(dataKey);
     const candidates = [
@@ -107,7 +108,7 @@ export class DataKeyController {
       (a, b) => Number(b.keyVersionId === primary) - Number(a.keyVersionId === primary),
     );
     for (const candidate of candidates) {
-      if (this.opens(dataKey, candidate)) return { wrapped: candidate, generated: false };
+      if (this.opens(dataKey, candidate)) return { wrapped: candidate, generated: false, secret };
     }
     if (candidates.length > 0) {
       this.ctx.events.record(
@@ -117,7 +118,7 @@ export class DataKeyController {
         'No stored copy of the ciphertext opens any more (tampered); a new data key is issued',
       );
     }
-    return { wrapped: await this.generate(dataKey, masterKey), generated: true };
+    return { wrapped: await this.generate(dataKey, masterKey), generated: true, secret };
   }
 
   private readyMasterKey(dataKey: DataKeyObject): MasterKey {
@@ -276,15 +277,23 @@ export class DataKeyController {
     return owners.some((o) => o.controller && o.uid === dataKey.metadata.uid);
   }
 
-  /** `changed`: the data key was just generated or re-wrapped, so a differing Secret is expected. */
+  /**
+   * `readBefore` is what ensureDataKey read in this same reconcile. When the Secret
+   * was absent there, it is not read again: the create below fails (409) if one
+   * appeared since, and the reconcile is retried from a fresh read. An existing
+   * Secret is read again before it is overwritten, as its owner may have changed.
+   * `changed`: the data key was just generated or re-wrapped, so a differing
+   * Secret is expected (no SecretRestored event).
+   */
   private async ensureSecret(
     dataKey: DataKeyObject,
+    readBefore: SecretObject | undefined,
     wrapped: WrappedDataKey,
     changed: boolean,
   ): Promise<void> {
     const namespace = dataKey.metadata.namespace as string;
     const name = secretNameOf(dataKey);
-    const secret = await this.readSecret(dataKey);
+    const secret = readBefore && (await this.readSecret(dataKey));
     if (secret && !this.ownedBy(secret, dataKey)) {
       throw new NotReady(
         'SecretConflict',

@@ -62,6 +62,19 @@ export class OperatorMetrics {
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'datakey_process_' });
   }
+
+  /** Exposes the client's request count (watch streams excluded) as `datakey_kube_api_requests_total`. */
+  countKubeRequests(client: { readonly requestCount: number }): void {
+    new Counter({
+      name: 'datakey_kube_api_requests_total',
+      help: 'Requests made to the Kubernetes API server (watch streams not counted).',
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        this.inc(client.requestCount);
+      },
+    });
+  }
 }
 
 export interface HealthState {

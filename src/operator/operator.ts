@@ -64,6 +64,7 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
   });
 
   const metrics = new OperatorMetrics();
+  metrics.countKubeRequests(client);
   const ctx: ControllerContext = {
     client,
     core,

@@ -148,6 +148,9 @@ export class Informer<T extends KubeObject> {
   }
 
   private apply(type: string, object: T): void {
+    // managedFields are often the larger part of an object and nothing here reads
+    // them: the cache does not keep them (as client-go's informers commonly do).
+    delete (object.metadata as { managedFields?: unknown }).managedFields;
     const key = keyOf(object);
     const old = this.cache.get(key);
     if (type === 'DELETED') {

@@ -134,6 +134,12 @@ export class KubeClient {
       headers: { accept: 'application/json' },
     };
     await this.config.applyToHTTPSOptions(requestOptions);
+    // applyToHTTPSOptions sets a new Agent on every call: a TLS handshake per request.
+    // Keep our keep-alive agent instead (the TLS options stay on the request and are
+    // part of its connection pool's name); a proxy keeps the agent built for it.
+    if (url.protocol === 'https:' && !this.config.getCurrentCluster()?.proxyUrl) {
+      requestOptions.agent = this.agent;
+    }
     const payload = options.body === undefined ? undefined : JSON.stringify(options.body);
     if (payload !== undefined) {
       requestOptions.headers = {

@@ -1,3 +1,4 @@
+import type * as https from 'node:https';
 import { Writable } from 'node:stream';
 import { createLogger } from '../../src/common/logger';
 import { KmsCore, RootKey } from '../../src/kms';
@@ -53,6 +54,21 @@ describe('KubeClient', () => {
       'datakey-test',
     );
     expect(updated.data.value).toBe('two');
+  });
+
+  test('keeps one TLS connection alive across sequential requests', async () => {
+    const fresh = KubeClient.fromEnvironment();
+    const agent = (fresh as unknown as { agent: https.Agent }).agent;
+    let connections = 0;
+    const createConnection = agent.createConnection.bind(agent);
+    agent.createConnection = ((...args: Parameters<typeof createConnection>) => {
+      connections++;
+      return createConnection(...args);
+    }) as typeof agent.createConnection;
+    for (let i = 0; i < 5; i++) await fresh.get(`/api/v1/namespaces/${ns}`);
+    expect(fresh.requestCount).toBe(5);
+    expect(connections).toBe(1);
+    agent.destroy();
   });
 });
 
