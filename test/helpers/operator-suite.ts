@@ -175,7 +175,11 @@ export async function eventsFor(ns: string, name: string, reason: string): Promi
 /** Plaintexts (base64) the tests obtained through Decrypt, for the leak scan. */
 export const obtainedPlaintexts = new Set<string>();
 
-/** Decrypts a DataKey Secret (Standard flow) through the operator's KMS API with pop-core. */
+/**
+ * Decrypts a DataKey Secret through the operator's KMS API with pop-core, as an
+ * application would: Decrypt with the stored context (Standard flow) or
+ * AdvanceDecrypt with the stored Aad (Advance flow).
+ */
 export async function decryptSecret(op: OperatorProcess, secret: SecretObject): Promise<Buffer> {
   const pop = new RPCClient({
     endpoint: op.kmsUrl as string,
@@ -184,9 +188,12 @@ export async function decryptSecret(op: OperatorProcess, secret: SecretObject): 
     accessKeySecret: op.accessKeySecret,
   });
   const data = secret.data ?? {};
+  const advance = decode(data.flow) === 'Advance';
   const r = await pop.request<{ Plaintext: string; KeyId: string; KeyVersionId: string }>(
-    'Decrypt',
-    { CiphertextBlob: data.ciphertextBlob, EncryptionContext: decode(data.encryptionContext) },
+    advance ? 'AdvanceDecrypt' : 'Decrypt',
+    advance
+      ? { CiphertextBlob: data.ciphertextBlob, Aad: data.aad }
+      : { CiphertextBlob: data.ciphertextBlob, EncryptionContext: decode(data.encryptionContext) },
     { method: 'POST' },
   );
   obtainedPlaintexts.add(r.Plaintext);
