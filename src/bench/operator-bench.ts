@@ -5,7 +5,8 @@
 // BENCH_N DataKeys (default 1000) concurrently through the API into a fresh
 // namespace and measures the time until all of them are Ready, the operator's
 // peak RSS and the API requests it made. Progress goes to stderr; the last line
-// on stdout is one JSON object: {"n","ready_s","per_s","rss_mb","api_requests"}.
+// on stdout is one JSON object: {"n","ready_s","per_s","rss_mb","api_requests","rewrap_s"}
+// (rewrap_s: seconds to re-wrap all N after one rotation, at the default rate).
 //
 // Environment: BENCH_N (DataKeys), BENCH_CONCURRENCY (creates in flight, default 50),
 // BENCH_TIMEOUT_S (wait for Ready, default 300), BENCH_CPU_PROF=DIR (run the
@@ -241,12 +242,53 @@ async function deleteAndWait(client: KubeClient, path: string, timeoutMs: number
   });
 }
 
+/**
+ * Rotates the master key (annotation) and times until every DataKey is on the
+ * new primary version in the Advance flow, at the operator's default re-wrap rate.
+ */
+async function timeRewrap(
+  client: KubeClient,
+  masterKeyName: string,
+  dataNs: string,
+): Promise<number | null> {
+  const path = `/apis/kms.datakey.io/v1alpha1/masterkeys/${masterKeyName}`;
+  const before = (await client.get<KubeObject & { status?: { primaryKeyVersion?: string } }>(path))
+    .status?.primaryKeyVersion;
+  const t0 = performance.now();
+  await client.mergePatch(path, {
+    metadata: { annotations: { 'kms.datakey.io/rotate': 'bench' } },
+  });
+  const deadline = Date.now() + TIMEOUT_MS;
+  let primary: string | undefined;
+  while (Date.now() < deadline) {
+    if (!primary || primary === before) {
+      primary = (await client.get<KubeObject & { status?: { primaryKeyVersion?: string } }>(path))
+        .status?.primaryKeyVersion;
+    }
+    if (primary && primary !== before) {
+      const list = await client.list<DataKey & KubeObject>(DATAKEYS(dataNs));
+      const moved = list.items.filter(
+        (d) => d.status?.keyVersionId === primary && d.status?.flow === 'Advance',
+      );
+      if (moved.length === N) {
+        const seconds = (performance.now() - t0) / 1000;
+        log(`all ${N} re-wrapped to the new primary ${seconds.toFixed(2)}s after the rotation`);
+        return seconds;
+      }
+    }
+    await sleep(250);
+  }
+  log(`re-wrap did not finish within ${TIMEOUT_MS / 1000}s`);
+  return null;
+}
+
 interface Result {
   n: number;
   ready_s: number | null;
   per_s: number | null;
   rss_mb: number;
   api_requests: number;
+  rewrap_s: number | null;
 }
 
 async function main(): Promise<Result> {
@@ -407,12 +449,14 @@ async function main(): Promise<Result> {
       `operator: peak RSS ${rssMb.toFixed(1)} MB, ${apiRequests} API requests ` +
         `(${(apiRequests / N).toFixed(2)} per DataKey); load average ${loadBefore} before, ${loadAfter} after`,
     );
+    const rewrapS = readyS === null ? null : await timeRewrap(client, masterKeyName, dataNs);
     return {
       n: N,
       ready_s: readyS === null ? null : round(readyS, 2),
       per_s: readyS === null ? null : round(N / readyS, 1),
       rss_mb: round(rssMb, 1),
       api_requests: apiRequests,
+      rewrap_s: rewrapS === null ? null : round(rewrapS, 2),
     };
   } finally {
     sampler?.stop();
