@@ -29,7 +29,6 @@ import {
   type KeyObject,
 } from 'node:crypto';
 import { mkdtempSync, openSync, readFileSync, rmSync, closeSync } from 'node:fs';
-import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type autocannon from 'autocannon';
@@ -38,6 +37,7 @@ import { RootKey } from '../kms/root-key';
 import { MemoryKeyStore } from '../kms/store';
 import type { LoadJob } from './load-worker';
 import { RequestSigner } from './signed-request';
+import { freePort, sleep } from '../common/wait';
 
 const env = (name: string, fallback: number): number => {
   const raw = process.env[name];
@@ -202,19 +202,6 @@ async function benchCore(): Promise<CoreFigures> {
 }
 
 // ---- (b) over HTTP -----------------------------------------------------------
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = net.createServer();
-    probe.once('error', reject);
-    probe.listen(0, '127.0.0.1', () => {
-      const { port } = probe.address() as net.AddressInfo;
-      probe.close(() => resolve(port));
-    });
-  });
-}
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Linux's USER_HZ: /proc reports CPU time in these ticks (`getconf CLK_TCK`). */
 const CLOCK_TICKS = 100;

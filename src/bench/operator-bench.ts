@@ -14,8 +14,6 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
-import * as http from 'node:http';
-import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
@@ -23,6 +21,7 @@ import { API_VERSION, type DataKey, type MasterKey } from '../api/types';
 import { down, up } from '../devcluster/cluster';
 import { repoRoot } from '../devcluster/paths';
 import { KubeClient, isNotFound, type KubeObject } from '../runtime/kube-client';
+import { eventually, freePort, httpGet, sleep } from '../common/wait';
 
 const run = promisify(execFile);
 
@@ -46,54 +45,11 @@ function log(msg: string): void {
   process.stderr.write(`[bench:operator] ${msg}\n`);
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 const load = () =>
   os
     .loadavg()
     .map((l) => l.toFixed(2))
     .join(' ');
-
-async function until<T>(what: string, timeoutMs: number, fn: () => Promise<T | undefined>) {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v !== undefined) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) {
-      throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
-    }
-    await sleep(200);
-  }
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      srv.close(() => (addr && typeof addr === 'object' ? resolve(addr.port) : reject()));
-    });
-  });
-}
-
-function httpGet(url: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = http.get(url, { timeout: 5000 }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => (body += c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-    });
-    req.on('timeout', () => req.destroy(new Error('timed out')));
-    req.on('error', reject);
-  });
-}
 
 function metricValue(text: string, name: string): number | undefined {
   const m = new RegExp(`^${name} ([0-9.e+-]+)$`, 'm').exec(text);
@@ -231,7 +187,7 @@ async function deleteAndWait(client: KubeClient, path: string, timeoutMs: number
     if (isNotFound(err)) return;
     throw err;
   }
-  await until(`${path} to be gone`, timeoutMs, async () => {
+  await eventually(`${path} to be gone`, timeoutMs, async () => {
     try {
       await client.get(path);
       return undefined;
@@ -325,7 +281,7 @@ async function main(): Promise<Result> {
     log(`operator pid ${pid} in namespace ${operatorNs}; log ${logFile}`);
     const op = operator;
     void op.exited.then((code) => log(`operator exited (${code})`));
-    await until('the operator to lead', 60_000, async () => {
+    await eventually('the operator to lead', 60_000, async () => {
       if (op.child.exitCode !== null) throw new Error(`operator exited; see ${logFile}`);
       const { body } = await httpGet(op.metricsUrl);
       return metricValue(body, 'datakey_leader') === 1 ? true : undefined;
@@ -339,7 +295,7 @@ async function main(): Promise<Result> {
     };
     await client.create(MASTERKEYS, masterKey);
     masterKeyCreated = true;
-    await until('the MasterKey to be Ready', 60_000, async () =>
+    await eventually('the MasterKey to be Ready', 60_000, async () =>
       isReady(await client.get<MasterKey & KubeObject>(`${MASTERKEYS}/${masterKeyName}`))
         ? true
         : undefined,
@@ -478,7 +434,7 @@ async function main(): Promise<Result> {
     if (dataNsCreated) {
       await step(`deleting the DataKeys in ${dataNs}`, async () => {
         await client.delete(DATAKEYS(dataNs));
-        await until('the DataKeys to be gone', 120_000, async () =>
+        await eventually('the DataKeys to be gone', 120_000, async () =>
           (await client.list(DATAKEYS(dataNs), { limit: 1 })).items.length === 0 ? true : undefined,
         );
       });

@@ -3,11 +3,11 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as https from 'node:https';
 import * as http from 'node:http';
-import * as net from 'node:net';
 import * as path from 'node:path';
 import { ensureBinaries, type BinaryPaths } from './build';
 import { defaultStateDir } from './paths';
 import { createCA, createLeaf, createSigningKey } from './pki';
+import { freePort } from '../common/wait';
 
 /** First IP of the service range: the `kubernetes` Service's ClusterIP. */
 const SERVICE_CIDR = '10.0.0.0/24';
@@ -87,21 +87,6 @@ function etcdDataDir(stateDir: string): string {
   } catch {
     return path.join(stateDir, 'etcd-data');
   }
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      srv.close(() => {
-        if (addr && typeof addr === 'object') resolve(addr.port);
-        else reject(new Error('no port'));
-      });
-    });
-  });
 }
 
 async function freePorts(n: number): Promise<number[]> {
