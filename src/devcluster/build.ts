@@ -40,7 +40,14 @@ interface Component {
 }
 
 /** Every binary the dev cluster needs, by name. */
-export type BinaryName = 'kube-apiserver' | 'kube-controller-manager' | 'kubectl' | 'etcd' | 'helm';
+export type BinaryName =
+  | 'kube-apiserver'
+  | 'kube-controller-manager'
+  | 'kube-scheduler'
+  | 'kubelet'
+  | 'kubectl'
+  | 'etcd'
+  | 'helm';
 export type BinaryPaths = Record<BinaryName, string>;
 
 function majorMinor(version: string): [string, string] {
@@ -70,11 +77,11 @@ function components(v: Versions): Component[] {
         `-X k8s.io/component-base/version.gitMinor=${kMinor}`,
         `-X k8s.io/component-base/version.gitTreeState=clean`,
       ],
-      // kube-scheduler and kubelet are tool directives of the same module too;
-      // they join this list when the node lands.
       binaries: [
         { name: 'kube-apiserver', pkg: 'k8s.io/kubernetes/cmd/kube-apiserver' },
         { name: 'kube-controller-manager', pkg: 'k8s.io/kubernetes/cmd/kube-controller-manager' },
+        { name: 'kube-scheduler', pkg: 'k8s.io/kubernetes/cmd/kube-scheduler' },
+        { name: 'kubelet', pkg: 'k8s.io/kubernetes/cmd/kubelet' },
         { name: 'kubectl', pkg: 'k8s.io/kubernetes/cmd/kubectl' },
       ],
     },
@@ -104,11 +111,14 @@ function binDir(c: Component): string {
   return path.join(cacheRoot(), `${c.module}-${c.version}`, 'bin');
 }
 
-/** What the binaries were built from: a change of any of it triggers a rebuild. */
+/**
+ * What the binaries were built from: a change of any of it triggers a rebuild.
+ * The list of binaries is not part of it: adding one builds only that one.
+ */
 function stampOf(c: Component): string {
   const h = createHash('sha256');
   for (const f of ['go.mod', 'go.sum']) h.update(fs.readFileSync(path.join(toolsDir, c.module, f)));
-  h.update(JSON.stringify(c));
+  h.update(JSON.stringify({ module: c.module, version: c.version, ldflags: c.ldflags }));
   return h.digest('hex');
 }
 

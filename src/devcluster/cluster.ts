@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as https from 'node:https';
@@ -6,6 +6,16 @@ import * as http from 'node:http';
 import * as path from 'node:path';
 import { ensureBinaries, type BinaryPaths } from './build';
 import { defaultStateDir } from './paths';
+import { importImage, writeImageArchive, busyboxImageSpec, sandboxImageSpec } from './images';
+import {
+  cleanupNodeHost,
+  killPods,
+  nodeName,
+  nodePaths,
+  nodeSupport,
+  snapshotHost,
+  writeNodeFiles,
+} from './node';
 import { createCA, createLeaf, createSigningKey } from './pki';
 import { freePort } from '../common/wait';
 
@@ -14,7 +24,8 @@ const SERVICE_CIDR = '10.0.0.0/24';
 const SERVICE_FIRST_IP = '10.0.0.1';
 const SA_ISSUER = 'https://kubernetes.default.svc.cluster.local';
 /** What a complete control plane runs (sorted). */
-const COMPONENTS = ['etcd', 'kube-apiserver', 'kube-controller-manager'];
+const COMPONENTS = ['etcd', 'kube-apiserver', 'kube-controller-manager', 'kube-scheduler'];
+const NODE_COMPONENTS = ['containerd', 'kubelet'];
 
 interface ProcessRecord {
   name: string;
@@ -28,12 +39,19 @@ interface State {
   server: string;
   etcdDataDir: string;
   ports: { etcdClient: number; etcdPeer: number; apiserver: number };
+  /** The node, when one was started. */
+  node?: { name: string; containerdSock: string; kubeletPort: number };
 }
 
 export interface UpOptions {
   stateDir?: string;
   /** Progress lines; defaults to stderr. */
   log?: (msg: string) => void;
+  /**
+   * Start a node (kubelet + containerd) where the machine allows it (default),
+   * or never (false). With CI=true a node that cannot start is an error.
+   */
+  node?: boolean;
 }
 
 export interface UpResult {
@@ -42,6 +60,10 @@ export interface UpResult {
   reused: boolean;
   stateDir: string;
   binaries: BinaryPaths;
+  /** The node's name, when a node runs. */
+  node?: string;
+  /** Why no node runs, when none does. */
+  noNodeReason?: string;
 }
 
 const defaultLog = (msg: string): void => {
@@ -93,6 +115,42 @@ async function freePorts(n: number): Promise<number[]> {
   const ports = new Set<number>();
   while (ports.size < n) ports.add(await freePort());
   return [...ports];
+}
+
+/** GET url as JSON; undefined when the call fails. */
+function getJson(url: string, tls: TlsFiles): Promise<unknown> {
+  return new Promise((resolve) => {
+    const req = https.get(
+      url,
+      {
+        timeout: 3000,
+        ca: fs.readFileSync(tls.ca),
+        cert: fs.readFileSync(tls.cert),
+        key: fs.readFileSync(tls.key),
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          try {
+            resolve(
+              res.statusCode === 200 ? JSON.parse(Buffer.concat(chunks).toString()) : undefined,
+            );
+          } catch {
+            resolve(undefined);
+          }
+        });
+      },
+    );
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => resolve(undefined));
+  });
+}
+
+async function nodeReady(server: string, name: string, tls: TlsFiles): Promise<boolean> {
+  const node = (await getJson(`${server}/api/v1/nodes/${name}`, tls)) as
+    { status?: { conditions?: { type: string; status: string }[] } } | undefined;
+  return !!node?.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True');
 }
 
 interface TlsFiles {
@@ -214,14 +272,31 @@ function kubeconfigYaml(server: string, ca: string, cert: string, key: string): 
 
 async function healthy(stateDir: string, s: State): Promise<boolean> {
   const names = s.processes.map((p) => p.name).sort();
-  if (names.join() !== COMPONENTS.join() || !s.processes.every(isOurProcess)) return false;
+  const expected = [...COMPONENTS, ...(s.node ? NODE_COMPONENTS : [])].sort();
+  if (names.join() !== expected.join() || !s.processes.every(isOurProcess)) return false;
   const pki = path.join(stateDir, 'pki');
   const tls = {
     ca: path.join(pki, 'ca.crt'),
     cert: path.join(pki, 'admin.crt'),
     key: path.join(pki, 'admin.key'),
   };
-  return (await probe(`${s.server}/readyz`, tls)) === 200 && fs.existsSync(s.kubeconfig);
+  if ((await probe(`${s.server}/readyz`, tls)) !== 200 || !fs.existsSync(s.kubeconfig))
+    return false;
+  return !s.node || (await nodeReady(s.server, s.node.name, tls));
+}
+
+/** Whether to start a node: its tools, or the one-line reason why not. */
+function decideNode(opts: UpOptions): { ok: true } | { ok: false; reason: string } {
+  if (opts.node === false) return { ok: false, reason: 'no node: --no-node' };
+  const support = nodeSupport();
+  if ('reason' in support) {
+    const reason = `no node: ${support.reason}`;
+    if (process.env.CI === 'true') {
+      throw new Error(`${reason}; with CI=true the local cluster must have a node`);
+    }
+    return { ok: false, reason };
+  }
+  return { ok: true };
 }
 
 /**
@@ -232,21 +307,25 @@ export async function up(opts: UpOptions = {}): Promise<UpResult> {
   const stateDir = path.resolve(opts.stateDir ?? defaultStateDir());
   const log = opts.log ?? defaultLog;
 
+  const decision = decideNode(opts);
   const existing = readState(stateDir);
   if (existing) {
-    if (await healthy(stateDir, existing)) {
-      log(`reusing the running control plane in ${stateDir}`);
+    if ((existing.node !== undefined) === decision.ok && (await healthy(stateDir, existing))) {
+      log(`reusing the running cluster in ${stateDir}`);
       return {
         kubeconfig: existing.kubeconfig,
         reused: true,
         stateDir,
         binaries: await ensureBinaries(),
+        node: existing.node?.name,
+        noNodeReason: decision.ok ? undefined : decision.reason,
       };
     }
-    log(`found an unhealthy control plane in ${stateDir}: stopping it first`);
+    log(`found an unhealthy or different cluster in ${stateDir}: stopping it first`);
     await down({ stateDir, log });
   } else if (fs.existsSync(stateDir)) {
-    fs.rmSync(stateDir, { recursive: true, force: true });
+    // Left by a crash: its mounts must go before its files.
+    await down({ stateDir, log });
   }
 
   const bin = await ensureBinaries();
@@ -276,6 +355,12 @@ export async function up(opts: UpOptions = {}): Promise<UpResult> {
     usage: 'client',
   });
   const sa = createSigningKey(pkiDir, 'sa');
+  // The API server's identity towards the kubelet (logs, exec, port-forward).
+  const kubeletClient = createLeaf(pkiDir, 'apiserver-kubelet-client', ca, {
+    commonName: 'kube-apiserver-kubelet-client',
+    organizations: ['system:masters'],
+    usage: 'client',
+  });
 
   const [etcdClient, etcdPeer, apiPort] = await freePorts(3);
   const server = `https://127.0.0.1:${apiPort}`;
@@ -341,6 +426,9 @@ export async function up(opts: UpOptions = {}): Promise<UpResult> {
         `--tls-cert-file=${serving.cert}`,
         `--tls-private-key-file=${serving.key}`,
         `--client-ca-file=${ca.cert}`,
+        `--kubelet-client-certificate=${kubeletClient.cert}`,
+        `--kubelet-client-key=${kubeletClient.key}`,
+        '--kubelet-preferred-address-types=Hostname,InternalIP',
         '--authorization-mode=Node,RBAC',
         '--enable-admission-plugins=NodeRestriction',
         `--service-cluster-ip-range=${SERVICE_CIDR}`,
@@ -394,13 +482,128 @@ export async function up(opts: UpOptions = {}): Promise<UpResult> {
       async () =>
         (await probe(`${server}/api/v1/namespaces/default/serviceaccounts/default`, tls)) === 200,
     );
+
+    log('starting kube-scheduler');
+    const scheduler = startProcess(
+      'kube-scheduler',
+      bin['kube-scheduler'],
+      [`--kubeconfig=${kubeconfig}`, '--leader-elect=false', '--secure-port=0'],
+      stateDir,
+    );
+    record(scheduler);
+    // The scheduler has no health port here (--secure-port=0): give it a moment to fail fast.
+    await new Promise((r) => setTimeout(r, 300));
+    if (scheduler.exited()) {
+      throw new StartError(
+        `kube-scheduler ${scheduler.exited()}; last lines of ${scheduler.logFile}:\n${tail(scheduler.logFile)}`,
+      );
+    }
+
+    if (decision.ok) {
+      await startNode({ stateDir, server, bin, ca, tls, state, record, log });
+    } else {
+      log(decision.reason);
+    }
   } catch (err) {
     log(`start failed: stopping what was started (logs kept in ${path.join(stateDir, 'logs')})`);
     await down({ stateDir, log, keepLogs: true });
     throw err;
   }
-  log(`control plane ready in ${((Date.now() - t0) / 1000).toFixed(1)}s`);
-  return { kubeconfig, reused: false, stateDir, binaries: bin };
+  log(
+    `${state.node ? `cluster with node ${state.node.name}` : 'control plane'} ready in ` +
+      `${((Date.now() - t0) / 1000).toFixed(1)}s`,
+  );
+  return {
+    kubeconfig,
+    reused: false,
+    stateDir,
+    binaries: bin,
+    node: state.node?.name,
+    noNodeReason: decision.ok ? undefined : decision.reason,
+  };
+}
+
+interface NodeContext {
+  stateDir: string;
+  server: string;
+  bin: BinaryPaths;
+  ca: { cert: string; key: string };
+  tls: TlsFiles;
+  state: State;
+  record: (s: Started) => void;
+  log: (msg: string) => void;
+}
+
+/** Starts containerd with the local images, then the kubelet; waits for the Node to be Ready. */
+async function startNode(c: NodeContext): Promise<void> {
+  const support = nodeSupport();
+  if ('reason' in support) throw new Error(support.reason);
+  const { ctr } = support.tools;
+  const p = nodePaths(c.stateDir);
+  const name = await nodeName();
+  const pkiDir = path.join(c.stateDir, 'pki');
+  const nodeCert = createLeaf(pkiDir, 'node', c.ca, {
+    commonName: `system:node:${name}`,
+    organizations: ['system:nodes'],
+    usage: 'client',
+  });
+  const nodeKubeconfig = path.join(c.stateDir, 'node.kubeconfig');
+  fs.writeFileSync(
+    nodeKubeconfig,
+    kubeconfigYaml(c.server, c.ca.cert, nodeCert.cert, nodeCert.key),
+    {
+      mode: 0o600,
+    },
+  );
+  const [kubeletPort, healthzPort] = await freePorts(2);
+  snapshotHost(p);
+  const sandbox = sandboxImageSpec();
+  writeNodeFiles(p, {
+    sandboxImage: sandbox.name,
+    port: kubeletPort,
+    healthzPort,
+    clientCA: c.ca.cert,
+  });
+  c.state.node = { name, containerdSock: p.containerdSock, kubeletPort };
+  writeState(c.stateDir, c.state);
+
+  c.log(`starting containerd (state in ${p.dir})`);
+  const containerd = startProcess(
+    'containerd',
+    support.tools.containerd,
+    ['--config', p.containerdConfig],
+    c.stateDir,
+  );
+  c.record(containerd);
+  const ctrOk = (): Promise<boolean> =>
+    new Promise((resolve) => {
+      execFile(ctr, ['-a', p.containerdSock, 'version'], { timeout: 5000 }, (err) => resolve(!err));
+    });
+  await waitFor('containerd', containerd, 30_000, ctrOk);
+
+  for (const spec of [sandbox, busyboxImageSpec()]) {
+    const img = writeImageArchive(
+      spec,
+      path.join(p.imagesDir, `${spec.name.replace(/[/:]/g, '_')}.tar`),
+    );
+    await importImage(img, { ctr, address: p.containerdSock });
+  }
+
+  c.log(`starting kubelet (node ${name}, port ${kubeletPort})`);
+  const kubelet = startProcess(
+    'kubelet',
+    c.bin.kubelet,
+    [
+      `--config=${p.kubeletConfig}`,
+      `--root-dir=${p.kubeletRoot}`,
+      `--cert-dir=${p.kubeletCertDir}`,
+      `--kubeconfig=${nodeKubeconfig}`,
+      `--hostname-override=${name}`,
+    ],
+    c.stateDir,
+  );
+  c.record(kubelet);
+  await waitFor(`node ${name} Ready`, kubelet, 120_000, () => nodeReady(c.server, name, c.tls));
 }
 
 export interface DownOptions {
@@ -443,13 +646,18 @@ export async function down(opts: DownOptions = {}): Promise<void> {
   const s = readState(stateDir);
   if (!s && !fs.existsSync(stateDir)) log(`no control plane state in ${stateDir}: nothing to stop`);
   if (s) {
-    for (const p of [...s.processes].reverse()) await stopProcess(p, log);
+    for (const p of [...s.processes].reverse()) {
+      await stopProcess(p, log);
+      // With the kubelet gone nothing restarts the pods: stop them before containerd.
+      if (p.name === 'kubelet') await killPods(log);
+    }
     if (s.etcdDataDir.startsWith('/dev/shm/')) {
       fs.rmSync(path.dirname(s.etcdDataDir), { recursive: true, force: true });
     } else {
       fs.rmSync(s.etcdDataDir, { recursive: true, force: true });
     }
   }
+  await cleanupNodeHost(stateDir, log);
   if (opts.keepLogs) {
     for (const entry of fs.existsSync(stateDir) ? fs.readdirSync(stateDir) : []) {
       if (entry !== 'logs') fs.rmSync(path.join(stateDir, entry), { recursive: true, force: true });

@@ -18,10 +18,8 @@ async function main(argv: string[]): Promise<number> {
   }
   switch (cmd) {
     case 'up': {
-      const r = await up();
-      out(
-        'no node is started yet (control plane only; a later issue adds kube-scheduler and a kubelet)',
-      );
+      const r = await up({ node: !rest.includes('--no-node') });
+      out(r.node ? `NODE=${r.node}` : (r.noNodeReason ?? 'no node'));
       out(`KUBECTL=${r.binaries.kubectl}`);
       out(`HELM=${r.binaries.helm}`);
       out(`KUBECONFIG=${r.kubeconfig}`);

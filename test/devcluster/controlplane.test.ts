@@ -29,7 +29,13 @@ describe('tools/controlplane Go modules', () => {
     const replaced = replaces.map((r) => r[1]);
     for (const real of ['k8s.io/utils', 'k8s.io/kube-openapi', 'k8s.io/json'])
       expect(replaced).not.toContain(real);
-    for (const cmd of ['kube-apiserver', 'kube-controller-manager', 'kubectl']) {
+    for (const cmd of [
+      'kube-apiserver',
+      'kube-controller-manager',
+      'kube-scheduler',
+      'kubelet',
+      'kubectl',
+    ]) {
       expect(mod).toMatch(new RegExp(`^\\s*(tool )?k8s\\.io/kubernetes/cmd/${cmd}$`, 'm'));
     }
   });

@@ -1,0 +1,63 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import {
+  bridgeExists,
+  BRIDGE,
+  hostFiles,
+  kubepodsCgroups,
+  mountsUnder,
+  nodePaths,
+  shimPids,
+} from '../../src/devcluster/node';
+
+interface RecordedProcess {
+  name: string;
+  pid: number;
+  binary: string;
+}
+
+function aliveAs(p: RecordedProcess): boolean {
+  try {
+    const argv0 = fs.readFileSync(`/proc/${p.pid}/cmdline`, 'utf8').split('\0')[0];
+    const stat = fs.readFileSync(`/proc/${p.pid}/stat`, 'utf8');
+    return argv0 === p.binary && stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Call before down(): records the cluster's processes; the returned function,
+ * called after down(), lists what is left: live processes, shims, mounts under
+ * the state folder, the CNI bridge, kubepods cgroups, files added to the host
+ * paths the kubelet and containerd write to (compared with `hostFilesBefore`).
+ */
+export function checkNodeGone(stateDir: string, hostFilesBefore?: string[]): () => string[] {
+  let processes: RecordedProcess[] = [];
+  try {
+    processes = (
+      JSON.parse(fs.readFileSync(path.join(stateDir, 'state.json'), 'utf8')) as {
+        processes: RecordedProcess[];
+      }
+    ).processes;
+  } catch {
+    // nothing recorded
+  }
+  const hadNode = processes.some((p) => p.name === 'kubelet');
+  return () => {
+    const problems: string[] = [];
+    for (const p of processes) if (aliveAs(p)) problems.push(`${p.name} (pid ${p.pid}) alive`);
+    if (!hadNode) return problems;
+    const shims = shimPids(nodePaths(stateDir));
+    if (shims.length > 0) problems.push(`containerd shims alive: ${shims.join(' ')}`);
+    for (const m of mountsUnder(stateDir)) problems.push(`mount left: ${m}`);
+    if (bridgeExists()) problems.push(`CNI bridge ${BRIDGE} left`);
+    for (const c of kubepodsCgroups()) problems.push(`cgroup left: ${c}`);
+    if (fs.existsSync(stateDir)) problems.push(`state folder left: ${stateDir}`);
+    if (hostFilesBefore) {
+      const before = new Set(hostFilesBefore);
+      for (const f of hostFiles()) if (!before.has(f)) problems.push(`host file left: ${f}`);
+    }
+    return problems;
+  };
+}
