@@ -1,4 +1,4 @@
-import type { KmsCore, KeyMetadata, KeyVersionInfo } from '../kms/core';
+import type { KmsCore, KeyMetadata, KeyVersionInfo, Sealed, SealedAdvance } from '../kms/core';
 import type { StoredAlias } from '../kms/model';
 import { MAX_AAD_BYTES, MAX_DATA_KEY_BYTES, MAX_PLAINTEXT_BYTES, type Page } from '../kms/validate';
 import type { Params } from './params';
@@ -71,6 +71,19 @@ const alias = (ctx: ActionContext, a: StoredAlias) => ({
 });
 
 const b64 = (buffer: Buffer) => buffer.toString('base64');
+
+/** The response fields every sealing operation shares. */
+const sealedFields = (r: Sealed) => ({
+  KeyId: r.keyId,
+  KeyVersionId: r.keyVersionId,
+  CiphertextBlob: b64(r.ciphertextBlob),
+});
+
+const advanceFields = (r: SealedAdvance) => ({
+  ...sealedFields(r),
+  Algorithm: r.algorithm,
+  Iv: b64(r.iv),
+});
 
 /** Encodes then zeroes a plaintext buffer: the JS string is the only copy left. */
 function takePlaintext(buffer: Buffer): string {
@@ -208,46 +221,28 @@ export const ACTIONS: Record<string, Action> = {
   GenerateDataKey: (p, ctx) => {
     const r = ctx.core.generateDataKey(dataKeyInput(p));
     return {
-      body: {
-        KeyId: r.keyId,
-        KeyVersionId: r.keyVersionId,
-        CiphertextBlob: b64(r.ciphertextBlob),
-        Plaintext: takePlaintext(r.plaintext),
-      },
+      body: { ...sealedFields(r), Plaintext: takePlaintext(r.plaintext) },
       keyId: r.keyId,
     };
   },
   GenerateDataKeyWithoutPlaintext: (p, ctx) => {
     const r = ctx.core.generateDataKeyWithoutPlaintext(dataKeyInput(p));
     return {
-      body: { KeyId: r.keyId, KeyVersionId: r.keyVersionId, CiphertextBlob: b64(r.ciphertextBlob) },
+      body: sealedFields(r),
       keyId: r.keyId,
     };
   },
   AdvanceGenerateDataKey: (p, ctx) => {
     const r = ctx.core.advanceGenerateDataKey(advanceDataKeyInput(p));
     return {
-      body: {
-        KeyId: r.keyId,
-        KeyVersionId: r.keyVersionId,
-        CiphertextBlob: b64(r.ciphertextBlob),
-        Plaintext: takePlaintext(r.plaintext),
-        Algorithm: r.algorithm,
-        Iv: b64(r.iv),
-      },
+      body: { ...advanceFields(r), Plaintext: takePlaintext(r.plaintext) },
       keyId: r.keyId,
     };
   },
   AdvanceGenerateDataKeyWithoutPlaintext: (p, ctx) => {
     const r = ctx.core.advanceGenerateDataKeyWithoutPlaintext(advanceDataKeyInput(p));
     return {
-      body: {
-        KeyId: r.keyId,
-        KeyVersionId: r.keyVersionId,
-        CiphertextBlob: b64(r.ciphertextBlob),
-        Algorithm: r.algorithm,
-        Iv: b64(r.iv),
-      },
+      body: advanceFields(r),
       keyId: r.keyId,
     };
   },
@@ -261,11 +256,7 @@ export const ACTIONS: Record<string, Action> = {
         dryRun: p.boolean('DryRun'),
       });
       return {
-        body: {
-          KeyId: r.keyId,
-          KeyVersionId: r.keyVersionId,
-          CiphertextBlob: b64(r.ciphertextBlob),
-        },
+        body: sealedFields(r),
         keyId: r.keyId,
       };
     } finally {
@@ -282,13 +273,7 @@ export const ACTIONS: Record<string, Action> = {
         dryRun: p.boolean('DryRun'),
       });
       return {
-        body: {
-          KeyId: r.keyId,
-          KeyVersionId: r.keyVersionId,
-          CiphertextBlob: b64(r.ciphertextBlob),
-          Algorithm: r.algorithm,
-          Iv: b64(r.iv),
-        },
+        body: advanceFields(r),
         keyId: r.keyId,
       };
     } finally {
@@ -332,9 +317,7 @@ export const ACTIONS: Record<string, Action> = {
     });
     return {
       body: {
-        KeyId: r.keyId,
-        KeyVersionId: r.keyVersionId,
-        CiphertextBlob: b64(r.ciphertextBlob),
+        ...sealedFields(r),
         SourceKeyId: r.sourceKeyId,
         SourceKeyVersionId: r.sourceKeyVersionId,
       },
