@@ -57,15 +57,25 @@ async function plaintextsOf(names: string[]): Promise<Map<string, string>> {
   return out;
 }
 
-/** Waits until every named DataKey is Ready on `version` in the Advance flow. */
+/**
+ * Waits until every named DataKey is on `version` in the Advance flow, in its
+ * status and in its Secret (the status copy is written first, the Secret after).
+ */
 async function waitAllOn(names: string[], version: string, timeoutMs: number) {
   const wanted = new Set(names);
-  await eventually(`${names.length} DataKeys on ${version}`, timeoutMs, async () => {
+  await eventually(`${names.length} DataKeys and Secrets on ${version}`, timeoutMs, async () => {
     const mine = (await listDataKeys(suite.ns)).filter((d) => wanted.has(d.metadata.name));
     const done = mine.filter(
       (d) => d.status?.keyVersionId === version && d.status?.flow === 'Advance',
     );
-    return done.length === names.length ? true : undefined;
+    if (done.length !== names.length) return undefined;
+    const secrets = await client.list<SecretObject>(secretsPath(suite.ns), {
+      labelSelector: 'kms.datakey.io/datakey',
+    });
+    const onVersion = secrets.items.filter(
+      (s) => wanted.has(s.metadata.name) && decode(s.data?.keyVersionId) === version,
+    );
+    return onVersion.length === names.length ? true : undefined;
   });
 }
 
