@@ -19,6 +19,7 @@ import {
   type WrittenImage,
 } from './images';
 import { cacheRoot, repoRoot } from './paths';
+import { onPath } from './node';
 
 /** The name pods use (`imagePullPolicy: Never`). */
 export const OPERATOR_IMAGE = 'datakey.local/datakey-operator:dev';
@@ -53,19 +54,6 @@ function run(
       );
     }
   });
-}
-
-function onPath(bin: string): string | undefined {
-  for (const d of (process.env.PATH ?? '').split(':').concat(['/usr/sbin', '/usr/bin'])) {
-    const p = path.join(d, bin);
-    try {
-      fs.accessSync(p, fs.constants.X_OK);
-      return p;
-    } catch {
-      // next
-    }
-  }
-  return undefined;
 }
 
 /** Why this machine cannot build the image, or undefined when it can. */

@@ -61,8 +61,10 @@ export function nodePaths(stateDir: string): NodePaths {
   };
 }
 
-function onPath(bin: string): string | undefined {
-  for (const d of (process.env.PATH ?? '').split(':').concat(['/usr/sbin', '/sbin'])) {
+/** The executable `bin` on PATH or in the sbin/bin folders root tools live in. */
+export function onPath(bin: string): string | undefined {
+  const dirs = (process.env.PATH ?? '').split(':').concat(['/usr/sbin', '/sbin', '/usr/bin']);
+  for (const d of dirs) {
     const p = path.join(d, bin);
     try {
       fs.accessSync(p, fs.constants.X_OK);
