@@ -3,6 +3,8 @@ import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { credentialsFromEnv, serveKms, type KmsService } from './kms-api/serve';
 import { parseRotationInterval } from './kms/validate';
+import { runAgent } from './injection/agent';
+import { FlagError, INJECTION_FLAGS, injectionOptions } from './injection/options';
 import { startOperator } from './operator/operator';
 import { runDev } from './devcluster/dev';
 
@@ -21,6 +23,23 @@ Commands:
       (credentials as for kms serve). /metrics, /healthz and /readyz are served on
       --metrics-listen (default 0.0.0.0:8080). After a master key rotates, its
       DataKeys are re-wrapped at --rewrap-rate per second (default 100, 0 = unlimited).
+      Pod injection (webhook and key delivery, TLS) is served on --webhook-listen
+      (default 0.0.0.0:9443, none = off):
+        [--webhook-service NAME]      in a cluster: the Service of that port; the webhook
+                                      and the agents use https://NAME.NS.svc
+        [--webhook-url URL]           outside one: where the API server calls the webhook
+                                      (default https://127.0.0.1:PORT)
+        [--delivery-url URL]          where agents fetch keys (default: the Service, or
+                                      https://<this machine's address>:PORT)
+        [--webhook-configuration N]   MutatingWebhookConfiguration (default datakey-operator)
+        [--webhook-secret N]          CA and serving certificate (default
+                                      datakey-operator-webhook-tls in NS)
+        [--agent-image IMAGE]         image of the injected agent (default
+                                      $DATAKEY_AGENT_IMAGE or datakey.local/datakey-operator:dev)
+  agent --url URL --keys a,b --dir DIR --token-file F [--timeout 2m]
+      The init container injected into annotated pods: proves the pod's identity
+      with its projected token, fetches the named DataKeys over TLS (CA in
+      DATAKEY_AGENT_CA) and writes each, mode 0400, into DIR, which must be a tmpfs.
   dev [--once] [--kms-listen HOST:PORT]
       The product on its embedded defaults (npm run dev): starts the local control
       plane, installs the CRDs, runs the operator with the KMS API on
@@ -88,6 +107,7 @@ async function operator(args: string[]): Promise<Stoppable> {
       'rewrap-rate': { type: 'string' },
       // Test-only: allow rotation intervals under 7 days.
       'min-rotation-interval': { type: 'string' },
+      ...INJECTION_FLAGS,
     },
     strict: true,
   });
@@ -110,8 +130,19 @@ async function operator(args: string[]): Promise<Stoppable> {
     minRotationIntervalSeconds: values['min-rotation-interval']
       ? parseRotationInterval(values['min-rotation-interval'], 1)
       : undefined,
+    injection: injectionFromFlags(values, namespace),
   });
   return running;
+}
+
+function injectionFromFlags(values: Record<string, unknown>, namespace: string) {
+  const listen = (values['webhook-listen'] as string | undefined) ?? '0.0.0.0:9443';
+  try {
+    return injectionOptions(values, listen === 'none' ? undefined : parseListen(listen), namespace);
+  } catch (err) {
+    if (err instanceof FlagError) throw new UsageError(err.message);
+    throw err;
+  }
 }
 
 function metricsListen(value: string): { metricsHost: string; metricsPort: number } {
@@ -144,7 +175,10 @@ async function main(argv: string[]): Promise<void> {
   if (command === 'kms' && sub === 'serve') service = await kmsServe(rest);
   else if (command === 'operator')
     service = await operator(sub === undefined ? [] : [sub, ...rest]);
-  else if (command === 'dev') service = await dev(sub === undefined ? [] : [sub, ...rest]);
+  else if (command === 'agent') {
+    process.exitCode = await runAgent(sub === undefined ? [] : [sub, ...rest]);
+    return;
+  } else if (command === 'dev') service = await dev(sub === undefined ? [] : [sub, ...rest]);
   else if (command === undefined || command === '--help' || command === 'help') {
     process.stdout.write(USAGE);
     return;

@@ -18,6 +18,8 @@ import {
   secretNameOf,
   wrappedFromSecret,
   type WrappedDataKey,
+  decryptOperation,
+  openWrapped,
 } from './datakey-secret';
 
 type DataKeyObject = DataKey & KubeObject;
@@ -142,21 +144,10 @@ export class DataKeyController {
   /** Verifies a stored ciphertext inside the core; the plaintext is zeroed at once. */
   private opens(dataKey: DataKeyObject, wrapped: WrappedDataKey): boolean {
     try {
-      const opened =
-        wrapped.flow === 'Standard'
-          ? kmsCall(this.ctx, 'Decrypt', () =>
-              this.ctx.core.decrypt({
-                ciphertextBlob: wrapped.ciphertextBlob,
-                encryptionContext: boundContext(dataKey),
-              }),
-            )
-          : kmsCall(this.ctx, 'AdvanceDecrypt', () =>
-              this.ctx.core.advanceDecrypt({
-                ciphertextBlob: wrapped.ciphertextBlob,
-                aad: boundAad(dataKey),
-              }),
-            );
-      opened.plaintext.fill(0);
+      const plaintext = kmsCall(this.ctx, decryptOperation(wrapped.flow), () =>
+        openWrapped(this.ctx.core, dataKey, wrapped),
+      );
+      plaintext.fill(0);
       return true;
     } catch (err) {
       if (err instanceof KmsError && err.code === 'InvalidParameter') return false;

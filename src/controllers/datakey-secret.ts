@@ -1,4 +1,4 @@
-import { canonicalEncryptionContext } from '../kms';
+import { canonicalEncryptionContext, type KmsCore } from '../kms';
 import { LABEL_DATAKEY, SECRET_TYPE, type DataKey, type Flow } from '../api/types';
 
 /**
@@ -96,4 +96,18 @@ export function wrappedFromSecret(
     ciphertextBlob: Buffer.from(data.ciphertextBlob, 'base64'),
     iv: data.iv ? Buffer.from(data.iv, 'base64') : undefined,
   };
+}
+
+export const decryptOperation = (flow: Flow) =>
+  flow === 'Standard' ? 'Decrypt' : 'AdvanceDecrypt';
+
+/** Opens a stored ciphertext inside the core; the caller zeroes the plaintext. */
+export function openWrapped(core: KmsCore, dataKey: DataKey, wrapped: WrappedDataKey): Buffer {
+  return wrapped.flow === 'Standard'
+    ? core.decrypt({
+        ciphertextBlob: wrapped.ciphertextBlob,
+        encryptionContext: boundContext(dataKey),
+      }).plaintext
+    : core.advanceDecrypt({ ciphertextBlob: wrapped.ciphertextBlob, aad: boundAad(dataKey) })
+        .plaintext;
 }

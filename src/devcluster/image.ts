@@ -20,9 +20,11 @@ import {
 } from './images';
 import { cacheRoot, repoRoot } from './paths';
 import { onPath } from './node';
+import { DEFAULT_AGENT_IMAGE } from '../injection/options';
 
 /** The name pods use (`imagePullPolicy: Never`). */
-export const OPERATOR_IMAGE = 'datakey.local/datakey-operator:dev';
+/** The image the local cluster runs: also the operator's default agent image. */
+export const OPERATOR_IMAGE = DEFAULT_AGENT_IMAGE;
 
 const HOST_CA_BUNDLE = '/etc/ssl/certs/ca-certificates.crt';
 

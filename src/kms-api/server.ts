@@ -4,6 +4,7 @@ import * as http from 'node:http';
 import * as https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
+import { BodyError, closeGracefully, readBody } from '../common/http';
 import { REDACT_PATHS, type Logger } from '../common/logger';
 import type { KmsCore } from '../kms/core';
 import { KmsError } from '../kms/errors';
@@ -64,8 +65,9 @@ export class KmsApi {
     const started = performance.now();
     const requestId = randomUUID();
     readBody(req, MAX_BODY_BYTES).then(
-      async (body) => this.send(res, requestId, started, await this.reply(req, body)),
-      (err: KmsError) => this.send(res, requestId, started, errorReply(err, false)),
+      async (body) =>
+        this.send(res, requestId, started, await this.reply(req, body.toString('utf8'))),
+      (err: BodyError) => this.send(res, requestId, started, errorReply(kmsBodyError(err), false)),
     );
   };
 
@@ -250,34 +252,6 @@ function formBodyOf(req: http.IncomingMessage, body: string): string {
   return body;
 }
 
-function readBody(req: http.IncomingMessage, limit: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const declared = Number(req.headers['content-length'] ?? 0);
-    if (declared > limit) {
-      req.resume();
-      reject(tooLarge(limit));
-      return;
-    }
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on('data', (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > limit) {
-        req.removeAllListeners('data');
-        req.resume();
-        reject(tooLarge(limit));
-        return;
-      }
-      chunks.push(chunk);
-    });
-    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
-    req.on('error', () => reject(new KmsError(400, 'InvalidRequest', 'The request body was cut.')));
-  });
-}
-
-const tooLarge = (limit: number) =>
-  new KmsError(413, 'RequestTooLarge', `The request body exceeds ${limit} bytes.`);
-
 /** A stable, numeric account id derived from the access key id, echoed in ARNs. */
 export function accountIdOf(accessKeyId: string): string {
   let hash = 0n;
@@ -366,14 +340,8 @@ function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
   );
 }
 
-/** Stops accepting, lets in-flight requests finish, then drops idle keep-alive sockets. */
-function closeGracefully(server: http.Server, timeoutMs = 10_000): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => server.closeAllConnections(), timeoutMs);
-    server.close(() => {
-      clearTimeout(timer);
-      resolve();
-    });
-    server.closeIdleConnections();
-  });
+function kmsBodyError(err: BodyError): KmsError {
+  return err.status === 413
+    ? new KmsError(413, 'RequestTooLarge', err.message)
+    : new KmsError(400, 'InvalidRequest', err.message);
 }

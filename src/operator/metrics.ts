@@ -53,6 +53,24 @@ export class OperatorMetrics {
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
     registers: [this.registry],
   });
+  readonly admissions = new Counter({
+    name: 'datakey_webhook_admissions_total',
+    help: 'AdmissionReviews answered by the pod webhook, by result (patched, unchanged, refused, invalid).',
+    labelNames: ['result'],
+    registers: [this.registry],
+  });
+  readonly admissionSeconds = new Histogram({
+    name: 'datakey_webhook_admission_duration_seconds',
+    help: 'Time to answer one AdmissionReview, body read included.',
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1],
+    registers: [this.registry],
+  });
+  readonly deliveries = new Counter({
+    name: 'datakey_deliveries_total',
+    help: 'Requests of in-pod agents for data keys, by result (delivered, unauthenticated, forbidden, not_ready, invalid, error).',
+    labelNames: ['result'],
+    registers: [this.registry],
+  });
   readonly leader = new Gauge({
     name: 'datakey_leader',
     help: '1 while this replica holds the leader lease.',

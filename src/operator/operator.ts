@@ -6,6 +6,11 @@ import { LABEL_DATAKEY } from '../api/types';
 import { masterKeysPath, type ControllerContext } from '../controllers/context';
 import { DataKeyController } from '../controllers/datakey-controller';
 import { MasterKeyController } from '../controllers/masterkey-controller';
+import {
+  startInjection,
+  type InjectionOptions,
+  type RunningInjection,
+} from '../injection/injection';
 import { KmsCore, RootKey, loadOrCreateRootKey } from '../kms';
 import { KmsApi, listen, type Credentials, type RunningServer } from '../kms-api/server';
 import { EventRecorder } from '../runtime/events';
@@ -29,6 +34,8 @@ export interface OperatorOptions {
   minRotationIntervalSeconds?: number;
   /** Re-wraps per second after a rotation (default 100, 0 = unlimited). */
   rewrapsPerSecond?: number;
+  /** The pod webhook and the agents' delivery endpoint; off when undefined. */
+  injection?: InjectionOptions;
   logger?: Logger;
 }
 
@@ -190,6 +197,9 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
     });
     kmsServer = await listen(api, options.kmsListen);
   }
+  const injection: RunningInjection | undefined = options.injection
+    ? await startInjection(ctx, namespace, options.injection)
+    : undefined;
   logger.info({ namespace }, 'operator started');
 
   return {
@@ -200,6 +210,7 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
       clearInterval(followerReload);
       await elector.stop();
       await stopWorkers();
+      await injection?.stop();
       for (const informer of [ctx.masterKeys, ctx.dataKeys, ctx.secrets]) informer.stop();
       await kmsServer?.close();
       await new Promise((resolve) => metricsServer.close(resolve));

@@ -76,6 +76,8 @@ export async function startOperatorProcess(
     '--metrics-listen',
     `127.0.0.1:${metricsPort}`,
     ...(kmsPort ? ['--kms-listen', `127.0.0.1:${kmsPort}`] : []),
+    // Pod injection only where a test asks for it: it binds a port and registers a webhook.
+    ...(options.args?.includes('--webhook-listen') ? [] : ['--webhook-listen', 'none']),
     ...(options.args ?? []),
   ];
   const child = spawn(process.execPath, args, {

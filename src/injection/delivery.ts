@@ -1,0 +1,340 @@
+import { GROUP } from '../api/types';
+import { findCondition } from '../controllers/conditions';
+import type { ControllerContext } from '../controllers/context';
+import { kmsCall } from '../controllers/context';
+import {
+  decryptOperation,
+  openWrapped,
+  secretNameOf,
+  wrappedFromSecret,
+} from '../controllers/datakey-secret';
+import { KmsError } from '../kms';
+import { isNotFound, type KubeObject } from '../runtime/kube-client';
+import { AGENT_AUDIENCE, ANNOTATION_INJECT, requestedKeys } from './pod-patch';
+
+/**
+ * The delivery endpoint's decisions: who the caller is (TokenReview, bound to a
+ * live pod), what it may have (the pod's own annotation and a SubjectAccessReview
+ * for `decrypt`), and the plaintext only when both hold. Nothing is cached.
+ */
+
+export type DeliveryResult =
+  'delivered' | 'unauthenticated' | 'forbidden' | 'not_ready' | 'invalid' | 'error';
+
+export interface DeliveryAnswer {
+  status: number;
+  result: DeliveryResult;
+  message: string;
+  /** Only on success; the caller zeroes them after sending. */
+  keys?: { name: string; plaintext: Buffer }[];
+}
+
+export interface AgentClaim {
+  keys: string[];
+  podName?: string;
+  podUid?: string;
+}
+
+interface ReviewedUser {
+  username: string;
+  uid?: string;
+  groups?: string[];
+  extra?: Record<string, string[]>;
+}
+
+interface PodIdentity {
+  namespace: string;
+  serviceAccount: string;
+  podName: string;
+  podUid: string;
+  user: ReviewedUser;
+}
+
+type PodObject = KubeObject & { metadata: KubeObject['metadata'] };
+
+const POD_NAME_EXTRA = 'authentication.kubernetes.io/pod-name';
+const POD_UID_EXTRA = 'authentication.kubernetes.io/pod-uid';
+const SA_PREFIX = 'system:serviceaccount:';
+
+class Denied extends Error {
+  constructor(
+    readonly status: number,
+    readonly result: DeliveryResult,
+    message: string,
+    /** The pod to record the failure on, once known. */
+    readonly pod?: PodObject,
+  ) {
+    super(message);
+  }
+}
+
+/** Validates the agent's JSON body: `{keys: [...], podName?, podUid?}`. */
+export function parseClaim(body: unknown): AgentClaim {
+  const b = body as Partial<Record<string, unknown>> | null;
+  if (!b || typeof b !== 'object') throw new Denied(400, 'invalid', 'body must be a JSON object');
+  if (!Array.isArray(b.keys) || !b.keys.every((k) => typeof k === 'string')) {
+    throw new Denied(400, 'invalid', 'keys must be an array of DataKey names');
+  }
+  for (const field of ['podName', 'podUid'] as const) {
+    if (b[field] !== undefined && (typeof b[field] !== 'string' || b[field].length > 253)) {
+      throw new Denied(400, 'invalid', `${field} must be a string of at most 253 characters`);
+    }
+  }
+  try {
+    requestedKeys((b.keys as string[]).join(','));
+  } catch (err) {
+    throw new Denied(400, 'invalid', `keys: ${(err as Error).message}`);
+  }
+  return { keys: b.keys as string[], podName: b.podName as string, podUid: b.podUid as string };
+}
+
+async function review(
+  ctx: ControllerContext,
+  token: string,
+  audiences?: string[],
+): Promise<{ authenticated?: boolean; user?: ReviewedUser; audiences?: string[] }> {
+  const answer = await ctx.client.create<KubeObject & { status?: Record<string, unknown> }>(
+    '/apis/authentication.k8s.io/v1/tokenreviews',
+    {
+      apiVersion: 'authentication.k8s.io/v1',
+      kind: 'TokenReview',
+      metadata: { name: '' },
+      spec: { token, ...(audiences ? { audiences } : {}) },
+    },
+  );
+  return (answer.status ?? {}) as { authenticated?: boolean; user?: ReviewedUser };
+}
+
+function podIdentity(user: ReviewedUser | undefined): Omit<PodIdentity, 'user'> | undefined {
+  const [namespace, serviceAccount] = (user?.username ?? '').startsWith(SA_PREFIX)
+    ? (user?.username ?? '').slice(SA_PREFIX.length).split(':')
+    : [];
+  const podName = user?.extra?.[POD_NAME_EXTRA]?.[0];
+  const podUid = user?.extra?.[POD_UID_EXTRA]?.[0];
+  if (!namespace || !serviceAccount || !podName || !podUid) return undefined;
+  return { namespace, serviceAccount, podName, podUid };
+}
+
+async function livePod(ctx: ControllerContext, id: Omit<PodIdentity, 'user'>) {
+  try {
+    const pod = await ctx.client.get<PodObject>(
+      `/api/v1/namespaces/${id.namespace}/pods/${id.podName}`,
+    );
+    if (pod.metadata.uid === id.podUid) return pod;
+  } catch (err) {
+    if (!isNotFound(err)) throw err;
+  }
+  return undefined;
+}
+
+/** The token's pod, alive, with the same UID; a wrong audience is named on that pod's events. */
+async function authenticate(ctx: ControllerContext, token: string) {
+  const status = await review(ctx, token, [AGENT_AUDIENCE]);
+  const id = podIdentity(status.user);
+  if (!status.authenticated || !status.audiences?.includes(AGENT_AUDIENCE)) {
+    const other = podIdentity((await review(ctx, token)).user);
+    const pod = other ? await livePod(ctx, other) : undefined;
+    throw new Denied(
+      401,
+      'unauthenticated',
+      pod
+        ? `the token is not for audience ${AGENT_AUDIENCE}`
+        : 'the token was not accepted by the API server',
+      pod,
+    );
+  }
+  if (!id) throw new Denied(401, 'unauthenticated', 'the token is not bound to a pod');
+  const pod = await livePod(ctx, id);
+  if (!pod) {
+    throw new Denied(
+      401,
+      'unauthenticated',
+      `the token's pod ${id.namespace}/${id.podName} no longer exists`,
+    );
+  }
+  return { identity: { ...id, user: status.user as ReviewedUser }, pod };
+}
+
+function checkClaim(claim: AgentClaim, id: PodIdentity, pod: PodObject): void {
+  if (
+    (claim.podName && claim.podName !== id.podName) ||
+    (claim.podUid && claim.podUid !== id.podUid)
+  ) {
+    throw new Denied(
+      403,
+      'forbidden',
+      `the token belongs to pod ${id.namespace}/${id.podName}, not to ${claim.podName ?? claim.podUid}`,
+      pod,
+    );
+  }
+  const asked = new Set(requestedKeys(pod.metadata.annotations?.[ANNOTATION_INJECT] ?? ','));
+  const extra = claim.keys.find((k) => !asked.has(k));
+  if (extra) {
+    throw new Denied(
+      403,
+      'forbidden',
+      `pod ${id.namespace}/${id.podName} does not ask for DataKey ${extra} in its ${ANNOTATION_INJECT} annotation`,
+      pod,
+    );
+  }
+}
+
+async function authorize(ctx: ControllerContext, id: PodIdentity, name: string): Promise<boolean> {
+  const answer = await ctx.client.create<KubeObject & { status?: { allowed?: boolean } }>(
+    '/apis/authorization.k8s.io/v1/subjectaccessreviews',
+    {
+      apiVersion: 'authorization.k8s.io/v1',
+      kind: 'SubjectAccessReview',
+      metadata: { name: '' },
+      spec: {
+        user: id.user.username,
+        uid: id.user.uid,
+        groups: id.user.groups,
+        extra: id.user.extra,
+        resourceAttributes: {
+          namespace: id.namespace,
+          verb: 'decrypt',
+          group: GROUP,
+          resource: 'datakeys',
+          name,
+        },
+      },
+    },
+  );
+  return answer.status?.allowed === true;
+}
+
+/** The data key's plaintext, from the cached DataKey and its Secret. */
+function plaintextOf(ctx: ControllerContext, namespace: string, name: string, pod: PodObject) {
+  const dataKey = ctx.dataKeys.get(`${namespace}/${name}`);
+  if (!dataKey) {
+    throw new Denied(
+      409,
+      'not_ready',
+      `DataKey ${name} does not exist in namespace ${namespace}`,
+      pod,
+    );
+  }
+  const ready = findCondition(dataKey.status?.conditions, 'Ready');
+  if (ready?.status !== 'True') {
+    throw new Denied(
+      409,
+      'not_ready',
+      `DataKey ${name} is not Ready (${ready?.reason ?? 'not reconciled yet'})`,
+      pod,
+    );
+  }
+  const secret = ctx.secrets.get(`${namespace}/${secretNameOf(dataKey)}`);
+  const wrapped = wrappedFromSecret(secret?.data);
+  if (!wrapped) {
+    throw new Denied(
+      409,
+      'not_ready',
+      `the Secret of DataKey ${name} is missing or incomplete`,
+      pod,
+    );
+  }
+  const open = () =>
+    kmsCall(ctx, decryptOperation(wrapped.flow), () => openWrapped(ctx.core, dataKey, wrapped));
+  try {
+    return open();
+  } catch (err) {
+    if (!(err instanceof KmsError) || err.code === 'InvalidParameter') throw err;
+    return undefined; // e.g. a key version this replica has not loaded yet: reload and retry
+  }
+}
+
+async function decryptAll(
+  ctx: ControllerContext,
+  id: PodIdentity,
+  claim: AgentClaim,
+  pod: PodObject,
+) {
+  const keys: { name: string; plaintext: Buffer }[] = [];
+  try {
+    for (const name of claim.keys) {
+      let plaintext = plaintextOf(ctx, id.namespace, name, pod);
+      if (!plaintext) {
+        await ctx.core.reload();
+        plaintext = plaintextOf(ctx, id.namespace, name, pod);
+      }
+      if (!plaintext) throw new Denied(503, 'error', `DataKey ${name} cannot be opened now`, pod);
+      keys.push({ name, plaintext });
+    }
+    return keys;
+  } catch (err) {
+    for (const k of keys) k.plaintext.fill(0);
+    if (err instanceof KmsError) {
+      throw new Denied(
+        409,
+        'not_ready',
+        `the ciphertext of a DataKey does not open (${err.code})`,
+        pod,
+      );
+    }
+    throw err;
+  }
+}
+
+/** Decides one agent request. Failures are recorded as Events on the pod once it is known. */
+export async function deliver(
+  ctx: ControllerContext,
+  token: string,
+  body: unknown,
+): Promise<DeliveryAnswer> {
+  try {
+    const claim = parseClaim(body);
+    if (!token) throw new Denied(401, 'unauthenticated', 'a bearer token is required');
+    const { identity, pod } = await authenticate(ctx, token);
+    checkClaim(claim, identity, pod);
+    for (const name of claim.keys) {
+      if (!(await authorize(ctx, identity, name))) {
+        throw new Denied(
+          403,
+          'forbidden',
+          `forbidden: serviceaccount ${identity.namespace}:${identity.serviceAccount} cannot decrypt datakey ${name} in namespace ${identity.namespace}`,
+          pod,
+        );
+      }
+    }
+    const keys = await decryptAll(ctx, identity, claim, pod);
+    ctx.events.record(
+      pod,
+      'Normal',
+      'DataKeyDelivered',
+      `Delivered DataKeys ${claim.keys.join(', ')}`,
+    );
+    return { status: 200, result: 'delivered', message: 'ok', keys };
+  } catch (err) {
+    if (!(err instanceof Denied)) throw err;
+    if (err.pod) {
+      const reason = err.result === 'not_ready' ? 'DataKeyNotReady' : 'DataKeyDeliveryDenied';
+      ctx.events.record(err.pod, 'Warning', reason, err.message);
+    }
+    return { status: err.status, result: err.result, message: err.message };
+  }
+}
+
+/** The agent reports a failure of its own (e.g. no tmpfs): recorded on its pod after the same authentication. */
+export async function reportAgentFailure(
+  ctx: ControllerContext,
+  token: string,
+  body: unknown,
+): Promise<DeliveryAnswer> {
+  const message = (body as { message?: unknown } | null)?.message;
+  if (typeof message !== 'string' || message.length === 0 || message.length > 1024) {
+    return {
+      status: 400,
+      result: 'invalid',
+      message: 'message must be a string of 1..1024 characters',
+    };
+  }
+  try {
+    const { pod } = await authenticate(ctx, token);
+    ctx.events.record(pod, 'Warning', 'DataKeyAgentFailed', message);
+    return { status: 200, result: 'error', message: 'recorded' };
+  } catch (err) {
+    if (!(err instanceof Denied)) throw err;
+    return { status: err.status, result: err.result, message: err.message };
+  }
+}

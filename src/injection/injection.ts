@@ -1,0 +1,84 @@
+import type { ControllerContext } from '../controllers/context';
+import { ensureRegistration, type WebhookClient } from './registration';
+import { serveInjection, type InjectionServer } from './server';
+import { reconcileServingSecret, type CertPolicy, type ServingMaterial } from './serving-certs';
+
+export interface InjectionOptions {
+  listen: { host: string; port: number };
+  /** Name of the MutatingWebhookConfiguration. */
+  webhookConfiguration: string;
+  /** Secret (operator namespace) with the CA and serving certificate. */
+  secretName: string;
+  webhookClient: WebhookClient;
+  /** https URL of the delivery endpoint as pods reach it. */
+  deliveryUrl: string;
+  agentImage: string;
+  certs: CertPolicy;
+  /** How often the certificate and the registration are checked. */
+  refreshMs?: number;
+}
+
+export interface RunningInjection {
+  server: InjectionServer;
+  stop(): Promise<void>;
+}
+
+/**
+ * Serves the webhook and the delivery endpoint with the shared certificate,
+ * registers the webhook, and keeps both current: a renewal written by any
+ * replica is served by all of them within one refresh.
+ */
+export async function startInjection(
+  ctx: ControllerContext,
+  namespace: string,
+  options: InjectionOptions,
+): Promise<RunningInjection> {
+  const reconcile = () =>
+    reconcileServingSecret(ctx.client, namespace, options.secretName, options.certs, ctx.logger);
+  let material: ServingMaterial = await reconcile();
+  const config = () => ({
+    agentImage: options.agentImage,
+    deliveryUrl: options.deliveryUrl,
+    caBundle: material.caBundle,
+  });
+  const server = await serveInjection(ctx, options.listen, material, config);
+  const register = () =>
+    ensureRegistration(
+      ctx.client,
+      options.webhookConfiguration,
+      namespace,
+      options.webhookClient,
+      material.caBundle,
+      ctx.logger,
+    );
+  await register();
+
+  const refresh = async () => {
+    const next = await reconcile();
+    if (next.cert !== material.cert) {
+      server.setMaterial(next);
+      ctx.logger.info('serving the renewed webhook certificate');
+    }
+    material = next;
+    await register();
+  };
+  const timer = setInterval(
+    () =>
+      void refresh().catch((err: Error) =>
+        ctx.logger.warn({ err: err.message }, 'webhook certificate refresh failed'),
+      ),
+    options.refreshMs ?? 15_000,
+  );
+  timer.unref();
+  ctx.logger.info(
+    { url: server.url, deliveryUrl: options.deliveryUrl, webhook: options.webhookClient },
+    'pod injection serving',
+  );
+  return {
+    server,
+    async stop() {
+      clearInterval(timer);
+      await server.close();
+    },
+  };
+}

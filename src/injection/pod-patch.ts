@@ -1,0 +1,250 @@
+import * as path from 'node:path';
+
+/**
+ * The mutation of an annotated Pod, as a pure function of the AdmissionReview:
+ * no I/O, so every case is tested on fixtures without a cluster.
+ */
+
+export const ANNOTATION_INJECT = 'kms.datakey.io/inject';
+export const ANNOTATION_INJECT_PATH = 'kms.datakey.io/inject-path';
+export const DEFAULT_KEY_DIR = '/var/run/datakey';
+export const KEYS_VOLUME = 'datakey-keys';
+export const TOKEN_VOLUME = 'datakey-agent-token';
+export const AGENT_CONTAINER = 'datakey-agent';
+export const AGENT_TOKEN_DIR = '/var/run/secrets/datakey';
+/** The audience of the agent's token: good for the delivery endpoint only, not for the API server. */
+export const AGENT_AUDIENCE = 'kms.datakey.io/agent';
+const AGENT_DEFAULT_UID = 65532;
+const MAX_KEYS = 32;
+const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+
+export interface InjectionConfig {
+  agentImage: string;
+  /** https URL of the delivery endpoint, as pods reach it. */
+  deliveryUrl: string;
+  /** PEM bundle the agent trusts for the delivery endpoint. */
+  caBundle: string;
+  tokenExpirationSeconds?: number;
+}
+
+interface Container {
+  name: string;
+  volumeMounts?: { name: string; mountPath: string; readOnly?: boolean }[];
+  securityContext?: { runAsUser?: number; runAsGroup?: number };
+  [field: string]: unknown;
+}
+
+export interface Pod {
+  metadata?: { name?: string; generateName?: string; annotations?: Record<string, string> };
+  spec?: {
+    containers?: Container[];
+    initContainers?: Container[];
+    volumes?: { name: string; [field: string]: unknown }[];
+    securityContext?: { runAsUser?: number; runAsGroup?: number };
+    [field: string]: unknown;
+  };
+}
+
+export interface AdmissionRequest {
+  uid: string;
+  operation?: string;
+  namespace?: string;
+  object?: Pod;
+}
+
+export interface AdmissionResponse {
+  uid: string;
+  allowed: boolean;
+  status?: { code: number; message: string };
+  patchType?: 'JSONPatch';
+  patch?: string;
+}
+
+export type PatchOperation = { op: 'add'; path: string; value: unknown };
+
+/** A request the webhook must refuse, with a message naming what is wrong. */
+class Refusal extends Error {}
+
+/** The DataKey names the annotation asks for, validated. */
+export function requestedKeys(annotation: string): string[] {
+  const names = [
+    ...new Set(
+      annotation
+        .split(',')
+        .map((n) => n.trim())
+        .filter(Boolean),
+    ),
+  ];
+  if (names.length === 0) {
+    throw new Refusal(`annotation ${ANNOTATION_INJECT} names no DataKey`);
+  }
+  if (names.length > MAX_KEYS) {
+    throw new Refusal(`annotation ${ANNOTATION_INJECT} names more than ${MAX_KEYS} DataKeys`);
+  }
+  for (const name of names) {
+    if (name.length > 253 || !DNS_SUBDOMAIN.test(name)) {
+      throw new Refusal(
+        `annotation ${ANNOTATION_INJECT}: "${name.slice(0, 64)}" is not a DataKey name (lowercase RFC 1123 subdomain)`,
+      );
+    }
+  }
+  return names;
+}
+
+/** The directory the keys go to, validated: absolute, normalized, not a system path. */
+export function keyDirectory(annotation: string | undefined): string {
+  if (annotation === undefined) return DEFAULT_KEY_DIR;
+  const dir = annotation.trim();
+  const fail = (why: string) =>
+    new Refusal(`annotation ${ANNOTATION_INJECT_PATH}: "${dir.slice(0, 64)}" ${why}`);
+  if (!dir.startsWith('/') || dir.length > 200) throw fail('must be an absolute path');
+  if (path.posix.normalize(dir) !== dir || dir.endsWith('/')) throw fail('must be normalized');
+  if (dir === '/' || /^\/(proc|sys|dev|etc|bin|sbin|usr|lib|lib64)(\/|$)/.test(dir)) {
+    throw fail('is a system directory');
+  }
+  return dir;
+}
+
+function agentUser(pod: Pod): { runAsUser: number; runAsGroup?: number } {
+  const podContext = pod.spec?.securityContext ?? {};
+  const users = new Set(
+    (pod.spec?.containers ?? []).map((c) => c.securityContext?.runAsUser ?? podContext.runAsUser),
+  );
+  // Files are written 0400: owned by the app's user they are readable by it alone.
+  const uid = users.size === 1 ? [...users][0] : undefined;
+  return {
+    runAsUser: uid !== undefined && uid !== 0 ? uid : AGENT_DEFAULT_UID,
+    ...(podContext.runAsGroup !== undefined ? { runAsGroup: podContext.runAsGroup } : {}),
+  };
+}
+
+function agentContainer(pod: Pod, keys: string[], dir: string, config: InjectionConfig) {
+  const field = (fieldPath: string) => ({ valueFrom: { fieldRef: { fieldPath } } });
+  return {
+    name: AGENT_CONTAINER,
+    image: config.agentImage,
+    imagePullPolicy: 'IfNotPresent',
+    args: [
+      'agent',
+      '--url',
+      config.deliveryUrl,
+      '--keys',
+      keys.join(','),
+      '--dir',
+      dir,
+      '--token-file',
+      `${AGENT_TOKEN_DIR}/token`,
+    ],
+    env: [
+      { name: 'DATAKEY_AGENT_CA', value: config.caBundle },
+      { name: 'DATAKEY_POD_NAME', ...field('metadata.name') },
+      { name: 'DATAKEY_POD_UID', ...field('metadata.uid') },
+    ],
+    volumeMounts: [
+      { name: KEYS_VOLUME, mountPath: dir },
+      { name: TOKEN_VOLUME, mountPath: AGENT_TOKEN_DIR, readOnly: true },
+    ],
+    securityContext: {
+      ...agentUser(pod),
+      runAsNonRoot: true,
+      allowPrivilegeEscalation: false,
+      readOnlyRootFilesystem: true,
+      capabilities: { drop: ['ALL'] },
+      seccompProfile: { type: 'RuntimeDefault' },
+    },
+    resources: { requests: { cpu: '10m', memory: '32Mi' }, limits: { memory: '128Mi' } },
+  };
+}
+
+function volumes(config: InjectionConfig) {
+  return [
+    { name: KEYS_VOLUME, emptyDir: { medium: 'Memory', sizeLimit: '1Mi' } },
+    {
+      name: TOKEN_VOLUME,
+      projected: {
+        sources: [
+          {
+            serviceAccountToken: {
+              audience: AGENT_AUDIENCE,
+              expirationSeconds: config.tokenExpirationSeconds ?? 600,
+              path: 'token',
+            },
+          },
+        ],
+      },
+    },
+  ];
+}
+
+/** Read-only mounts for every container that lacks one (a reinvocation adds only the missing). */
+function mountOperations(pod: Pod, dir: string): PatchOperation[] {
+  const ops: PatchOperation[] = [];
+  const mount = { name: KEYS_VOLUME, mountPath: dir, readOnly: true };
+  for (const kind of ['initContainers', 'containers'] as const) {
+    (pod.spec?.[kind] ?? []).forEach((c, i) => {
+      if (c.name === AGENT_CONTAINER) return;
+      const mounts = c.volumeMounts ?? [];
+      if (mounts.some((m) => m.name === KEYS_VOLUME)) return;
+      const clash = mounts.find((m) => m.mountPath === dir);
+      if (clash) {
+        throw new Refusal(
+          `container ${c.name} already mounts volume ${clash.name} at ${dir}; set ${ANNOTATION_INJECT_PATH} to another directory`,
+        );
+      }
+      const base = `/spec/${kind}/${i}/volumeMounts`;
+      ops.push(
+        c.volumeMounts
+          ? { op: 'add', path: `${base}/-`, value: mount }
+          : { op: 'add', path: base, value: [mount] },
+      );
+    });
+  }
+  return ops;
+}
+
+/** The JSON Patch that injects the keys into `pod`, or [] when there is nothing to do. */
+export function injectionPatch(pod: Pod, config: InjectionConfig): PatchOperation[] {
+  const annotation = pod.metadata?.annotations?.[ANNOTATION_INJECT];
+  if (annotation === undefined) return [];
+  const keys = requestedKeys(annotation);
+  const dir = keyDirectory(pod.metadata?.annotations?.[ANNOTATION_INJECT_PATH]);
+  const hasVolume = (pod.spec?.volumes ?? []).some((v) => v.name === KEYS_VOLUME);
+  const hasAgent = (pod.spec?.initContainers ?? []).some((c) => c.name === AGENT_CONTAINER);
+  if (hasVolume !== hasAgent) {
+    throw new Refusal(
+      `the names ${KEYS_VOLUME} (volume) and ${AGENT_CONTAINER} (init container) are reserved for injection`,
+    );
+  }
+  // Mounts first: inserting the agent at index 0 shifts the init containers after it.
+  const ops = mountOperations(pod, dir);
+  if (hasAgent) return ops;
+  const added = volumes(config);
+  if (pod.spec?.volumes) {
+    for (const v of added) ops.push({ op: 'add', path: '/spec/volumes/-', value: v });
+  } else ops.push({ op: 'add', path: '/spec/volumes', value: added });
+  const agent = agentContainer(pod, keys, dir, config);
+  ops.push(
+    pod.spec?.initContainers
+      ? { op: 'add', path: '/spec/initContainers/0', value: agent }
+      : { op: 'add', path: '/spec/initContainers', value: [agent] },
+  );
+  return ops;
+}
+
+/** The AdmissionReview answer: CREATEs of annotated Pods are patched, anything else passes untouched. */
+export function admit(request: AdmissionRequest, config: InjectionConfig): AdmissionResponse {
+  if (request.operation !== 'CREATE' || !request.object) return { uid: request.uid, allowed: true };
+  try {
+    const ops = injectionPatch(request.object, config);
+    if (ops.length === 0) return { uid: request.uid, allowed: true };
+    return {
+      uid: request.uid,
+      allowed: true,
+      patchType: 'JSONPatch',
+      patch: Buffer.from(JSON.stringify(ops)).toString('base64'),
+    };
+  } catch (err) {
+    if (!(err instanceof Refusal)) throw err;
+    return { uid: request.uid, allowed: false, status: { code: 400, message: err.message } };
+  }
+}

@@ -1,0 +1,169 @@
+import * as https from 'node:https';
+import type * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { ControllerContext } from '../controllers/context';
+import { BodyError, closeGracefully, readBody } from '../common/http';
+import { deliver, reportAgentFailure, type DeliveryAnswer } from './delivery';
+import { admit, type AdmissionRequest, type InjectionConfig } from './pod-patch';
+import type { ServingMaterial } from './serving-certs';
+
+/**
+ * One TLS port for the API server's AdmissionReviews (`/mutate-pods`) and the
+ * agents' requests (`/v1/deliver`, `/v1/report`). The certificate is swapped in
+ * place when it is renewed.
+ */
+
+export const WEBHOOK_PATH = '/mutate-pods';
+export const DELIVER_PATH = '/v1/deliver';
+export const REPORT_PATH = '/v1/report';
+// Pods carry at most 1.5 MiB of spec in etcd; an AdmissionReview holds one or two of them.
+const MAX_REVIEW_BYTES = 4 * 1024 * 1024;
+const MAX_AGENT_BYTES = 16 * 1024;
+
+export interface InjectionServer {
+  url: string;
+  setMaterial(material: ServingMaterial): void;
+  close(): Promise<void>;
+}
+
+function send(res: http.ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, {
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(text),
+    'cache-control': 'no-store',
+  });
+  res.end(text);
+}
+
+async function answerReview(
+  req: http.IncomingMessage,
+  res: http.ServerResponse,
+  ctx: ControllerContext,
+  config: () => InjectionConfig,
+): Promise<void> {
+  const end = ctx.metrics.admissionSeconds.startTimer();
+  let review: { apiVersion?: string; request?: AdmissionRequest };
+  try {
+    review = JSON.parse((await readBody(req, MAX_REVIEW_BYTES)).toString('utf8')) as typeof review;
+    if (typeof review?.request?.uid !== 'string') throw new Error('request.uid is missing');
+  } catch (err) {
+    ctx.metrics.admissions.inc({ result: 'invalid' });
+    const status = err instanceof BodyError ? err.status : 400;
+    send(res, status, { message: `not an AdmissionReview: ${(err as Error).message}` });
+    return;
+  }
+  const response = admit(review.request, config());
+  ctx.metrics.admissions.inc({
+    result: !response.allowed ? 'refused' : response.patch ? 'patched' : 'unchanged',
+  });
+  if (!response.allowed) {
+    ctx.logger.info(
+      { namespace: review.request.namespace, reason: response.status?.message },
+      'pod refused',
+    );
+  }
+  send(res, 200, { apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', response });
+  end();
+}
+
+async function answerAgent(
+  req: http.IncomingMessage,
+  res: http.ServerResponse,
+  ctx: ControllerContext,
+  handler: typeof deliver,
+): Promise<void> {
+  let answer: DeliveryAnswer;
+  try {
+    const text = (await readBody(req, MAX_AGENT_BYTES)).toString('utf8');
+    const token = /^Bearer (\S+)$/.exec(req.headers.authorization ?? '')?.[1] ?? '';
+    let body: unknown;
+    try {
+      body = JSON.parse(text);
+    } catch {
+      body = null;
+    }
+    answer = await handler(ctx, token, body);
+  } catch (err) {
+    const status = err instanceof BodyError ? err.status : 503;
+    answer = {
+      status,
+      result: status === 503 ? 'error' : 'invalid',
+      message: (err as Error).message,
+    };
+    if (status === 503) ctx.logger.warn({ err: (err as Error).message }, 'delivery failed');
+  }
+  if (handler === deliver) ctx.metrics.deliveries.inc({ result: answer.result });
+  const keys = answer.keys ?? [];
+  try {
+    if (answer.status !== 200 || handler !== deliver) {
+      send(res, answer.status, { message: answer.message });
+      return;
+    }
+    send(res, 200, {
+      keys: keys.map((k) => ({ name: k.name, plaintext: k.plaintext.toString('base64') })),
+    });
+  } finally {
+    for (const k of keys) k.plaintext.fill(0);
+  }
+}
+
+function route(ctx: ControllerContext, config: () => InjectionConfig) {
+  return (req: http.IncomingMessage, res: http.ServerResponse): void => {
+    const path = (req.url ?? '/').split('?')[0];
+    const handled =
+      req.method !== 'POST'
+        ? undefined
+        : path === WEBHOOK_PATH
+          ? answerReview(req, res, ctx, config)
+          : path === DELIVER_PATH
+            ? answerAgent(req, res, ctx, deliver)
+            : path === REPORT_PATH
+              ? answerAgent(req, res, ctx, reportAgentFailure)
+              : undefined;
+    if (!handled) {
+      req.resume();
+      send(res, path === WEBHOOK_PATH || path === DELIVER_PATH ? 405 : 404, {
+        message: `no ${req.method} ${path} here`,
+      });
+      return;
+    }
+    handled.catch((err: Error) => {
+      ctx.logger.error({ err: err.message, path }, 'injection endpoint failed');
+      if (!res.headersSent) send(res, 503, { message: 'temporarily unavailable' });
+    });
+  };
+}
+
+export function serveInjection(
+  ctx: ControllerContext,
+  listen: { host: string; port: number },
+  material: ServingMaterial,
+  config: () => InjectionConfig,
+): Promise<InjectionServer> {
+  const server = https.createServer(
+    {
+      cert: material.cert,
+      key: material.key,
+      minVersion: 'TLSv1.2',
+      keepAliveTimeout: 30_000,
+      requestTimeout: 30_000,
+      maxHeaderSize: 16 * 1024,
+    },
+    route(ctx, config),
+  );
+  server.on('clientError', (_err, socket) => socket.destroy());
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(listen.port, listen.host, () => {
+      server.off('error', reject);
+      const { port } = server.address() as AddressInfo;
+      resolve({
+        url: `https://${listen.host.includes(':') ? `[${listen.host}]` : listen.host}:${port}`,
+        setMaterial: (m) =>
+          server.setSecureContext({ cert: m.cert, key: m.key, minVersion: 'TLSv1.2' }),
+        close: () => closeGracefully(server),
+      });
+    });
+  });
+}
