@@ -127,12 +127,31 @@ async function livePod(ctx: ControllerContext, id: Omit<PodIdentity, 'user'>) {
   return undefined;
 }
 
+/**
+ * The audiences a JWT claims, read without verification: only to ask the API
+ * server whether it is a genuine token for another audience, so the refusal
+ * can be recorded on the right pod.
+ */
+function claimedAudiences(token: string): string[] {
+  try {
+    const payload = JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString()) as {
+      aud?: unknown;
+    };
+    const aud = Array.isArray(payload.aud) ? payload.aud : [payload.aud];
+    return aud.filter((a): a is string => typeof a === 'string' && a.length <= 256).slice(0, 4);
+  } catch {
+    return [];
+  }
+}
+
 /** The token's pod, alive, with the same UID; a wrong audience is named on that pod's events. */
 async function authenticate(ctx: ControllerContext, token: string) {
   const status = await review(ctx, token, [AGENT_AUDIENCE]);
   const id = podIdentity(status.user);
   if (!status.authenticated || !status.audiences?.includes(AGENT_AUDIENCE)) {
-    const other = podIdentity((await review(ctx, token)).user);
+    const audiences = claimedAudiences(token).filter((a) => a !== AGENT_AUDIENCE);
+    const other =
+      audiences.length > 0 ? podIdentity((await review(ctx, token, audiences)).user) : undefined;
     const pod = other ? await livePod(ctx, other) : undefined;
     throw new Denied(
       401,

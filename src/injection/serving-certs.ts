@@ -96,6 +96,13 @@ function newCA(
   };
 }
 
+/** A certificate valid for longer than the policy allows (the validity was shortened). */
+function outlives(pem: string, policy: CertPolicy, now: number): boolean {
+  return (
+    Date.parse(new crypto.X509Certificate(pem).validTo) > now + policy.servingValidityMs + 60_000
+  );
+}
+
 function expired(pem: string, now: number): boolean {
   return Date.parse(new crypto.X509Certificate(pem).validTo) <= now;
 }
@@ -129,7 +136,11 @@ export function nextMaterial(
 ): ServingMaterial | undefined {
   if (!current) return issueServing(newCA(policy), policy);
   if (renewalDue(current.caCert, now)) return issueServing(newCA(policy, current.caCert), policy);
-  if (renewalDue(current.cert, now) || !coversHosts(current.cert, policy.hosts)) {
+  if (
+    renewalDue(current.cert, now) ||
+    !coversHosts(current.cert, policy.hosts) ||
+    outlives(current.cert, policy, now)
+  ) {
     return issueServing(current, policy);
   }
   return undefined;

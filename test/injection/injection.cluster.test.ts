@@ -1,0 +1,515 @@
+// Pod injection on the real node: the webhook served by a host operator (url
+// registration, delivery on the bridge gateway), real pods running the agent
+// from the image built from the Dockerfile, TokenReview and SubjectAccessReview
+// by the real API server.
+import { createHash } from 'node:crypto';
+import * as https from 'node:https';
+import * as tls from 'node:tls';
+import { buildAndImport, imageBuildUnsupported, OPERATOR_IMAGE } from '../../src/devcluster/image';
+import { BUSYBOX_IMAGE } from '../../src/devcluster/images';
+import { nodePaths } from '../../src/devcluster/node';
+import { defaultStateDir } from '../../src/devcluster/paths';
+import { freePort } from '../../src/common/wait';
+import { AGENT_AUDIENCE } from '../../src/injection/pod-patch';
+import { DELIVER_PATH } from '../../src/injection/server';
+import {
+  applyObjects,
+  client,
+  dataKey,
+  decryptSecret,
+  eventsFor,
+  getOrUndefined,
+  kubectl,
+  kubectlOk,
+  leakScanTests,
+  masterKey,
+  obtainedPlaintexts,
+  secretsPath,
+  useOperatorSuite,
+  waitAllReady,
+  type Json,
+  type SecretObject,
+} from '../helpers/operator-suite';
+import type { OperatorProcess } from '../helpers/operator-process';
+import { findNeedles, needlesOf } from '../helpers/leak-scan';
+import { eventually } from '../helpers/wait';
+import type { KubeObject } from '../../src/runtime/kube-client';
+
+const nodeName = process.env.DATAKEY_NODE ?? '';
+const local = process.env.DATAKEY_LOCAL_CLUSTER === '1';
+const mustRun = local && process.env.CI === 'true';
+const reason = !nodeName
+  ? 'the cluster has no Ready node'
+  : !local
+    ? 'not the local cluster (the operator runs on this host)'
+    : imageBuildUnsupported();
+/** The node bridge's gateway: how pods on the local node reach this host. */
+const POD_GATEWAY = '10.244.0.1';
+
+type Pod = KubeObject & {
+  spec?: Json;
+  status?: {
+    phase?: string;
+    initContainerStatuses?: { state?: { terminated?: { exitCode?: number } } }[];
+  };
+};
+
+if (reason) {
+  if (mustRun) {
+    test('pod injection on the local node (CI=true)', () => {
+      throw new Error(`CI=true and the injection test cannot run: ${reason}`);
+    });
+  } else test.skip(`pod injection on the node (${reason})`, () => undefined);
+} else injectionSuite();
+
+function injectionSuite(): void {
+  const suite = useOperatorSuite('inject');
+  const ns = suite.ns;
+  const mwc = `${suite.id}-inject`;
+  let op: OperatorProcess;
+  let port = 0;
+  let caBundle = '';
+  let controlSecret: SecretObject | undefined;
+  const agentLogs: string[] = [];
+
+  const podsPath = `/api/v1/namespaces/${ns}/pods`;
+  const podPath = (name: string) => `${podsPath}/${name}`;
+
+  async function startInjectingOperator(extra: string[] = []): Promise<OperatorProcess> {
+    return suite.start({
+      args: [
+        '--webhook-listen',
+        `0.0.0.0:${port}`,
+        '--webhook-url',
+        `https://127.0.0.1:${port}`,
+        '--delivery-url',
+        `https://${POD_GATEWAY}:${port}`,
+        '--webhook-configuration',
+        mwc,
+        '--agent-image',
+        OPERATOR_IMAGE,
+        ...extra,
+      ],
+    });
+  }
+
+  /** A pod that prints facts about its key file (a hash, never the key) and exits. */
+  function keyReader(name: string, opts: { sa?: string; keys?: string; hold?: number } = {}): Json {
+    const file = '/var/run/datakey/orders';
+    return {
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: {
+        name,
+        namespace: ns,
+        annotations: { 'kms.datakey.io/inject': opts.keys ?? 'orders' },
+      },
+      spec: {
+        nodeName,
+        restartPolicy: 'Never',
+        serviceAccountName: opts.sa ?? 'app',
+        securityContext: {
+          runAsNonRoot: true,
+          runAsUser: 1000,
+          runAsGroup: 1000,
+          seccompProfile: { type: 'RuntimeDefault' },
+        },
+        containers: [
+          {
+            name: 'app',
+            image: BUSYBOX_IMAGE,
+            imagePullPolicy: 'Never',
+            command: [
+              'sh',
+              '-c',
+              `stat -c 'mode=%a uid=%u' ${file}; grep ' /var/run/datakey ' /proc/mounts; ` +
+                `sha256sum ${file}; ls /var/run/datakey; echo done; sleep ${opts.hold ?? 0}`,
+            ],
+            securityContext: {
+              allowPrivilegeEscalation: false,
+              capabilities: { drop: ['ALL'] },
+            },
+          },
+        ],
+      },
+    };
+  }
+
+  async function podFinished(name: string): Promise<Pod> {
+    return eventually(`pod ${name} finished`, 120_000, async () => {
+      const p = await client.get<Pod>(podPath(name));
+      return p.status?.phase === 'Succeeded' || p.status?.phase === 'Failed' ? p : undefined;
+    });
+  }
+
+  async function logsOf(name: string, container: string): Promise<string> {
+    const out = await kubectlOk(['logs', '-n', ns, name, '-c', container]);
+    if (container === 'datakey-agent') agentLogs.push(out);
+    return out;
+  }
+
+  async function secretOf(name: string): Promise<SecretObject> {
+    return client.get<SecretObject>(`${secretsPath(ns)}/${name}`);
+  }
+
+  const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+  async function decryptedHash(name: string): Promise<string> {
+    return sha256(await decryptSecret(op, await secretOf(name)));
+  }
+
+  async function admissions(): Promise<number> {
+    const text = await op.metrics();
+    return [...text.matchAll(/^datakey_webhook_admissions_total\{[^}]*\} (\d+)/gm)].reduce(
+      (sum, m) => sum + Number(m[1]),
+      0,
+    );
+  }
+
+  beforeAll(async () => {
+    const img = await buildAndImport({ address: nodePaths(defaultStateDir()).containerdSock });
+    process.stderr.write(`[inject] image ${img.built ? 'built' : 'reused'}\n`);
+    port = await freePort();
+    op = await startInjectingOperator();
+    await applyObjects([
+      masterKey(suite.mk('inject')),
+      dataKey(ns, 'orders', { masterKeyRef: { name: suite.mk('inject') } }),
+      dataKey(ns, 'payments', { masterKeyRef: { name: suite.mk('inject') } }),
+      { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: 'app', namespace: ns } },
+      { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: 'nobody', namespace: ns } },
+      {
+        apiVersion: 'rbac.authorization.k8s.io/v1',
+        kind: 'Role',
+        metadata: { name: 'decrypt-orders', namespace: ns },
+        rules: [
+          {
+            apiGroups: ['kms.datakey.io'],
+            resources: ['datakeys'],
+            resourceNames: ['orders', 'later'],
+            verbs: ['decrypt'],
+          },
+        ],
+      },
+      {
+        apiVersion: 'rbac.authorization.k8s.io/v1',
+        kind: 'RoleBinding',
+        metadata: { name: 'app-decrypts-orders', namespace: ns },
+        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: 'decrypt-orders' },
+        subjects: [{ kind: 'ServiceAccount', name: 'app', namespace: ns }],
+      },
+    ]);
+    await waitAllReady(ns, 2, 60_000);
+    const tlsSecret = await client.get<SecretObject>(
+      `${secretsPath(suite.operatorNs)}/datakey-operator-webhook-tls`,
+    );
+    caBundle = Buffer.from(tlsSecret.data?.['ca.crt'] ?? '', 'base64').toString();
+    // The API server's service-account controller creates the default accounts' tokens lazily.
+    await eventually('service account app', 30_000, () =>
+      getOrUndefined(`/api/v1/namespaces/${ns}/serviceaccounts/app`),
+    );
+  }, 900_000);
+
+  afterAll(async () => {
+    await kubectl(['delete', 'mutatingwebhookconfiguration', mwc, '--ignore-not-found']);
+  });
+
+  test('the operator registered the webhook: loopback url, CA bundle, only annotated pods', async () => {
+    const config = await client.get<KubeObject & { webhooks: Json[] }>(
+      `/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/${mwc}`,
+    );
+    const [webhook] = config.webhooks as {
+      clientConfig: { url: string; caBundle: string };
+      matchConditions: { expression: string }[];
+      failurePolicy: string;
+      namespaceSelector: Json;
+    }[];
+    expect(webhook.clientConfig.url).toBe(`https://127.0.0.1:${port}/mutate-pods`);
+    expect(Buffer.from(webhook.clientConfig.caBundle, 'base64').toString()).toBe(caBundle);
+    expect(webhook.matchConditions[0].expression).toContain("'kms.datakey.io/inject' in");
+    expect(webhook.failurePolicy).toBe('Fail');
+    expect(JSON.stringify(webhook.namespaceSelector)).toContain(suite.operatorNs);
+  });
+
+  test('an annotated pod reads its key from a read-only tmpfs: mode 0400, its uid, the Decrypt bytes', async () => {
+    await applyObjects([keyReader('reader')]);
+    const pod = await podFinished('reader');
+    const out = await logsOf('reader', 'app');
+    expect(pod.status?.phase).toBe('Succeeded');
+    expect(out).toContain('mode=400 uid=1000');
+    expect(out).toMatch(/ \/var\/run\/datakey tmpfs ro[,\s]/);
+    const hash = /^([0-9a-f]{64}) {2}\/var\/run\/datakey\/orders$/m.exec(out)?.[1];
+    expect(hash).toBe(await decryptedHash('orders'));
+    expect(out).toMatch(/^orders\ndone$/m);
+    expect(await logsOf('reader', 'datakey-agent')).toContain(
+      'wrote 1 key(s) (orders) to /var/run/datakey',
+    );
+    expect((await eventsFor(ns, 'reader', 'DataKeyDelivered')).length).toBeGreaterThan(0);
+  });
+
+  test('after the master key rotates, a running pod keeps its bytes and a new pod gets the same key', async () => {
+    const before = await decryptedHash('orders');
+    await applyObjects([keyReader('holder', { hold: 600 })]);
+    await eventually('holder running', 60_000, async () => {
+      const p = await client.get<Pod>(podPath('holder'));
+      return p.status?.phase === 'Running' ? p : undefined;
+    });
+    await kubectlOk([
+      'annotate',
+      'masterkey',
+      suite.mk('inject'),
+      'kms.datakey.io/rotate=r1',
+      '--overwrite',
+    ]);
+    await eventually('orders re-wrapped to the Advance flow', 60_000, async () => {
+      const s = await secretOf('orders');
+      return Buffer.from(s.data?.flow ?? '', 'base64').toString() === 'Advance' ? s : undefined;
+    });
+    expect(await decryptedHash('orders')).toBe(before);
+    await applyObjects([keyReader('after-rotation')]);
+    await podFinished('after-rotation');
+    expect(await logsOf('after-rotation', 'app')).toContain(before);
+    const now = await kubectlOk([
+      'exec',
+      '-n',
+      ns,
+      'holder',
+      '-c',
+      'app',
+      '--',
+      'sha256sum',
+      '/var/run/datakey/orders',
+    ]);
+    expect(now).toContain(before);
+    await kubectlOk(['delete', 'pod', '-n', ns, 'holder', '--grace-period=0', '--wait=false']);
+  });
+
+  test('a service account without decrypt gets nothing: the agent fails, the app never runs, an Event says why', async () => {
+    await applyObjects([keyReader('denied', { sa: 'nobody' })]);
+    const pod = await podFinished('denied');
+    expect(pod.status?.phase).toBe('Failed');
+    expect(pod.status?.initContainerStatuses?.[0]?.state?.terminated?.exitCode).toBe(1);
+    expect(await logsOf('denied', 'datakey-agent')).toContain(
+      `forbidden: serviceaccount ${ns}:nobody cannot decrypt datakey orders in namespace ${ns}`,
+    );
+    const events = await eventsFor(ns, 'denied', 'DataKeyDeliveryDenied');
+    expect(events.map((e) => e.message)).toContainEqual(expect.stringContaining('cannot decrypt'));
+  });
+
+  test('a pod that asks for a DataKey that does not exist yet waits for it, then gets it', async () => {
+    await applyObjects([keyReader('waiter', { keys: 'later' })]);
+    await eventually('the agent says what it waits for', 60_000, async () => {
+      const r = await kubectl(['logs', '-n', ns, 'waiter', '-c', 'datakey-agent']);
+      return r.stdout.includes('waiting: DataKey later does not exist') ? r : undefined;
+    });
+    await applyObjects([dataKey(ns, 'later', { masterKeyRef: { name: suite.mk('inject') } })]);
+    await podFinished('waiter');
+    const out = await logsOf('waiter', 'app');
+    expect(out).toMatch(/^later\ndone$/m);
+    expect((await eventsFor(ns, 'waiter', 'DataKeyNotReady')).length).toBeGreaterThan(0);
+  });
+
+  /** Runs the agent image by hand in a pod the webhook does not touch. */
+  function manualAgentPod(name: string, audience: string, memory: boolean): Json {
+    return {
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name, namespace: ns },
+      spec: {
+        nodeName,
+        restartPolicy: 'Never',
+        serviceAccountName: 'app',
+        securityContext: { runAsNonRoot: true, runAsUser: 65532 },
+        volumes: [
+          { name: 'keys', emptyDir: memory ? { medium: 'Memory' } : {} },
+          {
+            name: 'token',
+            projected: { sources: [{ serviceAccountToken: { audience, path: 'token' } }] },
+          },
+        ],
+        initContainers: [
+          {
+            name: 'datakey-agent',
+            image: OPERATOR_IMAGE,
+            imagePullPolicy: 'Never',
+            args: [
+              'agent',
+              '--url',
+              `https://${POD_GATEWAY}:${port}`,
+              '--keys',
+              'orders',
+              '--dir',
+              '/keys',
+              '--token-file',
+              '/token/token',
+              '--timeout',
+              '5s',
+            ],
+            env: [{ name: 'DATAKEY_AGENT_CA', value: caBundle }],
+            volumeMounts: [
+              { name: 'keys', mountPath: '/keys' },
+              { name: 'token', mountPath: '/token' },
+            ],
+          },
+        ],
+        containers: [
+          {
+            name: 'app',
+            image: BUSYBOX_IMAGE,
+            imagePullPolicy: 'Never',
+            command: ['sh', '-c', 'ls -A /keys | wc -l'],
+            volumeMounts: [{ name: 'keys', mountPath: '/keys' }],
+          },
+        ],
+      },
+    };
+  }
+
+  test('a token for another audience is refused, and the refusal is an Event on its pod', async () => {
+    await applyObjects([manualAgentPod('wrong-audience', 'not-datakey', true)]);
+    const pod = await podFinished('wrong-audience');
+    expect(pod.status?.phase).toBe('Failed');
+    expect(await logsOf('wrong-audience', 'datakey-agent')).toContain(
+      `the token is not for audience ${AGENT_AUDIENCE}`,
+    );
+    const events = await eventsFor(ns, 'wrong-audience', 'DataKeyDeliveryDenied');
+    expect(events.length).toBeGreaterThan(0);
+  });
+
+  test('the agent writes nothing unless the target is a tmpfs, and says so on the pod', async () => {
+    // The pod is not annotated: the operator refuses it anyway, but the agent stops first.
+    await applyObjects([manualAgentPod('on-disk', AGENT_AUDIENCE, false)]);
+    const pod = await podFinished('on-disk');
+    expect(pod.status?.phase).toBe('Failed');
+    expect(await logsOf('on-disk', 'datakey-agent')).toMatch(
+      /refusing to write keys: \/keys is on \w+ .*not a tmpfs memory volume/,
+    );
+    const events = await eventsFor(ns, 'on-disk', 'DataKeyAgentFailed');
+    expect(events.map((e) => e.message)).toContainEqual(expect.stringContaining('not a tmpfs'));
+  });
+
+  /** Calls the delivery endpoint from the host, as a pod would. */
+  function deliver(token: string, body: Json): Promise<{ status: number; text: string }> {
+    return new Promise((resolve, reject) => {
+      const req = https.request(
+        `https://127.0.0.1:${port}${DELIVER_PATH}`,
+        {
+          method: 'POST',
+          ca: caBundle,
+          headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        },
+        (res) => {
+          let text = '';
+          res.on('data', (d: Buffer) => (text += d.toString()));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+        },
+      );
+      req.on('error', reject);
+      req.end(JSON.stringify(body));
+    });
+  }
+
+  async function boundToken(podName: string, uid: string): Promise<string> {
+    const r = await client.create<KubeObject & { status: { token: string } }>(
+      `/api/v1/namespaces/${ns}/serviceaccounts/app/token`,
+      {
+        apiVersion: 'authentication.k8s.io/v1',
+        kind: 'TokenRequest',
+        metadata: { name: 'app' },
+        spec: {
+          audiences: [AGENT_AUDIENCE],
+          expirationSeconds: 600,
+          boundObjectRef: { kind: 'Pod', apiVersion: 'v1', name: podName, uid },
+        },
+      },
+    );
+    return r.status.token;
+  }
+
+  test('forged, foreign and dead-pod tokens get nothing', async () => {
+    const forged =
+      Buffer.from('{"alg":"RS256","kid":"x"}').toString('base64url') +
+      '.' +
+      Buffer.from(JSON.stringify({ sub: `system:serviceaccount:${ns}:app` })).toString(
+        'base64url',
+      ) +
+      '.c2lnbmF0dXJl';
+    const a = await deliver(forged, { keys: ['orders'] });
+    expect(a.status).toBe(401);
+    expect(a.text).not.toContain('plaintext');
+
+    const reader = await client.get<Pod>(podPath('reader'));
+    const token = await boundToken('reader', reader.metadata.uid as string);
+    const foreign = await deliver(token, { keys: ['orders'], podName: 'someone-else' });
+    expect(foreign.status).toBe(403);
+    expect(foreign.text).toContain(`the token belongs to pod ${ns}/reader`);
+    const notAsked = await deliver(token, { keys: ['payments'], podName: 'reader' });
+    expect(notAsked.status).toBe(403);
+    expect(notAsked.text).toContain('does not ask for DataKey payments');
+
+    await kubectlOk(['delete', 'pod', '-n', ns, 'reader', '--wait=true']);
+    const dead = await deliver(token, { keys: ['orders'], podName: 'reader' });
+    expect(dead.status).toBe(401);
+    expect(dead.text).not.toContain('plaintext');
+  });
+
+  test('pods without the annotation never reach the webhook, and start while it is down', async () => {
+    const before = await admissions();
+    const plain = (name: string) => ({
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name, namespace: ns },
+      spec: {
+        nodeName,
+        restartPolicy: 'Never',
+        containers: [
+          { name: 'app', image: BUSYBOX_IMAGE, imagePullPolicy: 'Never', command: ['true'] },
+        ],
+      },
+    });
+    await applyObjects([plain('plain-up')]);
+    expect((await podFinished('plain-up')).status?.phase).toBe('Succeeded');
+    expect(await admissions()).toBe(before);
+
+    await op.stop();
+    await applyObjects([plain('plain-down')]);
+    expect((await podFinished('plain-down')).status?.phase).toBe('Succeeded');
+    const refused = await applyObjects([keyReader('annotated-down')]);
+    expect(refused.code).not.toBe(0);
+    expect(refused.stderr).toContain('inject.kms.datakey.io');
+    expect(await getOrUndefined(podPath('annotated-down'))).toBeUndefined();
+    op = await startInjectingOperator();
+  });
+
+  test('the serving certificate is renewed without a restart, under the same CA', async () => {
+    await op.stop();
+    op = await startInjectingOperator(['--webhook-cert-validity', '30s']);
+    const served = () =>
+      new Promise<string>((resolve, reject) => {
+        const socket = tls.connect({ host: '127.0.0.1', port, ca: caBundle }, () => {
+          resolve(socket.getPeerX509Certificate()?.serialNumber ?? '');
+          socket.end();
+        });
+        socket.on('error', reject);
+      });
+    const first = await served();
+    await eventually('a renewed certificate served', 60_000, async () =>
+      (await served()) !== first ? true : undefined,
+    );
+    await applyObjects([keyReader('after-renewal')]);
+    expect((await podFinished('after-renewal')).status?.phase).toBe('Succeeded');
+  });
+
+  test('leak scan: no injected key in agent logs, pod specs, events or environment', async () => {
+    await decryptedHash('payments'); // the scan also looks for a key that was never injected
+    controlSecret = await secretOf('payments'); // current: rotation re-wrapped the earlier ones
+    const needles = needlesOf(obtainedPlaintexts);
+    expect(agentLogs.length).toBeGreaterThan(3);
+    expect(findNeedles(Buffer.from(agentLogs.join('\n')), needles)).toEqual([]);
+    const pods = await client.list<Pod>(podsPath);
+    expect(findNeedles(Buffer.from(JSON.stringify(pods)), needles)).toEqual([]);
+    const events = await client.list<KubeObject>(`/api/v1/namespaces/${ns}/events`);
+    expect(findNeedles(Buffer.from(JSON.stringify(events)), needles)).toEqual([]);
+  });
+
+  leakScanTests(suite, () => controlSecret);
+}
