@@ -70,10 +70,9 @@ describe.each(HELMS)('%s', (_label, major) => {
         'ServiceAccount/datakey-operator',
       ].sort(),
     );
-    const all = await render(major, [
-      '--set',
-      'metrics.serviceMonitor.enabled=true,networkPolicy.enabled=true',
-    ]);
+    const all = await render(major, {
+      args: ['--set', 'metrics.serviceMonitor.enabled=true,networkPolicy.enabled=true'],
+    });
     expect(all.map((o) => o.kind)).toEqual(
       expect.arrayContaining(['ServiceMonitor', 'NetworkPolicy']),
     );
@@ -182,7 +181,7 @@ describe('rendered objects (helm 3; helm 4 renders the same)', () => {
       minAvailable: 1,
       selector: (one(objects, 'Deployment').spec as Json).selector,
     });
-    const single = await render('helm', ['--set', 'replicaCount=1']);
+    const single = await render('helm', { args: ['--set', 'replicaCount=1'] });
     expect(single.filter((o) => o.kind === 'PodDisruptionBudget')).toEqual([]);
   });
 
@@ -249,7 +248,7 @@ describe('rendered objects (helm 3; helm 4 renders the same)', () => {
   });
 
   test('another namespace and image tag: everything follows them', async () => {
-    const other = await render('helm', ['--set', 'image.tag=dev'], 'keys');
+    const other = await render('helm', { args: ['--set', 'image.tag=dev'], namespace: 'keys' });
     const c = container(one(other, 'Deployment'));
     expect(c.image).toBe('datakey.local/datakey-operator:dev');
     expect(c.args.slice(c.args.indexOf('--agent-image'))).toEqual([
@@ -271,12 +270,14 @@ describe('rendered objects (helm 3; helm 4 renders the same)', () => {
 
   test('NetworkPolicy (when enabled): 9443 from anywhere, 8080 from the configured peers', async () => {
     const np = one(
-      await render('helm', [
-        '--set',
-        'networkPolicy.enabled=true',
-        '--set-json',
-        'networkPolicy.metricsFrom=[{"podSelector":{"matchLabels":{"app":"scraper"}}}]',
-      ]),
+      await render('helm', {
+        args: [
+          '--set',
+          'networkPolicy.enabled=true',
+          '--set-json',
+          'networkPolicy.metricsFrom=[{"podSelector":{"matchLabels":{"app":"scraper"}}}]',
+        ],
+      }),
       'NetworkPolicy',
     ).spec as Json;
     expect(np.policyTypes).toEqual(['Ingress']);
@@ -290,7 +291,9 @@ describe('rendered objects (helm 3; helm 4 renders the same)', () => {
   });
 
   test('ServiceMonitor (when enabled) scrapes the metrics Service only', async () => {
-    const rendered = await render('helm', ['--set', 'metrics.serviceMonitor.enabled=true']);
+    const rendered = await render('helm', {
+      args: ['--set', 'metrics.serviceMonitor.enabled=true'],
+    });
     const sm = one(rendered, 'ServiceMonitor');
     expect(sm.apiVersion).toBe('monitoring.coreos.com/v1');
     const labels = one(rendered, 'Service', 'datakey-operator-metrics').metadata.labels ?? {};

@@ -51,13 +51,23 @@ export async function helm(major: HelmMajor, args: string[]): Promise<HelmResult
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
+export interface RenderOptions {
+  /** Extra arguments: --set, --set-json, ... */
+  args?: string[];
+  namespace?: string;
+  release?: string;
+}
+
 /** `helm template` output as text; throws with helm's message when it fails. */
-export async function templateText(
-  major: HelmMajor,
-  setArgs: string[] = [],
-  namespace = RELEASE_NS,
-): Promise<string> {
-  const r = await helm(major, ['template', RELEASE, CHART, '-n', namespace, ...setArgs]);
+export async function templateText(major: HelmMajor, o: RenderOptions = {}): Promise<string> {
+  const r = await helm(major, [
+    'template',
+    o.release ?? RELEASE,
+    CHART,
+    '-n',
+    o.namespace ?? RELEASE_NS,
+    ...(o.args ?? []),
+  ]);
   if (r.code !== 0) throw new Error(`helm template failed (${r.code}): ${r.stderr}`);
   return r.stdout;
 }
@@ -70,12 +80,8 @@ export interface Rendered {
 }
 
 /** `helm template`, parsed into its objects. */
-export async function render(
-  major: HelmMajor,
-  setArgs: string[] = [],
-  namespace = RELEASE_NS,
-): Promise<Rendered[]> {
-  const text = await templateText(major, setArgs, namespace);
+export async function render(major: HelmMajor, o: RenderOptions = {}): Promise<Rendered[]> {
+  const text = await templateText(major, o);
   return (loadAll(text) as (Rendered | null)[]).filter((o): o is Rendered => o !== null);
 }
 
