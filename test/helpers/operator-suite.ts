@@ -361,6 +361,27 @@ async function cleanup(suite: OperatorSuite): Promise<void> {
   }
 }
 
+/**
+ * examples/ uses fixed names (MasterKey payments, namespace shop): removes what
+ * an earlier, aborted run may have left, its finalizer stripped if no operator
+ * releases it.
+ */
+export async function removeExampleObjects(): Promise<void> {
+  await kubectl(['delete', 'datakeys', '--all', '-n', 'shop', '--ignore-not-found']);
+  await kubectl(['delete', 'masterkey', 'payments', '--ignore-not-found', '--wait=false']);
+  await kubectl([
+    'patch',
+    'masterkey',
+    'payments',
+    '--type=merge',
+    '-p',
+    '{"metadata":{"finalizers":null}}',
+  ]);
+  await eventually('payments gone', 30_000, async () =>
+    (await getOrUndefined(`${masterKeysPath}/payments`)) ? undefined : true,
+  );
+}
+
 export { allOperatorLines };
 
 /**
