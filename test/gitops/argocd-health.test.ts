@@ -1,6 +1,9 @@
 // The Lua conversion and the health checks' edge cases; the cluster test runs
 // the same scripts against objects the operator really produced.
-import { argoHealth, runLua, toLua } from '../helpers/argocd';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { load } from 'js-yaml';
+import { HEALTH_SCRIPTS, argoHealth, runLua, toLua } from '../helpers/argocd';
 
 test('toLua: a JSON value becomes an equal Lua table (strings byte-exact)', () => {
   const value = {
@@ -56,5 +59,24 @@ test('MasterKey: Ready while re-wrapping after a rotation is Progressing', () =>
   expect(argoHealth('MasterKey', rotating)).toEqual({
     status: 'Progressing',
     message: 'Re-wrapping after rotation: 3 of 10',
+  });
+});
+
+test('docs/argocd/README.md embeds exactly the two scripts under their argocd-cm keys', () => {
+  const page = fs.readFileSync(
+    path.join(path.dirname(HEALTH_SCRIPTS.MasterKey), 'README.md'),
+    'utf8',
+  );
+  const block = /```yaml\n([\s\S]*?)```/.exec(page)?.[1] ?? '';
+  const cm = load(block) as { data: Record<string, string> };
+  expect(cm.data).toEqual({
+    'resource.customizations.health.kms.datakey.io_MasterKey': fs.readFileSync(
+      HEALTH_SCRIPTS.MasterKey,
+      'utf8',
+    ),
+    'resource.customizations.health.kms.datakey.io_DataKey': fs.readFileSync(
+      HEALTH_SCRIPTS.DataKey,
+      'utf8',
+    ),
   });
 });
