@@ -362,9 +362,9 @@ async function cleanup(suite: OperatorSuite): Promise<void> {
 }
 
 /**
- * examples/ uses fixed names (MasterKey payments, namespace shop): removes what
- * an earlier, aborted run may have left, its finalizer stripped if no operator
- * releases it.
+ * examples/ uses fixed names (MasterKey payments, namespace shop), in several
+ * suites: removes what an earlier suite or an aborted run left, the MasterKey's
+ * finalizer stripped if no operator releases it.
  */
 export async function removeExampleObjects(): Promise<void> {
   await kubectl(['delete', 'datakeys', '--all', '-n', 'shop', '--ignore-not-found']);
@@ -379,6 +379,13 @@ export async function removeExampleObjects(): Promise<void> {
   ]);
   await eventually('payments gone', 30_000, async () =>
     (await getOrUndefined(`${masterKeysPath}/payments`)) ? undefined : true,
+  );
+  // Another suite's cleanup may have left shop Terminating (deleted with
+  // --wait=false): nothing can be created in it until it is gone.
+  await eventually('namespace shop not terminating', 120_000, async () =>
+    (await getOrUndefined('/api/v1/namespaces/shop'))?.metadata.deletionTimestamp
+      ? undefined
+      : true,
   );
 }
 
