@@ -266,7 +266,11 @@ export interface OperatorSuite {
   /** Unique MasterKey name. */
   mk(name: string): string;
   /** Starts an operator of this suite (KMS API on by default). */
-  start(options?: { kms?: boolean; args?: string[] }): Promise<OperatorProcess>;
+  start(options?: {
+    kms?: boolean;
+    args?: string[];
+    kubeconfig?: string;
+  }): Promise<OperatorProcess>;
   operators: OperatorProcess[];
   /** Extra cluster-scoped MasterKeys / namespaces to clean up (e.g. fixed example names). */
   extraMasterKeys: string[];
@@ -293,6 +297,7 @@ export function useOperatorSuite(name: string): OperatorSuite {
         namespace: suite.operatorNs,
         kms: options.kms ?? true,
         args: options.args,
+        kubeconfig: options.kubeconfig,
       });
       suite.operators.push(op);
       return op;
