@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Host packages the local cluster's node needs: Debian's containerd + runc, the
-# CNI plugins, a static busybox for the test images, and buildah to build the
-# Dockerfile (npm run image:build). Installs only what is missing, and only as
+# CNI plugins, a static busybox for the test images, buildah to build the
+# Dockerfile (npm run image:build), and Lua 5.4 to run the Argo CD health checks
+# in docs/argocd/ in their tests. Installs only what is missing, and only as
 # root with apt-get; otherwise says what to install.
 set -euo pipefail
-node_pkgs=(containerd runc containernetworking-plugins busybox-static buildah)
+node_pkgs=(containerd runc containernetworking-plugins busybox-static buildah lua5.4)
 missing=()
 for p in "${node_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -15,5 +16,5 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 else
-  echo "the local node and image build need: ${missing[*]} (apt-get install as root); without them cluster:up starts no node and image:build fails" >&2
+  echo "the local node, image build and health-check tests need: ${missing[*]} (apt-get install as root); without them cluster:up starts no node, image:build fails and the Argo CD health tests fail" >&2
 fi

@@ -30,6 +30,7 @@ async function main(argv: string[]): Promise<number> {
       out(r.node ? `NODE=${r.node}` : (r.noNodeReason ?? 'no node'));
       out(`KUBECTL=${r.binaries.kubectl}`);
       out(`HELM=${r.binaries.helm}`);
+      out(`HELM4=${r.binaries.helm4}`);
       out(`KUBECONFIG=${r.kubeconfig}`);
       return 0;
     }

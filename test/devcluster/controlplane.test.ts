@@ -40,10 +40,12 @@ describe('tools/controlplane Go modules', () => {
     }
   });
 
-  test('etcd and helm: modules of their own at the pinned versions', () => {
+  test('etcd, helm 3 and helm 4: modules of their own at the pinned versions', () => {
     expect(gomod('etcd')).toContain(`go.etcd.io/etcd/server/v3 ${v.etcd}`);
     expect(gomod('helm')).toContain(`helm.sh/helm/v3 ${v.helm}`);
-    for (const m of ['kubernetes', 'etcd', 'helm']) {
+    expect(gomod('helm4')).toContain(`helm.sh/helm/v4 ${v.helm4}`);
+    expect(gomod('helm4')).toMatch(/^\s*(tool )?helm\.sh\/helm\/v4\/cmd\/helm$/m);
+    for (const m of ['kubernetes', 'etcd', 'helm', 'helm4']) {
       expect(fs.existsSync(path.join(toolsDir, m, 'go.sum'))).toBe(true);
     }
   });

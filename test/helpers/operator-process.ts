@@ -48,6 +48,8 @@ export interface OperatorStartOptions {
   accessKeyId?: string;
   accessKeySecret?: string;
   args?: string[];
+  /** Credentials of the operator; default: KUBECONFIG (the cluster's admin). */
+  kubeconfig?: string;
   /** Where to append the log lines; default: a new temp file. */
   logFile?: string;
 }
@@ -70,7 +72,7 @@ export async function startOperatorProcess(
     CLI,
     'operator',
     '--kubeconfig',
-    process.env.KUBECONFIG as string,
+    options.kubeconfig ?? (process.env.KUBECONFIG as string),
     '--namespace',
     options.namespace,
     '--metrics-listen',

@@ -266,7 +266,11 @@ export interface OperatorSuite {
   /** Unique MasterKey name. */
   mk(name: string): string;
   /** Starts an operator of this suite (KMS API on by default). */
-  start(options?: { kms?: boolean; args?: string[] }): Promise<OperatorProcess>;
+  start(options?: {
+    kms?: boolean;
+    args?: string[];
+    kubeconfig?: string;
+  }): Promise<OperatorProcess>;
   operators: OperatorProcess[];
   /** Extra cluster-scoped MasterKeys / namespaces to clean up (e.g. fixed example names). */
   extraMasterKeys: string[];
@@ -293,6 +297,7 @@ export function useOperatorSuite(name: string): OperatorSuite {
         namespace: suite.operatorNs,
         kms: options.kms ?? true,
         args: options.args,
+        kubeconfig: options.kubeconfig,
       });
       suite.operators.push(op);
       return op;
@@ -359,6 +364,34 @@ async function cleanup(suite: OperatorSuite): Promise<void> {
   for (const ns of [...namespaces, suite.operatorNs]) {
     await kubectl(['delete', 'namespace', ns, '--wait=false', '--ignore-not-found']);
   }
+}
+
+/**
+ * examples/ uses fixed names (MasterKey payments, namespace shop), in several
+ * suites: removes what an earlier suite or an aborted run left, the MasterKey's
+ * finalizer stripped if no operator releases it.
+ */
+export async function removeExampleObjects(): Promise<void> {
+  await kubectl(['delete', 'datakeys', '--all', '-n', 'shop', '--ignore-not-found']);
+  await kubectl(['delete', 'masterkey', 'payments', '--ignore-not-found', '--wait=false']);
+  await kubectl([
+    'patch',
+    'masterkey',
+    'payments',
+    '--type=merge',
+    '-p',
+    '{"metadata":{"finalizers":null}}',
+  ]);
+  await eventually('payments gone', 30_000, async () =>
+    (await getOrUndefined(`${masterKeysPath}/payments`)) ? undefined : true,
+  );
+  // Another suite's cleanup may have left shop Terminating (deleted with
+  // --wait=false): nothing can be created in it until it is gone.
+  await eventually('namespace shop not terminating', 120_000, async () =>
+    (await getOrUndefined('/api/v1/namespaces/shop'))?.metadata.deletionTimestamp
+      ? undefined
+      : true,
+  );
 }
 
 export { allOperatorLines };

@@ -9,9 +9,9 @@ import {
   decode,
   decryptSecret,
   getOrUndefined,
-  kubectl,
   kubectlOk,
   leakScanTests,
+  removeExampleObjects,
   masterKeysPath,
   secretsPath,
   useOperatorSuite,
@@ -27,23 +27,6 @@ suite.extraMasterKeys.push('payments');
 suite.extraNamespaces.push('shop');
 let op: OperatorProcess;
 const secrets: Record<string, SecretObject> = {};
-
-/** examples/ uses fixed names: remove what an earlier, aborted run may have left. */
-async function removeExampleObjects(): Promise<void> {
-  await kubectl(['delete', 'datakeys', '--all', '-n', 'shop', '--ignore-not-found']);
-  await kubectl(['delete', 'masterkey', 'payments', '--ignore-not-found', '--wait=false']);
-  await kubectl([
-    'patch',
-    'masterkey',
-    'payments',
-    '--type=merge',
-    '-p',
-    '{"metadata":{"finalizers":null}}',
-  ]);
-  await eventually('payments gone', 30_000, async () =>
-    (await getOrUndefined(`${masterKeysPath}/payments`)) ? undefined : true,
-  );
-}
 
 beforeAll(async () => {
   await removeExampleObjects();

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates the three Go modules (go.mod + go.sum) from versions.json.
+# Regenerates the four Go modules (go.mod + go.sum) from versions.json.
 # Run by hand after changing a version in versions.json, then commit the result.
 # The build itself (src/devcluster/build.ts) never runs `go get`: it builds from
 # the committed go.mod/go.sum files.
@@ -11,6 +11,7 @@ ver() { node -p "require('./versions.json').$1"; }
 K8S=$(ver kubernetes)
 ETCD=$(ver etcd)
 HELM=$(ver helm)
+HELM4=$(ver helm4)
 STAGING=v0.${K8S#v1.}
 
 echo "== kubernetes $K8S (staging modules at $STAGING)"
@@ -57,6 +58,14 @@ echo "== helm $HELM"
   rm -f go.mod go.sum
   printf 'module datakey-operator/tools/controlplane/helm\n\ngo 1.24.0\n' > go.mod
   go get -tool "helm.sh/helm/v3/cmd/helm@$HELM"
+  go mod tidy
+)
+echo "== helm $HELM4"
+(
+  cd helm4
+  rm -f go.mod go.sum
+  printf 'module datakey-operator/tools/controlplane/helm4\n\ngo 1.24.0\n' > go.mod
+  go get -tool "helm.sh/helm/v4/cmd/helm@$HELM4"
   go mod tidy
 )
 echo "done: review and commit tools/controlplane/*/go.mod and go.sum"

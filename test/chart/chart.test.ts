@@ -1,0 +1,330 @@
+// charts/datakey-operator rendered and linted by the real helm 3 and helm 4:
+// the objects it produces (restricted pods, probes, webhook, RBAC) and the
+// values schema that refuses a wrong value at install time.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { load } from 'js-yaml';
+import {
+  CHART,
+  HELMS,
+  HELM_BUILD_TIMEOUT_MS,
+  RELEASE_NS,
+  helm,
+  helmBinaries,
+  one,
+  render,
+  type Rendered,
+} from '../helpers/helm';
+
+type Json = Record<string, unknown>;
+interface Container extends Json {
+  image: string;
+  args: string[];
+  securityContext: Json;
+  ports: Json[];
+  livenessProbe: Json;
+  readinessProbe: Json;
+}
+interface PodSpec extends Json {
+  securityContext: Json;
+  containers: Container[];
+  topologySpreadConstraints?: Json[];
+}
+const podSpec = (d: Rendered) => (d.spec as { template: { spec: PodSpec } }).template.spec;
+const container = (d: Rendered) => podSpec(d).containers[0];
+
+beforeAll(() => helmBinaries(), HELM_BUILD_TIMEOUT_MS);
+
+test('Chart.yaml: apiVersion v2, version and appVersion 0.1.0, same as package.json', () => {
+  const chart = load(fs.readFileSync(path.join(CHART, 'Chart.yaml'), 'utf8')) as Json;
+  const pkg = JSON.parse(fs.readFileSync(path.join(CHART, '../../package.json'), 'utf8'));
+  expect(chart).toMatchObject({ apiVersion: 'v2', name: 'datakey-operator', version: '0.1.0' });
+  expect(String(chart.appVersion)).toBe(pkg.version);
+});
+
+describe.each(HELMS)('%s', (_label, major) => {
+  test('helm lint and helm lint --strict pass', async () => {
+    for (const args of [
+      ['lint', CHART],
+      ['lint', '--strict', CHART],
+    ]) {
+      const r = await helm(major, args);
+      expect({ code: r.code, stderr: r.stderr }).toEqual({ code: 0, stderr: '' });
+      expect(r.stdout).toContain('1 chart(s) linted, 0 chart(s) failed');
+    }
+  });
+
+  test('renders the documented objects, optional ones only when enabled', async () => {
+    const kinds = (await render(major)).map((o) => `${o.kind}/${o.metadata.name}`).sort();
+    expect(kinds).toEqual(
+      [
+        'ClusterRole/datakey-operator',
+        'ClusterRoleBinding/datakey-operator',
+        'Deployment/datakey-operator',
+        'MutatingWebhookConfiguration/datakey-operator',
+        'PodDisruptionBudget/datakey-operator',
+        'Role/datakey-operator',
+        'RoleBinding/datakey-operator',
+        'Service/datakey-operator-metrics',
+        'Service/datakey-operator-webhook',
+        'ServiceAccount/datakey-operator',
+      ].sort(),
+    );
+    const all = await render(major, {
+      args: ['--set', 'metrics.serviceMonitor.enabled=true,networkPolicy.enabled=true'],
+    });
+    expect(all.map((o) => o.kind)).toEqual(
+      expect.arrayContaining(['ServiceMonitor', 'NetworkPolicy']),
+    );
+  });
+
+  test.each([
+    [['--set', 'replicaCount=-1'], '/replicaCount', 'minimum'],
+    [['--set', 'replicaCount=two'], '/replicaCount', 'integer'],
+    [['--set', 'image.pullPolicy=Sometimes'], '/image/pullPolicy', 'IfNotPresent'],
+    [['--set', 'image.repository=Not A Repo'], '/image/repository', 'pattern'],
+    [['--set', 'replicas=3'], "additional properties 'replicas'", 'not allowed'],
+    [['--set', 'podDisruptionBudget.minAvailable=0'], '/podDisruptionBudget/minAvailable', ''],
+  ])('values.schema.json refuses %j with a message naming the value', async (args, names, why) => {
+    const r = await helm(major, ['template', 'datakey-operator', CHART, ...args]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain("values don't meet the specifications of the schema");
+    expect(r.stderr).toContain(names);
+    expect(r.stderr).toContain(why);
+  });
+});
+
+describe('rendered objects (helm 3; helm 4 renders the same)', () => {
+  let objects: Rendered[];
+  beforeAll(async () => {
+    objects = await render('helm');
+  });
+
+  test('helm 3 and helm 4 render identical manifests', async () => {
+    expect(await render('helm4')).toEqual(objects);
+  });
+
+  test('Deployment: 2 replicas, restricted pod and container security, soft spread', () => {
+    const d = one(objects, 'Deployment');
+    expect((d.spec as Json).replicas).toBe(2);
+    const pod = podSpec(d);
+    expect(pod.securityContext).toEqual({
+      runAsNonRoot: true,
+      runAsUser: 65532,
+      runAsGroup: 65532,
+      fsGroup: 65532,
+      seccompProfile: { type: 'RuntimeDefault' },
+    });
+    expect(container(d).securityContext).toEqual({
+      runAsNonRoot: true,
+      allowPrivilegeEscalation: false,
+      readOnlyRootFilesystem: true,
+      capabilities: { drop: ['ALL'] },
+    });
+    expect(pod.serviceAccountName).toBe('datakey-operator');
+    expect(pod.terminationGracePeriodSeconds).toBe(30);
+    expect(pod.topologySpreadConstraints).toEqual([
+      expect.objectContaining({ whenUnsatisfiable: 'ScheduleAnyway', maxSkew: 1 }),
+    ]);
+    expect(container(d).resources).toEqual({
+      requests: { cpu: '50m', memory: '128Mi' },
+      limits: { memory: '512Mi' },
+    });
+  });
+
+  test('Deployment: operator args, image, ports and probes on the metrics port', () => {
+    const c = container(one(objects, 'Deployment'));
+    expect(c.image).toBe('datakey.local/datakey-operator:0.1.0');
+    expect(c.imagePullPolicy).toBe('IfNotPresent');
+    expect(c.args).toEqual([
+      'operator',
+      '--namespace',
+      RELEASE_NS,
+      '--metrics-listen',
+      '0.0.0.0:8080',
+      '--webhook-listen',
+      '0.0.0.0:9443',
+      '--webhook-service',
+      'datakey-operator-webhook',
+      '--webhook-configuration',
+      'datakey-operator',
+      '--webhook-secret',
+      'datakey-operator-webhook-tls',
+      '--agent-image',
+      'datakey.local/datakey-operator:0.1.0',
+    ]);
+    expect(c.ports).toEqual([
+      { name: 'https', containerPort: 9443, protocol: 'TCP' },
+      { name: 'metrics', containerPort: 8080, protocol: 'TCP' },
+    ]);
+    expect(c.livenessProbe).toMatchObject({ httpGet: { path: '/healthz', port: 'metrics' } });
+    expect(c.readinessProbe).toMatchObject({ httpGet: { path: '/readyz', port: 'metrics' } });
+  });
+
+  test('Services: webhook 443 → https (9443), metrics 8080, both select the operator pods', () => {
+    const selector = ((one(objects, 'Deployment').spec as Json).selector as Json).matchLabels;
+    const webhook = one(objects, 'Service', 'datakey-operator-webhook').spec as Json;
+    const metrics = one(objects, 'Service', 'datakey-operator-metrics').spec as Json;
+    expect(webhook.ports).toEqual([
+      { name: 'https', port: 443, targetPort: 'https', protocol: 'TCP' },
+    ]);
+    expect(metrics.ports).toEqual([
+      { name: 'metrics', port: 8080, targetPort: 'metrics', protocol: 'TCP' },
+    ]);
+    expect(webhook.selector).toEqual(selector);
+    expect(metrics.selector).toEqual(selector);
+  });
+
+  test('PodDisruptionBudget minAvailable 1 over the operator pods; none with one replica', async () => {
+    const pdb = one(objects, 'PodDisruptionBudget').spec as Json;
+    expect(pdb).toEqual({
+      minAvailable: 1,
+      selector: (one(objects, 'Deployment').spec as Json).selector,
+    });
+    const single = await render('helm', { args: ['--set', 'replicaCount=1'] });
+    expect(single.filter((o) => o.kind === 'PodDisruptionBudget')).toEqual([]);
+  });
+
+  test('MutatingWebhookConfiguration: exactly the injection webhook, no caBundle', () => {
+    const mwc = one(objects, 'MutatingWebhookConfiguration');
+    expect(mwc.webhooks).toEqual([
+      {
+        name: 'inject.kms.datakey.io',
+        admissionReviewVersions: ['v1'],
+        clientConfig: {
+          service: {
+            name: 'datakey-operator-webhook',
+            namespace: RELEASE_NS,
+            path: '/mutate-pods',
+            port: 443,
+          },
+        },
+        rules: [
+          {
+            operations: ['CREATE'],
+            apiGroups: [''],
+            apiVersions: ['v1'],
+            resources: ['pods'],
+            scope: 'Namespaced',
+          },
+        ],
+        matchConditions: [
+          {
+            name: 'annotated',
+            expression:
+              "has(object.metadata.annotations) && 'kms.datakey.io/inject' in object.metadata.annotations",
+          },
+        ],
+        namespaceSelector: {
+          matchExpressions: [
+            { key: 'kubernetes.io/metadata.name', operator: 'NotIn', values: [RELEASE_NS] },
+          ],
+        },
+        failurePolicy: 'Fail',
+        sideEffects: 'None',
+        reinvocationPolicy: 'IfNeeded',
+        timeoutSeconds: 5,
+      },
+    ]);
+  });
+
+  test('RBAC: no wildcard, no write on pods, webhook configuration limited to its own name', () => {
+    const rules = [
+      ...(one(objects, 'ClusterRole').rules as Json[]),
+      ...(one(objects, 'Role').rules as Json[]),
+    ] as { apiGroups: string[]; resources: string[]; verbs: string[]; resourceNames?: string[] }[];
+    for (const r of rules) {
+      expect([...r.apiGroups, ...r.resources, ...r.verbs]).not.toContain('*');
+      if (r.resources.includes('pods')) expect(r.verbs).toEqual(['get']);
+      if (r.resources.includes('mutatingwebhookconfigurations'))
+        expect(r.resourceNames).toEqual(['datakey-operator']);
+    }
+    for (const kind of ['ClusterRoleBinding', 'RoleBinding']) {
+      expect(one(objects, kind).subjects).toEqual([
+        { kind: 'ServiceAccount', name: 'datakey-operator', namespace: RELEASE_NS },
+      ]);
+    }
+    expect(one(objects, 'Role').metadata.namespace).toBe(RELEASE_NS);
+  });
+
+  test('another namespace and image tag: everything follows them', async () => {
+    const other = await render('helm', { args: ['--set', 'image.tag=dev'], namespace: 'keys' });
+    const c = container(one(other, 'Deployment'));
+    expect(c.image).toBe('datakey.local/datakey-operator:dev');
+    expect(c.args.slice(c.args.indexOf('--agent-image'))).toEqual([
+      '--agent-image',
+      'datakey.local/datakey-operator:dev',
+    ]);
+    expect(c.args.slice(0, 3)).toEqual(['operator', '--namespace', 'keys']);
+    const webhook = (one(other, 'MutatingWebhookConfiguration').webhooks as Json[])[0] as {
+      clientConfig: { service: Json };
+      namespaceSelector: { matchExpressions: Json[] };
+    };
+    expect(webhook.clientConfig.service.namespace).toBe('keys');
+    expect(webhook.namespaceSelector.matchExpressions[0].values).toEqual(['keys']);
+    for (const o of other.filter(
+      (x) => !x.kind.startsWith('Cluster') && !x.kind.startsWith('Mutating'),
+    ))
+      expect(o.metadata.namespace).toBe('keys');
+  });
+
+  test('NetworkPolicy (when enabled): 9443 from anywhere, 8080 from the configured peers', async () => {
+    const np = one(
+      await render('helm', {
+        args: [
+          '--set',
+          'networkPolicy.enabled=true',
+          '--set-json',
+          'networkPolicy.metricsFrom=[{"podSelector":{"matchLabels":{"app":"scraper"}}}]',
+        ],
+      }),
+      'NetworkPolicy',
+    ).spec as Json;
+    expect(np.policyTypes).toEqual(['Ingress']);
+    expect(np.ingress).toEqual([
+      { ports: [{ port: 9443, protocol: 'TCP' }] },
+      {
+        from: [{ podSelector: { matchLabels: { app: 'scraper' } } }],
+        ports: [{ port: 8080, protocol: 'TCP' }],
+      },
+    ]);
+  });
+
+  test('ServiceMonitor (when enabled) scrapes the metrics Service only', async () => {
+    const rendered = await render('helm', {
+      args: ['--set', 'metrics.serviceMonitor.enabled=true'],
+    });
+    const sm = one(rendered, 'ServiceMonitor');
+    expect(sm.apiVersion).toBe('monitoring.coreos.com/v1');
+    const labels = one(rendered, 'Service', 'datakey-operator-metrics').metadata.labels ?? {};
+    const wanted = ((sm.spec as Json).selector as { matchLabels: Record<string, string> })
+      .matchLabels;
+    expect(labels).toMatchObject(wanted);
+    const webhookLabels = one(rendered, 'Service', 'datakey-operator-webhook').metadata.labels;
+    expect(webhookLabels).not.toMatchObject(wanted);
+    expect((sm.spec as Json).endpoints).toEqual([
+      { port: 'metrics', path: '/metrics', interval: '30s' },
+    ]);
+  });
+});
+
+test('NOTES.txt (helm 4 --dry-run=client): what to apply next and how CRDs are removed', async () => {
+  const r = await helm('helm4', [
+    'install',
+    'datakey-operator',
+    CHART,
+    '-n',
+    RELEASE_NS,
+    '--dry-run=client',
+  ]);
+  expect(r.code).toBe(0);
+  const notes = r.stdout.slice(r.stdout.indexOf('NOTES:'));
+  for (const text of [
+    'kind: MasterKey',
+    'kind: DataKey',
+    'kms.datakey.io/inject',
+    'kubectl wait --for=condition=Ready',
+    'kubectl delete crd masterkeys.kms.datakey.io datakeys.kms.datakey.io',
+  ])
+    expect(notes).toContain(text);
+});
