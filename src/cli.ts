@@ -40,12 +40,14 @@ Commands:
       The init container injected into annotated pods: proves the pod's identity
       with its projected token, fetches the named DataKeys over TLS (CA in
       DATAKEY_AGENT_CA) and writes each, mode 0400, into DIR, which must be a tmpfs.
-  dev [--once] [--kms-listen HOST:PORT]
+  dev [--once] [--kms-listen HOST:PORT] [--webhook-listen HOST:PORT]
       The product on its embedded defaults (npm run dev): starts the local control
       plane, installs the CRDs, runs the operator with the KMS API on
       127.0.0.1:18080 (a development credential in ./.datakey-dev/credentials.env),
-      applies examples/, waits until they are Ready and prints them. --once exits
-      after that; otherwise it runs until Ctrl-C.
+      applies examples/, waits until they are Ready and prints them. With a node,
+      it also builds the operator image, serves pod injection on 0.0.0.0:18443 and
+      runs examples/workload/, whose pod gets the orders key in its memory volume.
+      --once exits after that; otherwise it runs until Ctrl-C.
 `;
 
 class UsageError extends Error {}
@@ -154,13 +156,18 @@ function metricsListen(value: string): { metricsHost: string; metricsPort: numbe
 async function dev(args: string[]): Promise<Stoppable> {
   const { values } = parseArgs({
     args,
-    options: { once: { type: 'boolean' }, 'kms-listen': { type: 'string' } },
+    options: {
+      once: { type: 'boolean' },
+      'kms-listen': { type: 'string' },
+      'webhook-listen': { type: 'string' },
+    },
     strict: true,
   });
   const session = await runDev({
     once: values.once ?? false,
     root: path.resolve(__dirname, '..'),
     kmsListen: parseListen(values['kms-listen'] ?? '127.0.0.1:18080'),
+    webhookListen: parseListen(values['webhook-listen'] ?? '0.0.0.0:18443'),
   });
   if (values.once) {
     await session.operator.stop();

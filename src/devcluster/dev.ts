@@ -6,7 +6,10 @@ import { promisify } from 'node:util';
 import { createLogger } from '../common/logger';
 import type { Credentials } from '../kms-api/server';
 import { startOperator, type RunningOperator } from '../operator/operator';
+import { injectionOptions } from '../injection/options';
 import { up } from './cluster';
+import { buildAndImport, OPERATOR_IMAGE } from './image';
+import { BRIDGE_IP, nodePaths } from './node';
 
 const run = promisify(execFile);
 
@@ -15,6 +18,8 @@ export interface DevOptions {
   once: boolean;
   root: string;
   kmsListen: { host: string; port: number };
+  /** Where the webhook and key delivery listen (0.0.0.0: pods reach it on the bridge). */
+  webhookListen: { host: string; port: number };
 }
 
 export interface DevSession {
@@ -41,8 +46,14 @@ export async function runDev(options: DevOptions): Promise<DevSession> {
   await kubectl('apply', '-f', path.join(options.root, 'crds'));
   await kubectl('wait', '--for=condition=Established', 'crd', '--all', '--timeout=60s');
 
+  const injecting = Boolean(cluster.node);
+  if (injecting) {
+    say(`building the operator image ${OPERATOR_IMAGE} for the injected agent (cached)`);
+    await buildAndImport({ address: nodePaths(cluster.stateDir).containerdSock });
+  }
   const credentials = devCredentials(path.join(options.root, '.datakey-dev'));
   const operator = await startOperator({
+    injection: injecting ? devInjection(options.webhookListen) : undefined,
     kubeconfig: cluster.kubeconfig,
     namespace: 'datakey-system',
     metricsHost: '127.0.0.1',
@@ -64,6 +75,9 @@ export async function runDev(options: DevOptions): Promise<DevSession> {
     '--timeout=120s',
   );
 
+  if (injecting) await showInjectedPod(kubectl, options.root, say);
+  else say(`no injected pod: ${cluster.noNodeReason ?? 'the cluster has no node'}`);
+
   say('\n$ kubectl get masterkeys,datakeys -A');
   say((await kubectl('get', 'masterkeys,datakeys', '-A')).trimEnd());
   say('\n$ kubectl get secret -n shop orders -o yaml   # ciphertext only, never a plaintext key');
@@ -79,6 +93,40 @@ export async function runDev(options: DevOptions): Promise<DevSession> {
       : 'Running; Ctrl-C stops the operator (npm run cluster:down stops the control plane).',
   );
   return { operator, kubeconfig: cluster.kubeconfig };
+}
+
+/** Outside a cluster: the API server calls loopback, pods call the bridge's address. */
+function devInjection(listen: { host: string; port: number }) {
+  return injectionOptions(
+    {
+      'webhook-url': `https://127.0.0.1:${listen.port}`,
+      'delivery-url': `https://${BRIDGE_IP}:${listen.port}`,
+      'agent-image': OPERATOR_IMAGE,
+    },
+    listen,
+    'datakey-system',
+  );
+}
+
+/** The example workload: a pod that got the `orders` key in its memory volume. */
+async function showInjectedPod(
+  kubectl: (...args: string[]) => Promise<string>,
+  root: string,
+  say: (line: string) => void,
+): Promise<void> {
+  say('applying examples/workload/ (a Deployment annotated kms.datakey.io/inject: orders)');
+  say((await kubectl('apply', '-f', path.join(root, 'examples', 'workload'))).trimEnd());
+  await kubectl('rollout', 'status', '-n', 'shop', 'deployment/orders-reader', '--timeout=180s');
+  say('\n$ kubectl logs -n shop deployment/orders-reader -c datakey-agent');
+  say(
+    (
+      await kubectl('logs', '-n', 'shop', 'deployment/orders-reader', '-c', 'datakey-agent')
+    ).trimEnd(),
+  );
+  say(
+    '$ kubectl logs -n shop deployment/orders-reader -c app   # the key is in memory, never printed',
+  );
+  say((await kubectl('logs', '-n', 'shop', 'deployment/orders-reader', '-c', 'app')).trimEnd());
 }
 
 /** A development credential, generated once and kept mode 0600 beside the dev state. */

@@ -9,6 +9,8 @@ import * as path from 'node:path';
 
 export const CNI_BIN_DIR = '/usr/lib/cni';
 export const POD_CIDR = '10.244.0.0/24';
+/** The bridge's address: the pods' gateway, where the API server and CoreDNS are reached from pods. */
+export const BRIDGE_IP = '10.244.0.1';
 /** The CNI bridge; unique enough not to collide with docker0/cni0 of other tools. */
 export const BRIDGE = 'dkbr0';
 

@@ -4,6 +4,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { load } from 'js-yaml';
+import { serviceClient, webhookConfiguration } from '../../src/injection/registration';
 import {
   CHART,
   HELMS,
@@ -185,47 +186,16 @@ describe('rendered objects (helm 3; helm 4 renders the same)', () => {
     expect(single.filter((o) => o.kind === 'PodDisruptionBudget')).toEqual([]);
   });
 
-  test('MutatingWebhookConfiguration: exactly the injection webhook, no caBundle', () => {
+  test("MutatingWebhookConfiguration: the operator's own (webhookConfiguration), service-routed, no caBundle", () => {
+    // One definition: what the operator registers outside a cluster is what the chart installs.
+    const expected = webhookConfiguration(
+      'datakey-operator',
+      RELEASE_NS,
+      serviceClient('datakey-operator-webhook', RELEASE_NS),
+    );
     const mwc = one(objects, 'MutatingWebhookConfiguration');
-    expect(mwc.webhooks).toEqual([
-      {
-        name: 'inject.kms.datakey.io',
-        admissionReviewVersions: ['v1'],
-        clientConfig: {
-          service: {
-            name: 'datakey-operator-webhook',
-            namespace: RELEASE_NS,
-            path: '/mutate-pods',
-            port: 443,
-          },
-        },
-        rules: [
-          {
-            operations: ['CREATE'],
-            apiGroups: [''],
-            apiVersions: ['v1'],
-            resources: ['pods'],
-            scope: 'Namespaced',
-          },
-        ],
-        matchConditions: [
-          {
-            name: 'annotated',
-            expression:
-              "has(object.metadata.annotations) && 'kms.datakey.io/inject' in object.metadata.annotations",
-          },
-        ],
-        namespaceSelector: {
-          matchExpressions: [
-            { key: 'kubernetes.io/metadata.name', operator: 'NotIn', values: [RELEASE_NS] },
-          ],
-        },
-        failurePolicy: 'Fail',
-        sideEffects: 'None',
-        reinvocationPolicy: 'IfNeeded',
-        timeoutSeconds: 5,
-      },
-    ]);
+    expect(mwc.webhooks).toEqual(expected.webhooks);
+    expect(JSON.stringify(mwc)).not.toContain('caBundle');
   });
 
   test('RBAC: no wildcard, no write on pods, webhook configuration limited to its own name', () => {

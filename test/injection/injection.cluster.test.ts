@@ -7,7 +7,7 @@ import * as https from 'node:https';
 import * as tls from 'node:tls';
 import { buildAndImport, imageBuildUnsupported, OPERATOR_IMAGE } from '../../src/devcluster/image';
 import { BUSYBOX_IMAGE } from '../../src/devcluster/images';
-import { nodePaths } from '../../src/devcluster/node';
+import { BRIDGE_IP, nodePaths } from '../../src/devcluster/node';
 import { defaultStateDir } from '../../src/devcluster/paths';
 import { freePort } from '../../src/common/wait';
 import { AGENT_AUDIENCE } from '../../src/injection/pod-patch';
@@ -43,8 +43,6 @@ const reason = !nodeName
   : !local
     ? 'not the local cluster (the operator runs on this host)'
     : imageBuildUnsupported();
-/** The node bridge's gateway: how pods on the local node reach this host. */
-const POD_GATEWAY = '10.244.0.1';
 
 type Pod = KubeObject & {
   spec?: Json;
@@ -83,7 +81,7 @@ function injectionSuite(): void {
         '--webhook-url',
         `https://127.0.0.1:${port}`,
         '--delivery-url',
-        `https://${POD_GATEWAY}:${port}`,
+        `https://${BRIDGE_IP}:${port}`,
         '--webhook-configuration',
         mwc,
         '--agent-image',
@@ -334,7 +332,7 @@ function injectionSuite(): void {
             args: [
               'agent',
               '--url',
-              `https://${POD_GATEWAY}:${port}`,
+              `https://${BRIDGE_IP}:${port}`,
               '--keys',
               'orders',
               '--dir',
