@@ -99,6 +99,8 @@ export async function runDev(options: DevOptions): Promise<DevSession> {
 function devInjection(listen: { host: string; port: number }) {
   return injectionOptions(
     {
+      // Not the chart's name: a chart installed into this cluster keeps its own.
+      'webhook-configuration': 'datakey-operator-dev',
       'webhook-url': `https://127.0.0.1:${listen.port}`,
       'delivery-url': `https://${BRIDGE_IP}:${listen.port}`,
       'agent-image': OPERATOR_IMAGE,

@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { loadAll } from 'js-yaml';
@@ -33,22 +33,37 @@ export interface HelmResult {
   stderr: string;
 }
 
+/** No kubeconfig, cache or config from the host but the test cluster's: results must not depend on them. */
+function helmEnv(): NodeJS.ProcessEnv {
+  const home = path.join(os.tmpdir(), 'datakey-helm-home');
+  return {
+    PATH: process.env.PATH,
+    HELM_CACHE_HOME: path.join(home, 'cache'),
+    HELM_CONFIG_HOME: path.join(home, 'config'),
+    HELM_DATA_HOME: path.join(home, 'data'),
+    ...(process.env.KUBECONFIG ? { KUBECONFIG: process.env.KUBECONFIG } : {}),
+  };
+}
+
 export async function helm(major: HelmMajor, args: string[]): Promise<HelmResult> {
   const bin = (await helmBinaries())[major];
-  // No kubeconfig, cache or config from the host: rendering must not depend on them.
-  const home = path.join(os.tmpdir(), 'datakey-helm-home');
-  const r = spawnSync(bin, args, {
-    encoding: 'utf8',
-    env: {
-      PATH: process.env.PATH,
-      HELM_CACHE_HOME: path.join(home, 'cache'),
-      HELM_CONFIG_HOME: path.join(home, 'config'),
-      HELM_DATA_HOME: path.join(home, 'data'),
-      ...(process.env.KUBECONFIG ? { KUBECONFIG: process.env.KUBECONFIG } : {}),
-    },
-  });
+  const r = spawnSync(bin, args, { encoding: 'utf8', env: helmEnv() });
   if (r.error) throw r.error;
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** helm without blocking the event loop (install/upgrade --wait take a while). */
+export async function helmAsync(major: HelmMajor, args: string[]): Promise<HelmResult> {
+  const bin = (await helmBinaries())[major];
+  return new Promise((resolve, reject) => {
+    const child = spawn(bin, args, { env: helmEnv() });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
 }
 
 export interface RenderOptions {
