@@ -48,6 +48,8 @@ export interface ImageConfig {
 export interface ImageSpec {
   /** Full reference, e.g. "datakey.local/busybox:1". Used as is by pods (imagePullPolicy: Never). */
   name: string;
+  /** More names for the same image (e.g. the public name examples use, so they run without a registry). */
+  aliases?: string[];
   layers: LayerSpec[];
   config?: ImageConfig;
   /** Defaults to the machine's architecture. */
@@ -269,7 +271,7 @@ export function writeImageArchive(spec: ImageSpec, file: string): WrittenImage {
   const configSha = sha256(configJson);
   const layerNames = diffIds.map((d) => `${d.slice('sha256:'.length)}/layer.tar`);
   const manifest = Buffer.from(
-    JSON.stringify([{ Config: `${configSha}.json`, RepoTags: [spec.name], Layers: layerNames }]),
+    JSON.stringify([{ Config: `${configSha}.json`, RepoTags: [spec.name, ...(spec.aliases ?? [])], Layers: layerNames }]),
   );
   const tar = new TarWriter();
   tar.add(`${configSha}.json`, '0', configJson, 0o644, 0, 0);
@@ -380,6 +382,12 @@ function isStatic(file: string): boolean {
 /** Fixed local names: pods use them with `imagePullPolicy: Never`. */
 export const SANDBOX_IMAGE = 'datakey.local/pause:1';
 export const BUSYBOX_IMAGE = 'datakey.local/busybox:1';
+/**
+ * The name examples/ uses. The local node has no registry, so Debian's busybox
+ * is imported under it too (containerd normalizes `busybox:1.36` to this); a
+ * cluster with a registry pulls the official image instead.
+ */
+export const EXAMPLES_BUSYBOX_IMAGE = 'docker.io/library/busybox:1.36';
 
 /** The pod sandbox image: busybox sleeping forever (SIGKILLed when the sandbox stops). */
 export function sandboxImageSpec(): ImageSpec {
@@ -392,5 +400,10 @@ export function sandboxImageSpec(): ImageSpec {
 
 /** The image test workloads run: a shell and coreutils. */
 export function busyboxImageSpec(): ImageSpec {
-  return { name: BUSYBOX_IMAGE, layers: [busyboxLayer()], config: { cmd: ['/bin/sh'] } };
+  return {
+    name: BUSYBOX_IMAGE,
+    aliases: [EXAMPLES_BUSYBOX_IMAGE],
+    layers: [busyboxLayer()],
+    config: { cmd: ['/bin/sh'] },
+  };
 }

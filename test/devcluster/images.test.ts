@@ -20,6 +20,7 @@ describe('images written by code (docker-archive)', () => {
     const img = writeImageArchive(
       {
         name: 'datakey.local/test:1',
+        aliases: ['docker.io/library/test:2'],
         layers: [
           { fromDir: { dir: src, at: '/app', uid: 1000, gid: 1000 } },
           { entries: [{ type: 'file', path: long, data: 'long name' }] },
@@ -37,7 +38,7 @@ describe('images written by code (docker-archive)', () => {
       Layers: string[];
     }[];
     expect(manifest).toHaveLength(1);
-    expect(manifest[0].RepoTags).toEqual(['datakey.local/test:1']);
+    expect(manifest[0].RepoTags).toEqual(['datakey.local/test:1', 'docker.io/library/test:2']);
     expect(img.id).toBe(`sha256:${manifest[0].Config.replace(/\.json$/, '')}`);
     const config = JSON.parse(fs.readFileSync(path.join(out, manifest[0].Config), 'utf8'));
     expect(config.config.Entrypoint).toEqual(['/app/link']);
