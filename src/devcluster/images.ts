@@ -271,7 +271,13 @@ export function writeImageArchive(spec: ImageSpec, file: string): WrittenImage {
   const configSha = sha256(configJson);
   const layerNames = diffIds.map((d) => `${d.slice('sha256:'.length)}/layer.tar`);
   const manifest = Buffer.from(
-    JSON.stringify([{ Config: `${configSha}.json`, RepoTags: [spec.name, ...(spec.aliases ?? [])], Layers: layerNames }]),
+    JSON.stringify([
+      {
+        Config: `${configSha}.json`,
+        RepoTags: [spec.name, ...(spec.aliases ?? [])],
+        Layers: layerNames,
+      },
+    ]),
   );
   const tar = new TarWriter();
   tar.add(`${configSha}.json`, '0', configJson, 0o644, 0, 0);

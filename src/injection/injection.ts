@@ -1,3 +1,4 @@
+import { sleep } from '../common/wait';
 import type { ControllerContext } from '../controllers/context';
 import { ensureRegistration, type WebhookClient } from './registration';
 import { serveInjection, type InjectionServer } from './server';
@@ -16,6 +17,12 @@ export interface InjectionOptions {
   certs: CertPolicy;
   /** How often the certificate and the registration are checked. */
   refreshMs?: number;
+  /**
+   * How long to keep serving after a stop begins: behind a Service, the pod
+   * leaves the endpoints a moment after it starts terminating, and admissions
+   * routed to it meanwhile must still be answered.
+   */
+  drainMs?: number;
 }
 
 export interface RunningInjection {
@@ -78,6 +85,7 @@ export async function startInjection(
     server,
     async stop() {
       clearInterval(timer);
+      await sleep(options.drainMs ?? 0);
       await server.close();
     },
   };

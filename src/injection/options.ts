@@ -112,5 +112,6 @@ export function injectionOptions(
       caValidityMs: servingSeconds * 10_000,
     },
     refreshMs: Math.min(15_000, (servingSeconds * 1000) / 10),
+    drainMs: service ? 5000 : 0,
   };
 }

@@ -181,9 +181,14 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
   }, 5000);
   gauges.unref();
 
+  // Before /readyz answers: a Service routes admissions only to replicas that serve them.
+  const injection: RunningInjection | undefined = options.injection
+    ? await startInjection(ctx, namespace, options.injection)
+    : undefined;
+  let stopping = false;
   const metricsServer: Server = await serveMetrics(
     metrics,
-    { live: () => true, ready: () => true },
+    { live: () => true, ready: () => !stopping },
     options.metricsHost,
     options.metricsPort,
   );
@@ -197,15 +202,13 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
     });
     kmsServer = await listen(api, options.kmsListen);
   }
-  const injection: RunningInjection | undefined = options.injection
-    ? await startInjection(ctx, namespace, options.injection)
-    : undefined;
   logger.info({ namespace }, 'operator started');
 
   return {
     metrics,
     isLeader: () => leading,
     async stop() {
+      stopping = true;
       clearInterval(gauges);
       clearInterval(followerReload);
       await elector.stop();
