@@ -16,6 +16,7 @@ import {
   snapshotHost,
   writeNodeFiles,
 } from './node';
+import { claimNode, handOverNode, otherLiveOwner, ownerReason, releaseNode } from './node-owner';
 import { createCA, createLeaf, createSigningKey } from './pki';
 import { freePort } from '../common/wait';
 
@@ -285,12 +286,17 @@ async function healthy(stateDir: string, s: State): Promise<boolean> {
   return !s.node || (await nodeReady(s.server, s.node.name, tls));
 }
 
-/** Whether to start a node: its tools, or the one-line reason why not. */
-function decideNode(opts: UpOptions): { ok: true } | { ok: false; reason: string } {
+/** Whether to start a node, or the one-line reason why not. */
+function decideNode(
+  opts: UpOptions,
+  stateDir: string,
+): { ok: true } | { ok: false; reason: string } {
   if (opts.node === false) return { ok: false, reason: 'no node: --no-node' };
   const support = nodeSupport();
-  if ('reason' in support) {
-    const reason = `no node: ${support.reason}`;
+  const other = 'reason' in support ? undefined : otherLiveOwner(stateDir);
+  const why = 'reason' in support ? support.reason : other && ownerReason(other);
+  if (why) {
+    const reason = `no node: ${why}`;
     if (process.env.CI === 'true') {
       throw new Error(`${reason}; with CI=true the local cluster must have a node`);
     }
@@ -307,7 +313,7 @@ export async function up(opts: UpOptions = {}): Promise<UpResult> {
   const stateDir = path.resolve(opts.stateDir ?? defaultStateDir());
   const log = opts.log ?? defaultLog;
 
-  const decision = decideNode(opts);
+  const decision = decideNode(opts, stateDir);
   const existing = readState(stateDir);
   if (existing) {
     if ((existing.node !== undefined) === decision.ok && (await healthy(stateDir, existing))) {
@@ -556,6 +562,8 @@ async function startNode(c: NodeContext): Promise<void> {
     },
   );
   const [kubeletPort, healthzPort] = await freePorts(2);
+  // Before any host state is touched; held by this process until the kubelet runs.
+  claimNode(c.stateDir);
   snapshotHost(p);
   const sandbox = sandboxImageSpec();
   writeNodeFiles(p, {
@@ -603,6 +611,7 @@ async function startNode(c: NodeContext): Promise<void> {
     c.stateDir,
   );
   c.record(kubelet);
+  handOverNode(c.stateDir, kubelet.record.pid);
   await waitFor(`node ${name} Ready`, kubelet, 120_000, () => nodeReady(c.server, name, c.tls));
 }
 
@@ -645,11 +654,14 @@ export async function down(opts: DownOptions = {}): Promise<void> {
   const log = opts.log ?? defaultLog;
   const s = readState(stateDir);
   if (!s && !fs.existsSync(stateDir)) log(`no control plane state in ${stateDir}: nothing to stop`);
+  // The pods, bridge and cgroups of another tree's live node are not ours to remove.
+  const other = otherLiveOwner(stateDir);
+  if (other) log(`leaving the machine's node alone: ${ownerReason(other)}`);
   if (s) {
     for (const p of [...s.processes].reverse()) {
       await stopProcess(p, log);
       // With the kubelet gone nothing restarts the pods: stop them before containerd.
-      if (p.name === 'kubelet') await killPods(log);
+      if (p.name === 'kubelet' && !other) await killPods(log);
     }
     if (s.etcdDataDir.startsWith('/dev/shm/')) {
       fs.rmSync(path.dirname(s.etcdDataDir), { recursive: true, force: true });
@@ -657,7 +669,8 @@ export async function down(opts: DownOptions = {}): Promise<void> {
       fs.rmSync(s.etcdDataDir, { recursive: true, force: true });
     }
   }
-  await cleanupNodeHost(stateDir, log);
+  await cleanupNodeHost(stateDir, log, !other);
+  releaseNode(stateDir);
   if (opts.keepLogs) {
     for (const entry of fs.existsSync(stateDir) ? fs.readdirSync(stateDir) : []) {
       if (entry !== 'logs') fs.rmSync(path.join(stateDir, entry), { recursive: true, force: true });

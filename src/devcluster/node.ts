@@ -409,13 +409,19 @@ export async function killPods(log: (m: string) => void): Promise<void> {
  * Removes all host state of a node whose processes are stopped: leftover
  * shims, mounts under the state folder, the CNI bridge, kubepods cgroups and
  * what it added to HOST_PATHS. Safe to call when there is nothing to remove.
+ * With machineWide false (another tree's node runs) only what lives under
+ * stateDir goes: the pods, bridge, cgroups and host paths are that node's now.
  */
-export async function cleanupNodeHost(stateDir: string, log: (m: string) => void): Promise<void> {
+export async function cleanupNodeHost(
+  stateDir: string,
+  log: (m: string) => void,
+  machineWide = true,
+): Promise<void> {
   if (process.platform !== 'linux' || process.getuid?.() !== 0) return;
   const p = nodePaths(stateDir);
   // Only a cluster that started a node (its snapshot is written first) has node state to remove.
   if (!fs.existsSync(p.hostSnapshot) && !fs.existsSync(p.dir)) return;
-  await killPods(log);
+  if (machineWide) await killPods(log);
   await killAndWait(() => shimPids(p), 'containerd shims', log);
   for (let round = 0; round < 5; round++) {
     const mounts = mountsUnder(stateDir);
@@ -425,6 +431,10 @@ export async function cleanupNodeHost(stateDir: string, log: (m: string) => void
   }
   const left = mountsUnder(stateDir);
   if (left.length > 0) throw new Error(`cannot unmount: ${left.join(' ')}`);
+  if (!machineWide) {
+    fs.rmSync(p.hostSnapshot, { force: true });
+    return;
+  }
   if (bridgeExists()) {
     log(`deleting the CNI bridge ${BRIDGE}`);
     await sh('ip', ['link', 'delete', BRIDGE]);
