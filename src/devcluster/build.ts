@@ -9,6 +9,7 @@ export interface Versions {
   kubernetes: string;
   etcd: string;
   helm: string;
+  coredns: string;
 }
 
 export function readVersions(): Versions {
@@ -23,7 +24,12 @@ export function readVersions(): Versions {
     }
     return v;
   };
-  return { kubernetes: get('kubernetes'), etcd: get('etcd'), helm: get('helm') };
+  return {
+    kubernetes: get('kubernetes'),
+    etcd: get('etcd'),
+    helm: get('helm'),
+    coredns: get('coredns'),
+  };
 }
 
 interface Binary {
@@ -45,9 +51,11 @@ export type BinaryName =
   | 'kube-controller-manager'
   | 'kube-scheduler'
   | 'kubelet'
+  | 'kube-proxy'
   | 'kubectl'
   | 'etcd'
-  | 'helm';
+  | 'helm'
+  | 'coredns';
 export type BinaryPaths = Record<BinaryName, string>;
 
 function majorMinor(version: string): [string, string] {
@@ -82,6 +90,7 @@ function components(v: Versions): Component[] {
         { name: 'kube-controller-manager', pkg: 'k8s.io/kubernetes/cmd/kube-controller-manager' },
         { name: 'kube-scheduler', pkg: 'k8s.io/kubernetes/cmd/kube-scheduler' },
         { name: 'kubelet', pkg: 'k8s.io/kubernetes/cmd/kubelet' },
+        { name: 'kube-proxy', pkg: 'k8s.io/kubernetes/cmd/kube-proxy' },
         { name: 'kubectl', pkg: 'k8s.io/kubernetes/cmd/kubectl' },
       ],
     },
@@ -104,11 +113,14 @@ function components(v: Versions): Component[] {
       ],
       binaries: [{ name: 'helm', pkg: 'helm.sh/helm/v3/cmd/helm' }],
     },
+    {
+      // The cluster DNS; its version is a constant of its source, no ldflags needed.
+      module: 'coredns',
+      version: v.coredns,
+      ldflags: [],
+      binaries: [{ name: 'coredns', pkg: 'github.com/coredns/coredns' }],
+    },
   ];
-}
-
-function binDir(c: Component): string {
-  return path.join(cacheRoot(), `${c.module}-${c.version}`, 'bin');
 }
 
 /**
@@ -120,6 +132,15 @@ function stampOf(c: Component): string {
   for (const f of ['go.mod', 'go.sum']) h.update(fs.readFileSync(path.join(toolsDir, c.module, f)));
   h.update(JSON.stringify({ module: c.module, version: c.version, ldflags: c.ldflags }));
   return h.digest('hex');
+}
+
+/**
+ * `<module>-<version>-<stamp prefix>/bin`: work trees whose module files differ
+ * (a branch that adds a binary, say) build into folders of their own instead of
+ * rebuilding each other's binaries in turn.
+ */
+function binDir(c: Component, stamp: string): string {
+  return path.join(cacheRoot(), `${c.module}-${c.version}-${stamp.slice(0, 12)}`, 'bin');
 }
 
 function log(msg: string): void {
@@ -188,9 +209,9 @@ function goBuild(c: Component, b: Binary, out: string): Promise<void> {
 export async function ensureBinaries(): Promise<BinaryPaths> {
   const result: Partial<BinaryPaths> = {};
   for (const c of components(readVersions())) {
-    const dir = binDir(c);
-    const stampFile = path.join(dir, '.stamp');
     const stamp = stampOf(c);
+    const dir = binDir(c, stamp);
+    const stampFile = path.join(dir, '.stamp');
     const current = fs.existsSync(stampFile) && fs.readFileSync(stampFile, 'utf8').trim() === stamp;
     const missing = c.binaries.filter((b) => !current || !fs.existsSync(path.join(dir, b.name)));
     if (missing.length > 0) {

@@ -34,16 +34,19 @@ describe('tools/controlplane Go modules', () => {
       'kube-controller-manager',
       'kube-scheduler',
       'kubelet',
+      'kube-proxy',
       'kubectl',
     ]) {
       expect(mod).toMatch(new RegExp(`^\\s*(tool )?k8s\\.io/kubernetes/cmd/${cmd}$`, 'm'));
     }
   });
 
-  test('etcd and helm: modules of their own at the pinned versions', () => {
+  test('etcd, helm and coredns: modules of their own at the pinned versions', () => {
     expect(gomod('etcd')).toContain(`go.etcd.io/etcd/server/v3 ${v.etcd}`);
     expect(gomod('helm')).toContain(`helm.sh/helm/v3 ${v.helm}`);
-    for (const m of ['kubernetes', 'etcd', 'helm']) {
+    expect(gomod('coredns')).toMatch(/^tool github\.com\/coredns\/coredns$/m);
+    expect(gomod('coredns')).toContain(`github.com/coredns/coredns ${v.coredns}`);
+    for (const m of ['kubernetes', 'etcd', 'helm', 'coredns']) {
       expect(fs.existsSync(path.join(toolsDir, m, 'go.sum'))).toBe(true);
     }
   });

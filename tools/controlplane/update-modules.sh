@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates the three Go modules (go.mod + go.sum) from versions.json.
+# Regenerates the four Go modules (go.mod + go.sum) from versions.json.
 # Run by hand after changing a version in versions.json, then commit the result.
 # The build itself (src/devcluster/build.ts) never runs `go get`: it builds from
 # the committed go.mod/go.sum files.
@@ -11,6 +11,7 @@ ver() { node -p "require('./versions.json').$1"; }
 K8S=$(ver kubernetes)
 ETCD=$(ver etcd)
 HELM=$(ver helm)
+COREDNS=$(ver coredns)
 STAGING=v0.${K8S#v1.}
 
 echo "== kubernetes $K8S (staging modules at $STAGING)"
@@ -38,7 +39,8 @@ echo "   ${#staging[@]} staging modules"
     "k8s.io/kubernetes/cmd/kube-controller-manager@$K8S" \
     "k8s.io/kubernetes/cmd/kubectl@$K8S" \
     "k8s.io/kubernetes/cmd/kube-scheduler@$K8S" \
-    "k8s.io/kubernetes/cmd/kubelet@$K8S"
+    "k8s.io/kubernetes/cmd/kubelet@$K8S" \
+    "k8s.io/kubernetes/cmd/kube-proxy@$K8S"
   go mod tidy
 )
 
@@ -57,6 +59,14 @@ echo "== helm $HELM"
   rm -f go.mod go.sum
   printf 'module datakey-operator/tools/controlplane/helm\n\ngo 1.24.0\n' > go.mod
   go get -tool "helm.sh/helm/v3/cmd/helm@$HELM"
+  go mod tidy
+)
+echo "== coredns $COREDNS"
+(
+  cd coredns
+  rm -f go.mod go.sum
+  printf 'module datakey-operator/tools/controlplane/coredns\n\ngo 1.24.0\n' > go.mod
+  go get -tool "github.com/coredns/coredns@$COREDNS"
   go mod tidy
 )
 echo "done: review and commit tools/controlplane/*/go.mod and go.sum"
