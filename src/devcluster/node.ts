@@ -9,6 +9,8 @@ import * as path from 'node:path';
 
 export const CNI_BIN_DIR = '/usr/lib/cni';
 export const POD_CIDR = '10.244.0.0/24';
+/** The bridge's address: the pods' gateway, where the API server and CoreDNS are reached from pods. */
+export const BRIDGE_IP = '10.244.0.1';
 /** The CNI bridge; unique enough not to collide with docker0/cni0 of other tools. */
 export const BRIDGE = 'dkbr0';
 
@@ -40,6 +42,8 @@ export interface NodePaths {
   imagesDir: string;
   /** What existed in HOST_PATHS before the node started (JSON). */
   hostSnapshot: string;
+  /** The host's sysctls before the node started (JSON, see network.ts). */
+  sysctls: string;
 }
 
 export function nodePaths(stateDir: string): NodePaths {
@@ -58,6 +62,7 @@ export function nodePaths(stateDir: string): NodePaths {
     podLogsDir: path.join(dir, 'pod-logs'),
     imagesDir: path.join(dir, 'images'),
     hostSnapshot: path.join(stateDir, 'node-host-snapshot.json'),
+    sysctls: path.join(stateDir, 'node-sysctls.json'),
   };
 }
 
@@ -194,10 +199,16 @@ export function cniConflist(p: NodePaths): string {
   );
 }
 
-export function kubeletConfig(
-  p: NodePaths,
-  o: { port: number; healthzPort: number; clientCA: string },
-): string {
+export interface KubeletOptions {
+  port: number;
+  healthzPort: number;
+  clientCA: string;
+  /** The cluster DNS Service's ClusterIP and domain, written into the pods' resolv.conf. */
+  clusterDNS: string;
+  clusterDomain: string;
+}
+
+export function kubeletConfig(p: NodePaths, o: KubeletOptions): string {
   return [
     'apiVersion: kubelet.config.k8s.io/v1beta1',
     'kind: KubeletConfiguration',
@@ -206,6 +217,8 @@ export function kubeletConfig(
     'healthzBindAddress: 127.0.0.1',
     `healthzPort: ${o.healthzPort}`,
     'readOnlyPort: 0',
+    `clusterDNS: [${o.clusterDNS}]`,
+    `clusterDomain: ${o.clusterDomain}`,
     `containerRuntimeEndpoint: unix://${p.containerdSock}`,
     'cgroupDriver: cgroupfs',
     // Required here: this machine has cgroup v1 only.
@@ -234,10 +247,7 @@ export function kubeletConfig(
 }
 
 /** Writes every config file of the node. */
-export function writeNodeFiles(
-  p: NodePaths,
-  o: { sandboxImage: string; port: number; healthzPort: number; clientCA: string },
-): void {
+export function writeNodeFiles(p: NodePaths, o: KubeletOptions & { sandboxImage: string }): void {
   for (const d of [
     p.dir,
     p.cniConfDir,
