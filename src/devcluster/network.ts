@@ -34,7 +34,9 @@ function run(file: string, args: string[], input?: string): Promise<string> {
       if (err) reject(new Error(`${file} ${args.join(' ')}: ${stderr.trim() || err.message}`));
       else resolve(stdout);
     });
-    child.stdin?.end(input ?? '');
+    // A tool that exits without reading its stdin must not crash us with EPIPE: its exit status tells.
+    child.stdin?.on('error', () => undefined);
+    child.stdin?.end(input);
   });
 }
 
