@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Host packages the local cluster's node needs: Debian's containerd + runc, the
-# CNI plugins, a static busybox for the test images, and buildah to build the
+# CNI plugins, iptables and iproute2 (kube-proxy's rules, the bridge), a static
+# busybox for the test images, and buildah to build the
 # Dockerfile (npm run image:build). Installs only what is missing, and only as
 # root with apt-get; otherwise says what to install.
 set -euo pipefail
-node_pkgs=(containerd runc containernetworking-plugins busybox-static buildah)
+node_pkgs=(containerd runc containernetworking-plugins iptables iproute2 busybox-static buildah)
 missing=()
 for p in "${node_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -100,12 +100,15 @@ export function nodeSupport(): { tools: NodeTools } | { reason: string } {
     !runc && 'runc',
     !fs.existsSync(path.join(CNI_BIN_DIR, 'bridge')) && `${CNI_BIN_DIR}/bridge`,
     !fs.existsSync('/usr/bin/busybox') && !fs.existsSync('/bin/busybox') && 'busybox',
+    // kube-proxy's rules and the bridge made before the first pod.
+    !onPath('iptables-restore') && 'iptables',
+    !onPath('ip') && 'ip',
   ].filter(Boolean);
   if (missing.length > 0 || !containerd || !ctr || !runc) {
     return {
       reason:
         `missing ${missing.join(', ')} (apt-get install containerd runc ` +
-        'containernetworking-plugins busybox-static)',
+        'containernetworking-plugins iptables iproute2 busybox-static)',
     };
   }
   return { tools: { containerd, ctr, runc } };
