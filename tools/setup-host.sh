@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Host packages the local cluster's node needs: Debian's containerd + runc, the
-# CNI plugins, a static busybox for the test images, buildah to build the
-# Dockerfile (npm run image:build), and Lua 5.4 to run the Argo CD health checks
-# in docs/argocd/ in their tests. Installs only what is missing, and only as
-# root with apt-get; otherwise says what to install.
+# CNI plugins, iptables and iproute2 (kube-proxy's rules, the bridge), a static
+# busybox for the test images, buildah to build the Dockerfile (npm run
+# image:build), and Lua 5.4 to run the Argo CD health checks in docs/argocd/ in
+# their tests. Installs only what is missing, and only as root with apt-get;
+# otherwise says what to install.
 set -euo pipefail
-node_pkgs=(containerd runc containernetworking-plugins busybox-static buildah lua5.4)
+node_pkgs=(containerd runc containernetworking-plugins iptables iproute2 busybox-static buildah lua5.4)
 missing=()
 for p in "${node_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

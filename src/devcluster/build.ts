@@ -11,6 +11,7 @@ export interface Versions {
   helm: string;
   /** Helm 4, built next to helm 3 so the chart is checked with both majors. */
   helm4: string;
+  coredns: string;
 }
 
 export function readVersions(): Versions {
@@ -30,6 +31,7 @@ export function readVersions(): Versions {
     etcd: get('etcd'),
     helm: get('helm'),
     helm4: get('helm4'),
+    coredns: get('coredns'),
   };
 }
 
@@ -55,10 +57,12 @@ export type BinaryName =
   | 'kube-controller-manager'
   | 'kube-scheduler'
   | 'kubelet'
+  | 'kube-proxy'
   | 'kubectl'
   | 'etcd'
   | 'helm'
-  | 'helm4';
+  | 'helm4'
+  | 'coredns';
 export type BinaryPaths = Record<BinaryName, string>;
 
 function majorMinor(version: string): [string, string] {
@@ -93,6 +97,7 @@ function components(v: Versions): Component[] {
         { name: 'kube-controller-manager', pkg: 'k8s.io/kubernetes/cmd/kube-controller-manager' },
         { name: 'kube-scheduler', pkg: 'k8s.io/kubernetes/cmd/kube-scheduler' },
         { name: 'kubelet', pkg: 'k8s.io/kubernetes/cmd/kubelet' },
+        { name: 'kube-proxy', pkg: 'k8s.io/kubernetes/cmd/kube-proxy' },
         { name: 'kubectl', pkg: 'k8s.io/kubernetes/cmd/kubectl' },
       ],
     },
@@ -126,11 +131,14 @@ function components(v: Versions): Component[] {
       ],
       binaries: [{ name: 'helm', pkg: 'helm.sh/helm/v4/cmd/helm', key: 'helm4' }],
     },
+    {
+      // The cluster DNS; its version is a constant of its source, no ldflags needed.
+      module: 'coredns',
+      version: v.coredns,
+      ldflags: [],
+      binaries: [{ name: 'coredns', pkg: 'github.com/coredns/coredns' }],
+    },
   ];
-}
-
-function binDir(c: Component): string {
-  return path.join(cacheRoot(), `${c.module}-${c.version}`, 'bin');
 }
 
 /**
@@ -142,6 +150,15 @@ function stampOf(c: Component): string {
   for (const f of ['go.mod', 'go.sum']) h.update(fs.readFileSync(path.join(toolsDir, c.module, f)));
   h.update(JSON.stringify({ module: c.module, version: c.version, ldflags: c.ldflags }));
   return h.digest('hex');
+}
+
+/**
+ * `<module>-<version>-<stamp prefix>/bin`: work trees whose module files differ
+ * (a branch that adds a binary, say) build into folders of their own instead of
+ * rebuilding each other's binaries in turn.
+ */
+function binDir(c: Component, stamp: string): string {
+  return path.join(cacheRoot(), `${c.module}-${c.version}-${stamp.slice(0, 12)}`, 'bin');
 }
 
 function log(msg: string): void {
@@ -226,9 +243,9 @@ export async function ensureHelm(): Promise<Pick<BinaryPaths, 'helm' | 'helm4'>>
 async function ensureComponents(wanted: (c: Component) => boolean): Promise<Partial<BinaryPaths>> {
   const result: Partial<BinaryPaths> = {};
   for (const c of components(readVersions()).filter(wanted)) {
-    const dir = binDir(c);
-    const stampFile = path.join(dir, '.stamp');
     const stamp = stampOf(c);
+    const dir = binDir(c, stamp);
+    const stampFile = path.join(dir, '.stamp');
     const current = fs.existsSync(stampFile) && fs.readFileSync(stampFile, 'utf8').trim() === stamp;
     const missing = c.binaries.filter((b) => !current || !fs.existsSync(path.join(dir, b.name)));
     if (missing.length > 0) {

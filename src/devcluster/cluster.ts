@@ -8,6 +8,23 @@ import { ensureBinaries, type BinaryPaths } from './build';
 import { defaultStateDir } from './paths';
 import { importImage, writeImageArchive, busyboxImageSpec, sandboxImageSpec } from './images';
 import {
+  CLUSTER_DNS_IP,
+  CLUSTER_DOMAIN,
+  COREDNS_USER,
+  SERVICE_CIDR,
+  SERVICE_FIRST_IP,
+  applyObjects,
+  corefile,
+  dnsObjects,
+  ensureBridge,
+  kubeProxyConfig,
+  natRules,
+  recordSysctls,
+  removeKubeChains,
+  restoreSysctls,
+} from './network';
+import {
+  BRIDGE_IP,
   cleanupNodeHost,
   killPods,
   nodeName,
@@ -16,16 +33,14 @@ import {
   snapshotHost,
   writeNodeFiles,
 } from './node';
+import { claimNode, handOverNode, otherLiveOwner, ownerReason, releaseNode } from './node-owner';
 import { createCA, createLeaf, createSigningKey } from './pki';
 import { freePort } from '../common/wait';
 
-/** First IP of the service range: the `kubernetes` Service's ClusterIP. */
-const SERVICE_CIDR = '10.0.0.0/24';
-const SERVICE_FIRST_IP = '10.0.0.1';
 const SA_ISSUER = 'https://kubernetes.default.svc.cluster.local';
 /** What a complete control plane runs (sorted). */
 const COMPONENTS = ['etcd', 'kube-apiserver', 'kube-controller-manager', 'kube-scheduler'];
-const NODE_COMPONENTS = ['containerd', 'kubelet'];
+const NODE_COMPONENTS = ['containerd', 'kubelet', 'kube-proxy', 'coredns'];
 
 interface ProcessRecord {
   name: string;
@@ -285,18 +300,53 @@ async function healthy(stateDir: string, s: State): Promise<boolean> {
   return !s.node || (await nodeReady(s.server, s.node.name, tls));
 }
 
-/** Whether to start a node: its tools, or the one-line reason why not. */
-function decideNode(opts: UpOptions): { ok: true } | { ok: false; reason: string } {
+/** Whether to start a node, or the one-line reason why not. */
+function decideNode(
+  opts: UpOptions,
+  stateDir: string,
+): { ok: true } | { ok: false; reason: string } {
   if (opts.node === false) return { ok: false, reason: 'no node: --no-node' };
   const support = nodeSupport();
-  if ('reason' in support) {
-    const reason = `no node: ${support.reason}`;
+  const other = 'reason' in support ? undefined : otherLiveOwner(stateDir);
+  const why = 'reason' in support ? support.reason : other && ownerReason(other);
+  if (why) {
+    const reason = `no node: ${why}`;
     if (process.env.CI === 'true') {
       throw new Error(`${reason}; with CI=true the local cluster must have a node`);
     }
     return { ok: false, reason };
   }
   return { ok: true };
+}
+
+/**
+ * With a node, pods reach the API server through the `kubernetes` Service:
+ * the lease reconciler publishes the advertised bridge address, and the API
+ * server listens on every address (it must keep 127.0.0.1 for the printed
+ * kubeconfig, and takes only one bind address). Without a node nothing could
+ * use the Service, so it stays on loopback with no endpoint published.
+ */
+function apiserverAddressArgs(node: boolean): string[] {
+  return node
+    ? ['--bind-address=0.0.0.0', `--advertise-address=${BRIDGE_IP}`]
+    : [
+        '--bind-address=127.0.0.1',
+        '--advertise-address=127.0.0.1',
+        '--endpoint-reconciler-type=none',
+      ];
+}
+
+/**
+ * Host preparation for a node, before anything is started: the machine-wide
+ * claim (held by this process until the kubelet runs), the records that down()
+ * restores from, and the bridge whose address the API server advertises.
+ */
+async function prepareNodeHost(stateDir: string): Promise<void> {
+  const p = nodePaths(stateDir);
+  claimNode(stateDir);
+  snapshotHost(p);
+  recordSysctls(p.sysctls);
+  await ensureBridge();
 }
 
 /**
@@ -307,7 +357,7 @@ export async function up(opts: UpOptions = {}): Promise<UpResult> {
   const stateDir = path.resolve(opts.stateDir ?? defaultStateDir());
   const log = opts.log ?? defaultLog;
 
-  const decision = decideNode(opts);
+  const decision = decideNode(opts, stateDir);
   const existing = readState(stateDir);
   if (existing) {
     if ((existing.node !== undefined) === decision.ok && (await healthy(stateDir, existing))) {
@@ -342,6 +392,7 @@ export async function up(opts: UpOptions = {}): Promise<UpResult> {
       'IP:127.0.0.1',
       'DNS:localhost',
       `IP:${SERVICE_FIRST_IP}`,
+      `IP:${BRIDGE_IP}`,
       'DNS:kubernetes',
       'DNS:kubernetes.default',
       'DNS:kubernetes.default.svc',
@@ -386,6 +437,7 @@ export async function up(opts: UpOptions = {}): Promise<UpResult> {
   const tls = { ca: ca.cert, cert: admin.cert, key: admin.key };
 
   try {
+    if (decision.ok) await prepareNodeHost(stateDir);
     const etcdUrl = `http://127.0.0.1:${etcdClient}`;
     const peerUrl = `http://127.0.0.1:${etcdPeer}`;
     log(`starting etcd on ${etcdUrl} (data in ${dataDir})`);
@@ -419,8 +471,7 @@ export async function up(opts: UpOptions = {}): Promise<UpResult> {
       bin['kube-apiserver'],
       [
         `--etcd-servers=${etcdUrl}`,
-        '--bind-address=127.0.0.1',
-        '--advertise-address=127.0.0.1',
+        ...apiserverAddressArgs(decision.ok),
         `--secure-port=${apiPort}`,
         `--cert-dir=${path.join(stateDir, 'run')}`,
         `--tls-cert-file=${serving.cert}`,
@@ -435,7 +486,6 @@ export async function up(opts: UpOptions = {}): Promise<UpResult> {
         `--service-account-issuer=${SA_ISSUER}`,
         `--service-account-key-file=${sa.pub}`,
         `--service-account-signing-key-file=${sa.key}`,
-        '--endpoint-reconciler-type=none',
         '--allow-privileged=true',
         '--profiling=false',
       ],
@@ -556,13 +606,14 @@ async function startNode(c: NodeContext): Promise<void> {
     },
   );
   const [kubeletPort, healthzPort] = await freePorts(2);
-  snapshotHost(p);
   const sandbox = sandboxImageSpec();
   writeNodeFiles(p, {
     sandboxImage: sandbox.name,
     port: kubeletPort,
     healthzPort,
     clientCA: c.ca.cert,
+    clusterDNS: CLUSTER_DNS_IP,
+    clusterDomain: CLUSTER_DOMAIN,
   });
   c.state.node = { name, containerdSock: p.containerdSock, kubeletPort };
   writeState(c.stateDir, c.state);
@@ -603,7 +654,55 @@ async function startNode(c: NodeContext): Promise<void> {
     c.stateDir,
   );
   c.record(kubelet);
+  handOverNode(c.stateDir, kubelet.record.pid);
   await waitFor(`node ${name} Ready`, kubelet, 120_000, () => nodeReady(c.server, name, c.tls));
+  await startKubeProxy(c, name);
+  await startCoreDNS(c);
+}
+
+/** A client certificate and a kubeconfig for a host component. */
+function clientKubeconfig(c: NodeContext, name: string, user: string): string {
+  const cert = createLeaf(path.join(c.stateDir, 'pki'), name, c.ca, {
+    commonName: user,
+    usage: 'client',
+  });
+  const file = path.join(c.stateDir, `${name}.kubeconfig`);
+  fs.writeFileSync(file, kubeconfigYaml(c.server, c.ca.cert, cert.cert, cert.key), { mode: 0o600 });
+  return file;
+}
+
+/** kube-proxy on the host, in iptables mode; waits until the `kubernetes` Service is programmed. */
+async function startKubeProxy(c: NodeContext, node: string): Promise<void> {
+  // system:kube-proxy is bound to system:node-proxier by the API server's default RBAC.
+  const kubeconfig = clientKubeconfig(c, 'kube-proxy', 'system:kube-proxy');
+  const [healthzPort, metricsPort] = await freePorts(2);
+  const config = path.join(c.stateDir, 'node', 'kube-proxy.yaml');
+  fs.writeFileSync(config, kubeProxyConfig({ kubeconfig, node, healthzPort, metricsPort }));
+  c.log('starting kube-proxy (iptables mode)');
+  const proxy = startProcess('kube-proxy', c.bin['kube-proxy'], [`--config=${config}`], c.stateDir);
+  c.record(proxy);
+  // Its rule for the `kubernetes` Service needs the endpoint the lease reconciler publishes.
+  await waitFor(`kube-proxy's rule for ${SERVICE_FIRST_IP}`, proxy, 60_000, async () =>
+    (await natRules()).includes(`-d ${SERVICE_FIRST_IP}/32`),
+  );
+}
+
+/** CoreDNS on the host at the bridge address, published as the kube-dns Service. */
+async function startCoreDNS(c: NodeContext): Promise<void> {
+  const kubeconfig = clientKubeconfig(c, 'coredns', COREDNS_USER);
+  await applyObjects(c.bin.kubectl, path.join(c.stateDir, 'kubeconfig'), dnsObjects());
+  const [healthPort, readyPort] = await freePorts(2);
+  const config = path.join(c.stateDir, 'node', 'Corefile');
+  fs.writeFileSync(config, corefile({ kubeconfig, healthPort, readyPort }));
+  c.log(`starting CoreDNS on ${BRIDGE_IP}:53 (Service ${CLUSTER_DNS_IP})`);
+  const dns = startProcess('coredns', c.bin.coredns, ['-conf', config], c.stateDir);
+  c.record(dns);
+  await waitFor(
+    'CoreDNS /ready',
+    dns,
+    60_000,
+    async () => (await probe(`http://127.0.0.1:${readyPort}/ready`)) === 200,
+  );
 }
 
 export interface DownOptions {
@@ -639,17 +738,32 @@ async function stopProcess(p: ProcessRecord, log: (m: string) => void): Promise<
   if (!(await waitGone(5_000))) throw new Error(`${p.name} (pid ${p.pid}) survived SIGKILL`);
 }
 
+/**
+ * What kube-proxy and the kubelet changed on the host, once they are stopped:
+ * their iptables chains, and the sysctls recorded before the node started.
+ */
+async function cleanupServiceNetwork(stateDir: string, log: (m: string) => void): Promise<void> {
+  if (process.platform !== 'linux' || process.getuid?.() !== 0) return;
+  const p = nodePaths(stateDir);
+  if (!fs.existsSync(p.hostSnapshot) && !fs.existsSync(p.sysctls) && !fs.existsSync(p.dir)) return;
+  await removeKubeChains(log);
+  restoreSysctls(p.sysctls, log);
+}
+
 /** Stops every process recorded in the state folder (last started first) and removes the state. */
 export async function down(opts: DownOptions = {}): Promise<void> {
   const stateDir = path.resolve(opts.stateDir ?? defaultStateDir());
   const log = opts.log ?? defaultLog;
   const s = readState(stateDir);
   if (!s && !fs.existsSync(stateDir)) log(`no control plane state in ${stateDir}: nothing to stop`);
+  // The pods, bridge and cgroups of another tree's live node are not ours to remove.
+  const other = otherLiveOwner(stateDir);
+  if (other) log(`leaving the machine's node alone: ${ownerReason(other)}`);
   if (s) {
     for (const p of [...s.processes].reverse()) {
       await stopProcess(p, log);
       // With the kubelet gone nothing restarts the pods: stop them before containerd.
-      if (p.name === 'kubelet') await killPods(log);
+      if (p.name === 'kubelet' && !other) await killPods(log);
     }
     if (s.etcdDataDir.startsWith('/dev/shm/')) {
       fs.rmSync(path.dirname(s.etcdDataDir), { recursive: true, force: true });
@@ -657,7 +771,9 @@ export async function down(opts: DownOptions = {}): Promise<void> {
       fs.rmSync(s.etcdDataDir, { recursive: true, force: true });
     }
   }
-  await cleanupNodeHost(stateDir, log);
+  if (!other) await cleanupServiceNetwork(stateDir, log);
+  await cleanupNodeHost(stateDir, log, !other);
+  releaseNode(stateDir);
   if (opts.keepLogs) {
     for (const entry of fs.existsSync(stateDir) ? fs.readdirSync(stateDir) : []) {
       if (entry !== 'logs') fs.rmSync(path.join(stateDir, entry), { recursive: true, force: true });

@@ -42,6 +42,8 @@ export interface NodePaths {
   imagesDir: string;
   /** What existed in HOST_PATHS before the node started (JSON). */
   hostSnapshot: string;
+  /** The host's sysctls before the node started (JSON, see network.ts). */
+  sysctls: string;
 }
 
 export function nodePaths(stateDir: string): NodePaths {
@@ -60,6 +62,7 @@ export function nodePaths(stateDir: string): NodePaths {
     podLogsDir: path.join(dir, 'pod-logs'),
     imagesDir: path.join(dir, 'images'),
     hostSnapshot: path.join(stateDir, 'node-host-snapshot.json'),
+    sysctls: path.join(stateDir, 'node-sysctls.json'),
   };
 }
 
@@ -97,12 +100,15 @@ export function nodeSupport(): { tools: NodeTools } | { reason: string } {
     !runc && 'runc',
     !fs.existsSync(path.join(CNI_BIN_DIR, 'bridge')) && `${CNI_BIN_DIR}/bridge`,
     !fs.existsSync('/usr/bin/busybox') && !fs.existsSync('/bin/busybox') && 'busybox',
+    // kube-proxy's rules and the bridge made before the first pod.
+    !onPath('iptables-restore') && 'iptables',
+    !onPath('ip') && 'ip',
   ].filter(Boolean);
   if (missing.length > 0 || !containerd || !ctr || !runc) {
     return {
       reason:
         `missing ${missing.join(', ')} (apt-get install containerd runc ` +
-        'containernetworking-plugins busybox-static)',
+        'containernetworking-plugins iptables iproute2 busybox-static)',
     };
   }
   return { tools: { containerd, ctr, runc } };
@@ -196,10 +202,16 @@ export function cniConflist(p: NodePaths): string {
   );
 }
 
-export function kubeletConfig(
-  p: NodePaths,
-  o: { port: number; healthzPort: number; clientCA: string },
-): string {
+export interface KubeletOptions {
+  port: number;
+  healthzPort: number;
+  clientCA: string;
+  /** The cluster DNS Service's ClusterIP and domain, written into the pods' resolv.conf. */
+  clusterDNS: string;
+  clusterDomain: string;
+}
+
+export function kubeletConfig(p: NodePaths, o: KubeletOptions): string {
   return [
     'apiVersion: kubelet.config.k8s.io/v1beta1',
     'kind: KubeletConfiguration',
@@ -208,6 +220,8 @@ export function kubeletConfig(
     'healthzBindAddress: 127.0.0.1',
     `healthzPort: ${o.healthzPort}`,
     'readOnlyPort: 0',
+    `clusterDNS: [${o.clusterDNS}]`,
+    `clusterDomain: ${o.clusterDomain}`,
     `containerRuntimeEndpoint: unix://${p.containerdSock}`,
     'cgroupDriver: cgroupfs',
     // Required here: this machine has cgroup v1 only.
@@ -236,10 +250,7 @@ export function kubeletConfig(
 }
 
 /** Writes every config file of the node. */
-export function writeNodeFiles(
-  p: NodePaths,
-  o: { sandboxImage: string; port: number; healthzPort: number; clientCA: string },
-): void {
+export function writeNodeFiles(p: NodePaths, o: KubeletOptions & { sandboxImage: string }): void {
   for (const d of [
     p.dir,
     p.cniConfDir,
@@ -411,13 +422,19 @@ export async function killPods(log: (m: string) => void): Promise<void> {
  * Removes all host state of a node whose processes are stopped: leftover
  * shims, mounts under the state folder, the CNI bridge, kubepods cgroups and
  * what it added to HOST_PATHS. Safe to call when there is nothing to remove.
+ * With machineWide false (another tree's node runs) only what lives under
+ * stateDir goes: the pods, bridge, cgroups and host paths are that node's now.
  */
-export async function cleanupNodeHost(stateDir: string, log: (m: string) => void): Promise<void> {
+export async function cleanupNodeHost(
+  stateDir: string,
+  log: (m: string) => void,
+  machineWide = true,
+): Promise<void> {
   if (process.platform !== 'linux' || process.getuid?.() !== 0) return;
   const p = nodePaths(stateDir);
   // Only a cluster that started a node (its snapshot is written first) has node state to remove.
   if (!fs.existsSync(p.hostSnapshot) && !fs.existsSync(p.dir)) return;
-  await killPods(log);
+  if (machineWide) await killPods(log);
   await killAndWait(() => shimPids(p), 'containerd shims', log);
   for (let round = 0; round < 5; round++) {
     const mounts = mountsUnder(stateDir);
@@ -427,6 +444,10 @@ export async function cleanupNodeHost(stateDir: string, log: (m: string) => void
   }
   const left = mountsUnder(stateDir);
   if (left.length > 0) throw new Error(`cannot unmount: ${left.join(' ')}`);
+  if (!machineWide) {
+    fs.rmSync(p.hostSnapshot, { force: true });
+    return;
+  }
   if (bridgeExists()) {
     log(`deleting the CNI bridge ${BRIDGE}`);
     await sh('ip', ['link', 'delete', BRIDGE]);

@@ -9,7 +9,7 @@ export const toolsDir = path.join(repoRoot, 'tools', 'controlplane');
 
 /**
  * Cache of built binaries, outside the work tree, keyed by version:
- * `$XDG_CACHE_HOME/datakey-operator/<component>-<version>/bin/`.
+ * `$XDG_CACHE_HOME/datakey-operator/<component>-<version>-<hash of its go.mod/go.sum>/bin/`.
  * DATAKEY_CACHE_DIR overrides the root.
  */
 export function cacheRoot(): string {

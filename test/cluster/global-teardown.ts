@@ -10,7 +10,7 @@ export default async function globalTeardown(): Promise<void> {
   if (!s?.started || !s.stateDir) return;
   const check = checkNodeGone(s.stateDir, s.hostFilesBefore);
   await down({ stateDir: s.stateDir });
-  const problems = check();
+  const problems = await check();
   if (problems.length > 0) {
     throw new Error(`cluster:down left state behind:\n  ${problems.join('\n  ')}`);
   }

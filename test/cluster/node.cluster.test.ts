@@ -1,15 +1,14 @@
 // Self-test of the cluster's node: pods that really run (kubelet, containerd,
 // runc, bridge CNI), scheduled by kube-scheduler, managed by the controllers.
-import { execFile } from 'node:child_process';
 import {
   ApiException,
   AppsV1Api,
   AuthenticationV1Api,
   CoreV1Api,
   KubeConfig,
-  type V1Pod,
 } from '@kubernetes/client-node';
 import { BUSYBOX_IMAGE } from '../../src/devcluster/images';
+import { kubectl, running } from '../helpers/pods';
 import { eventually } from '../helpers/wait';
 
 const kc = new KubeConfig();
@@ -22,20 +21,6 @@ const nodeName = process.env.DATAKEY_NODE ?? '';
 const mustHaveNode = process.env.DATAKEY_LOCAL_CLUSTER === '1' && process.env.CI === 'true';
 const suffix = `${Date.now().toString(36)}${Math.floor(Math.random() * 1e4).toString(36)}`;
 const ns = `node-${suffix}`;
-
-function kubectl(args: string[]): Promise<string> {
-  return new Promise((resolve, reject) => {
-    execFile(
-      process.env.DATAKEY_KUBECTL ?? 'kubectl',
-      args,
-      { timeout: 60_000 },
-      (err, stdout, stderr) => {
-        if (err) reject(new Error(`kubectl ${args.join(' ')}: ${stderr || err.message}`));
-        else resolve(stdout);
-      },
-    );
-  });
-}
 
 async function gone(read: () => Promise<unknown>): Promise<true | undefined> {
   try {
@@ -51,13 +36,6 @@ const image = {
   image: BUSYBOX_IMAGE,
   imagePullPolicy: 'Never',
 };
-
-function running(pod: V1Pod): boolean {
-  return (
-    pod.status?.phase === 'Running' &&
-    !!pod.status.containerStatuses?.every((c) => c.ready && c.state?.running)
-  );
-}
 
 if (!nodeName) {
   if (mustHaveNode) {

@@ -34,18 +34,21 @@ describe('tools/controlplane Go modules', () => {
       'kube-controller-manager',
       'kube-scheduler',
       'kubelet',
+      'kube-proxy',
       'kubectl',
     ]) {
       expect(mod).toMatch(new RegExp(`^\\s*(tool )?k8s\\.io/kubernetes/cmd/${cmd}$`, 'm'));
     }
   });
 
-  test('etcd, helm 3 and helm 4: modules of their own at the pinned versions', () => {
+  test('etcd, helm 3, helm 4 and coredns: modules of their own at the pinned versions', () => {
     expect(gomod('etcd')).toContain(`go.etcd.io/etcd/server/v3 ${v.etcd}`);
     expect(gomod('helm')).toContain(`helm.sh/helm/v3 ${v.helm}`);
     expect(gomod('helm4')).toContain(`helm.sh/helm/v4 ${v.helm4}`);
     expect(gomod('helm4')).toMatch(/^\s*(tool )?helm\.sh\/helm\/v4\/cmd\/helm$/m);
-    for (const m of ['kubernetes', 'etcd', 'helm', 'helm4']) {
+    expect(gomod('coredns')).toMatch(/^tool github\.com\/coredns\/coredns$/m);
+    expect(gomod('coredns')).toContain(`github.com/coredns/coredns ${v.coredns}`);
+    for (const m of ['kubernetes', 'etcd', 'helm', 'helm4', 'coredns']) {
       expect(fs.existsSync(path.join(toolsDir, m, 'go.sum'))).toBe(true);
     }
   });

@@ -12,6 +12,7 @@ K8S=$(ver kubernetes)
 ETCD=$(ver etcd)
 HELM=$(ver helm)
 HELM4=$(ver helm4)
+COREDNS=$(ver coredns)
 STAGING=v0.${K8S#v1.}
 
 echo "== kubernetes $K8S (staging modules at $STAGING)"
@@ -39,7 +40,8 @@ echo "   ${#staging[@]} staging modules"
     "k8s.io/kubernetes/cmd/kube-controller-manager@$K8S" \
     "k8s.io/kubernetes/cmd/kubectl@$K8S" \
     "k8s.io/kubernetes/cmd/kube-scheduler@$K8S" \
-    "k8s.io/kubernetes/cmd/kubelet@$K8S"
+    "k8s.io/kubernetes/cmd/kubelet@$K8S" \
+    "k8s.io/kubernetes/cmd/kube-proxy@$K8S"
   go mod tidy
 )
 
@@ -66,6 +68,14 @@ echo "== helm $HELM4"
   rm -f go.mod go.sum
   printf 'module datakey-operator/tools/controlplane/helm4\n\ngo 1.24.0\n' > go.mod
   go get -tool "helm.sh/helm/v4/cmd/helm@$HELM4"
+  go mod tidy
+)
+echo "== coredns $COREDNS"
+(
+  cd coredns
+  rm -f go.mod go.sum
+  printf 'module datakey-operator/tools/controlplane/coredns\n\ngo 1.24.0\n' > go.mod
+  go get -tool "github.com/coredns/coredns@$COREDNS"
   go mod tidy
 )
 echo "done: review and commit tools/controlplane/*/go.mod and go.sum"
