@@ -223,7 +223,7 @@ function installSuite(): void {
       CHART,
       ...helmArgs,
       '--set',
-      'podAnnotations.datakey\\.io/rollout=2',
+      'podAnnotations.datakey\\.io/rollout=two',
     ]);
     expect({ code: r.code, stderr: r.stderr }).toEqual({ code: 0, stderr: '' });
     const after = await eventually('the rollout replaced both pods', 120_000, async () => {
@@ -276,7 +276,7 @@ function installSuite(): void {
         '--raw',
         `/api/v1/namespaces/${RELEASE_NS}/pods/${p.metadata.name}:8080/proxy/metrics`,
       ]);
-      const rss = /^datakey_process_resident_memory_bytes ([0-9.e+]+)$/m.exec(r)?.[1];
+      const rss = /^datakey_process_process_resident_memory_bytes ([0-9.e+]+)$/m.exec(r)?.[1];
       expect(Number(rss)).toBeGreaterThan(10e6);
       process.stderr.write(`[chart] ${p.metadata.name} RSS ${(Number(rss) / 1e6).toFixed(0)} MB\n`);
     }
