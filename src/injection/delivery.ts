@@ -174,6 +174,15 @@ async function authenticate(ctx: ControllerContext, token: string) {
   return { identity: { ...id, user: status.user as ReviewedUser }, pod };
 }
 
+/** What the pod's own annotation asks for; nothing when it has none or a bad one. */
+function askedKeys(pod: PodObject): string[] {
+  try {
+    return requestedKeys(pod.metadata.annotations?.[ANNOTATION_INJECT] ?? '');
+  } catch {
+    return [];
+  }
+}
+
 function checkClaim(claim: AgentClaim, id: PodIdentity, pod: PodObject): void {
   if (
     (claim.podName && claim.podName !== id.podName) ||
@@ -186,7 +195,7 @@ function checkClaim(claim: AgentClaim, id: PodIdentity, pod: PodObject): void {
       pod,
     );
   }
-  const asked = new Set(requestedKeys(pod.metadata.annotations?.[ANNOTATION_INJECT] ?? ','));
+  const asked = new Set(askedKeys(pod));
   const extra = claim.keys.find((k) => !asked.has(k));
   if (extra) {
     throw new Denied(

@@ -244,7 +244,9 @@ export function admit(request: AdmissionRequest, config: InjectionConfig): Admis
       patch: Buffer.from(JSON.stringify(ops)).toString('base64'),
     };
   } catch (err) {
-    if (!(err instanceof Refusal)) throw err;
-    return { uid: request.uid, allowed: false, status: { code: 400, message: err.message } };
+    // The API server sends decoded Pods; anything else reaching this port is refused, never a 5xx.
+    const message =
+      err instanceof Refusal ? err.message : `the pod cannot be read: ${(err as Error).message}`;
+    return { uid: request.uid, allowed: false, status: { code: 400, message } };
   }
 }

@@ -444,6 +444,12 @@ function injectionSuite(): void {
     expect(notAsked.status).toBe(403);
     expect(notAsked.text).toContain('does not ask for DataKey payments');
 
+    const plainPod = await client.get<Pod>(podPath('wrong-audience')); // not annotated
+    const plainToken = await boundToken('wrong-audience', plainPod.metadata.uid as string);
+    const unasked = await deliver(plainToken, { keys: ['orders'], podName: 'wrong-audience' });
+    expect(unasked.status).toBe(403);
+    expect(unasked.text).toContain('does not ask for DataKey orders');
+
     await kubectlOk(['delete', 'pod', '-n', ns, 'reader', '--wait=true']);
     const dead = await deliver(token, { keys: ['orders'], podName: 'reader' });
     expect(dead.status).toBe(401);

@@ -204,6 +204,16 @@ describe('admit', () => {
     expect(r.patch).toBeUndefined();
   });
 
+  test('a malformed pod is refused with 400, never an exception', () => {
+    const malformed = {
+      metadata: { annotations: { 'kms.datakey.io/inject': 'orders' } },
+      spec: { containers: 'not a list' },
+    } as unknown as Pod;
+    const r = review(malformed);
+    expect(r).toMatchObject({ allowed: false, status: { code: 400 } });
+    expect(r.status?.message).toMatch(/^the pod cannot be read/);
+  });
+
   test('a mount already at the key path, or a reserved name taken, is refused', () => {
     const clash = pod(
       { 'kms.datakey.io/inject': 'orders' },
