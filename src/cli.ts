@@ -1,12 +1,9 @@
 #!/usr/bin/env node
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { credentialsFromEnv, serveKms, type KmsService } from './kms-api/serve';
+import type { KmsService } from './kms-api/serve';
 import { parseRotationInterval } from './kms/validate';
-import { runAgent } from './injection/agent';
-import { FlagError, INJECTION_FLAGS, injectionOptions } from './injection/options';
-import { startOperator } from './operator/operator';
-import { runDev } from './devcluster/dev';
+// Each command loads only its own modules: the agent, an init container, starts in a blink.
 
 const USAGE = `Usage: datakey <command> [options]
 
@@ -86,6 +83,7 @@ async function kmsServe(args: string[]): Promise<KmsService> {
   if (Boolean(values['tls-cert']) !== Boolean(values['tls-key'])) {
     throw new UsageError('--tls-cert and --tls-key go together');
   }
+  const { credentialsFromEnv, serveKms } = await import('./kms-api/serve');
   return serveKms({
     ...parseListen(values.listen),
     dataDir: values['data-dir'],
@@ -98,6 +96,7 @@ async function kmsServe(args: string[]): Promise<KmsService> {
 }
 
 async function operator(args: string[]): Promise<Stoppable> {
+  const injection = await import('./injection/options');
   const { values } = parseArgs({
     args,
     options: {
@@ -109,7 +108,7 @@ async function operator(args: string[]): Promise<Stoppable> {
       'rewrap-rate': { type: 'string' },
       // Test-only: allow rotation intervals under 7 days.
       'min-rotation-interval': { type: 'string' },
-      ...INJECTION_FLAGS,
+      ...injection.INJECTION_FLAGS,
     },
     strict: true,
   });
@@ -117,6 +116,8 @@ async function operator(args: string[]): Promise<Stoppable> {
   if (!/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(namespace)) {
     throw new UsageError('--namespace must be a Kubernetes namespace name');
   }
+  const { credentialsFromEnv } = await import('./kms-api/serve');
+  const { startOperator } = await import('./operator/operator');
   const running = await startOperator({
     kubeconfig: values.kubeconfig,
     namespace,
@@ -132,17 +133,22 @@ async function operator(args: string[]): Promise<Stoppable> {
     minRotationIntervalSeconds: values['min-rotation-interval']
       ? parseRotationInterval(values['min-rotation-interval'], 1)
       : undefined,
-    injection: injectionFromFlags(values, namespace),
+    injection: injectionFromFlags(injection, values, namespace),
   });
   return running;
 }
 
-function injectionFromFlags(values: Record<string, unknown>, namespace: string) {
+function injectionFromFlags(
+  injection: typeof import('./injection/options'),
+  values: Record<string, unknown>,
+  namespace: string,
+) {
   const listen = (values['webhook-listen'] as string | undefined) ?? '0.0.0.0:9443';
   try {
-    return injectionOptions(values, listen === 'none' ? undefined : parseListen(listen), namespace);
+    const on = listen === 'none' ? undefined : parseListen(listen);
+    return injection.injectionOptions(values, on, namespace);
   } catch (err) {
-    if (err instanceof FlagError) throw new UsageError(err.message);
+    if (err instanceof injection.FlagError) throw new UsageError(err.message);
     throw err;
   }
 }
@@ -163,6 +169,7 @@ async function dev(args: string[]): Promise<Stoppable> {
     },
     strict: true,
   });
+  const { runDev } = await import('./devcluster/dev');
   const session = await runDev({
     once: values.once ?? false,
     root: path.resolve(__dirname, '..'),
@@ -183,6 +190,7 @@ async function main(argv: string[]): Promise<void> {
   else if (command === 'operator')
     service = await operator(sub === undefined ? [] : [sub, ...rest]);
   else if (command === 'agent') {
+    const { runAgent } = await import('./injection/agent');
     process.exitCode = await runAgent(sub === undefined ? [] : [sub, ...rest]);
     return;
   } else if (command === 'dev') service = await dev(sub === undefined ? [] : [sub, ...rest]);

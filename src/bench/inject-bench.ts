@@ -19,7 +19,7 @@ import { BUSYBOX_IMAGE } from '../devcluster/images';
 import { buildAndImport, OPERATOR_IMAGE } from '../devcluster/image';
 import { nodePaths, BRIDGE_IP } from '../devcluster/node';
 import { injectionOptions } from '../injection/options';
-import { WEBHOOK_PATH } from '../injection/server';
+import { WEBHOOK_PATH } from '../injection/endpoints';
 import { startOperator } from '../operator/operator';
 import { KubeClient, type KubeObject } from '../runtime/kube-client';
 

@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { sleep } from '../common/wait';
 import { parseRotationInterval } from '../kms/validate';
-import { DELIVER_PATH, REPORT_PATH } from './server';
+import { DELIVER_PATH, REPORT_PATH } from './endpoints';
 import { requestedKeys } from './pod-patch';
 
 /**

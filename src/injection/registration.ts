@@ -2,7 +2,7 @@ import type { Logger } from '../common/logger';
 import { FIELD_MANAGER } from '../controllers/context';
 import { isNotFound, type KubeClient, type KubeObject } from '../runtime/kube-client';
 import { ANNOTATION_INJECT } from './pod-patch';
-import { WEBHOOK_PATH } from './server';
+import { WEBHOOK_PATH } from './endpoints';
 
 /**
  * The MutatingWebhookConfiguration. Outside a cluster the operator registers it

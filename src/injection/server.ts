@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net';
 import type { ControllerContext } from '../controllers/context';
 import { BodyError, closeGracefully, readBody } from '../common/http';
 import { deliver, reportAgentFailure, type DeliveryAnswer } from './delivery';
+import { DELIVER_PATH, REPORT_PATH, WEBHOOK_PATH } from './endpoints';
 import { admit, type AdmissionRequest, type InjectionConfig } from './pod-patch';
 import type { ServingMaterial } from './serving-certs';
 
@@ -13,9 +14,6 @@ import type { ServingMaterial } from './serving-certs';
  * place when it is renewed.
  */
 
-export const WEBHOOK_PATH = '/mutate-pods';
-export const DELIVER_PATH = '/v1/deliver';
-export const REPORT_PATH = '/v1/report';
 // Pods carry at most 1.5 MiB of spec in etcd; an AdmissionReview holds one or two of them.
 const MAX_REVIEW_BYTES = 4 * 1024 * 1024;
 const MAX_AGENT_BYTES = 16 * 1024;

@@ -11,7 +11,7 @@ import { BRIDGE_IP, nodePaths } from '../../src/devcluster/node';
 import { defaultStateDir } from '../../src/devcluster/paths';
 import { freePort } from '../../src/common/wait';
 import { AGENT_AUDIENCE } from '../../src/injection/pod-patch';
-import { DELIVER_PATH } from '../../src/injection/server';
+import { DELIVER_PATH } from '../../src/injection/endpoints';
 import {
   applyObjects,
   client,
