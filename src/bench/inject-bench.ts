@@ -183,13 +183,8 @@ async function main(): Promise<void> {
     );
   } finally {
     await client.delete(`/api/v1/namespaces/${ns}`).catch(() => undefined);
-    await client
-      .delete(
-        `/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/bench-inject-${id}`,
-      )
-      .catch(() => undefined);
     await tearDownKeys(client, id);
-    await operator.stop();
+    await operator.stop(); // also removes its webhook registration
     await client.delete(`/api/v1/namespaces/bench-inject-${id}-op`).catch(() => undefined);
   }
 }

@@ -1,6 +1,6 @@
 import { sleep } from '../common/wait';
 import type { ControllerContext } from '../controllers/context';
-import { ensureRegistration, type WebhookClient } from './registration';
+import { ensureRegistration, removeUrlRegistration, type WebhookClient } from './registration';
 import { serveInjection, type InjectionServer } from './server';
 import { reconcileServingSecret, type CertPolicy, type ServingMaterial } from './serving-certs';
 
@@ -69,13 +69,12 @@ export async function startInjection(
     material = next;
     await register();
   };
-  const timer = setInterval(
-    () =>
-      void refresh().catch((err: Error) =>
-        ctx.logger.warn({ err: err.message }, 'webhook certificate refresh failed'),
-      ),
-    options.refreshMs ?? 15_000,
-  );
+  let refreshing: Promise<void> = Promise.resolve();
+  const timer = setInterval(() => {
+    refreshing = refresh().catch((err: Error) =>
+      ctx.logger.warn({ err: err.message }, 'webhook certificate refresh failed'),
+    );
+  }, options.refreshMs ?? 15_000);
   timer.unref();
   ctx.logger.info(
     { url: server.url, deliveryUrl: options.deliveryUrl, webhook: options.webhookClient },
@@ -85,6 +84,14 @@ export async function startInjection(
     server,
     async stop() {
       clearInterval(timer);
+      await refreshing; // or it could register again after the removal below
+      await removeUrlRegistration(
+        ctx.client,
+        options.webhookConfiguration,
+        options.webhookClient,
+      ).catch((err: Error) =>
+        ctx.logger.warn({ err: err.message }, 'could not remove the webhook registration'),
+      );
       await sleep(options.drainMs ?? 0);
       await server.close();
     },

@@ -117,3 +117,23 @@ export async function ensureRegistration(
   });
   logger.info({ name }, 'webhook caBundle updated');
 }
+
+/**
+ * Outside a cluster the registration points at this process: a clean stop
+ * removes it, unless another process has registered its own URL under the name.
+ */
+export async function removeUrlRegistration(
+  client: KubeClient,
+  name: string,
+  webhookClient: WebhookClient,
+): Promise<void> {
+  if (!('url' in webhookClient)) return;
+  try {
+    const current = await client.get<WebhookConfiguration>(`${MWC_PATH}/${name}`);
+    const url = (current.webhooks?.[0]?.clientConfig as { url?: string } | undefined)?.url;
+    if (url !== webhookClient.url) return;
+    await client.delete(`${MWC_PATH}/${name}`, {});
+  } catch (err) {
+    if (!isNotFound(err)) throw err;
+  }
+}

@@ -474,7 +474,7 @@ function injectionSuite(): void {
     expect((await podFinished('plain-up')).status?.phase).toBe('Succeeded');
     expect(await admissions()).toBe(before);
 
-    await op.stop();
+    await op.kill9(); // an outage: a clean stop would remove the registration
     await applyObjects([plain('plain-down')]);
     expect((await podFinished('plain-down')).status?.phase).toBe('Succeeded');
     const refused = await applyObjects([keyReader('annotated-down')]);
@@ -484,8 +484,13 @@ function injectionSuite(): void {
     op = await startInjectingOperator();
   });
 
-  test('the serving certificate is renewed without a restart, under the same CA', async () => {
+  test('a clean stop unregisters; the serving certificate is renewed without a restart, under the same CA', async () => {
     await op.stop();
+    expect(
+      await getOrUndefined(
+        `/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/${mwc}`,
+      ),
+    ).toBeUndefined(); // a clean stop outside a cluster removes its own registration
     op = await startInjectingOperator(['--webhook-cert-validity', '30s']);
     const served = () =>
       new Promise<string>((resolve, reject) => {
