@@ -38,6 +38,8 @@ function helmEnv(): NodeJS.ProcessEnv {
   const home = path.join(os.tmpdir(), 'datakey-helm-home');
   return {
     PATH: process.env.PATH,
+    // Also where client-go keeps its discovery cache (~/.kube/cache): without HOME it is the working directory.
+    HOME: home,
     HELM_CACHE_HOME: path.join(home, 'cache'),
     HELM_CONFIG_HOME: path.join(home, 'config'),
     HELM_DATA_HOME: path.join(home, 'data'),
