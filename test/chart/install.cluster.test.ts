@@ -5,7 +5,7 @@
 // CoreDNS), `helm upgrade` rolling the pods, `helm uninstall` leaving the CRDs.
 import * as path from 'node:path';
 import * as tls from 'node:tls';
-import { buildAndImport, imageBuildUnsupported } from '../../src/devcluster/image';
+import { buildAndImport } from '../../src/devcluster/image';
 import { nodePaths } from '../../src/devcluster/node';
 import { defaultStateDir } from '../../src/devcluster/paths';
 import {
@@ -25,17 +25,9 @@ import {
   useOperatorSuite,
   type Json,
 } from '../helpers/operator-suite';
+import { onLocalNodeWithImage } from '../helpers/image-on-node';
 import { eventually, sleep } from '../helpers/wait';
 import type { KubeObject } from '../../src/runtime/kube-client';
-
-const nodeName = process.env.DATAKEY_NODE ?? '';
-const local = process.env.DATAKEY_LOCAL_CLUSTER === '1';
-const mustRun = local && process.env.CI === 'true';
-const reason = !nodeName
-  ? 'the cluster has no Ready node'
-  : !local
-    ? 'not the local cluster (the image is imported into its containerd)'
-    : imageBuildUnsupported();
 
 type Pod = KubeObject & {
   status?: {
@@ -51,13 +43,7 @@ const WORKLOAD = path.join(EXAMPLES, 'workload');
 const LABELS = `app.kubernetes.io/instance=${RELEASE}`;
 const LEASE = `/apis/coordination.k8s.io/v1/namespaces/${RELEASE_NS}/leases/datakey-operator`;
 
-if (reason) {
-  if (mustRun) {
-    test('helm install on the local node (CI=true)', () => {
-      throw new Error(`CI=true and the install test cannot run: ${reason}`);
-    });
-  } else test.skip(`helm install on the node (${reason})`, () => undefined);
-} else installSuite();
+onLocalNodeWithImage('helm install on the local node', installSuite);
 
 async function operatorPods(): Promise<Pod[]> {
   const list = await client.list<Pod>(`/api/v1/namespaces/${RELEASE_NS}/pods`, {

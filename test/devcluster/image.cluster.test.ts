@@ -4,19 +4,17 @@
 // The build is cached by a hash of its inputs, so unchanged sources reuse it.
 import * as http from 'node:http';
 import { CoreV1Api, KubeConfig, type V1Container, type V1Pod } from '@kubernetes/client-node';
-import { buildAndImport, imageBuildUnsupported, OPERATOR_IMAGE } from '../../src/devcluster/image';
+import { buildAndImport, OPERATOR_IMAGE } from '../../src/devcluster/image';
 import { nodePaths } from '../../src/devcluster/node';
 import { defaultStateDir } from '../../src/devcluster/paths';
+import { NODE_NAME, onLocalNodeWithImage } from '../helpers/image-on-node';
 import { eventually } from '../helpers/wait';
 
 const kc = new KubeConfig();
 kc.loadFromDefault();
 const core = kc.makeApiClient(CoreV1Api);
 
-const nodeName = process.env.DATAKEY_NODE ?? '';
-const local = process.env.DATAKEY_LOCAL_CLUSTER === '1';
-const mustRun = local && process.env.CI === 'true';
-const unsupported = imageBuildUnsupported();
+const nodeName = NODE_NAME;
 const suffix = `${Date.now().toString(36)}${Math.floor(Math.random() * 1e4).toString(36)}`;
 const ns = `image-${suffix}`;
 
@@ -78,21 +76,7 @@ function get(url: string): Promise<{ status: number; body: string }> {
   });
 }
 
-const reason = !nodeName
-  ? 'the cluster has no Ready node'
-  : !local
-    ? 'not the local cluster (the image is imported into its containerd)'
-    : unsupported;
-
-if (reason) {
-  if (mustRun) {
-    test('the image builds and runs on the local node (CI=true)', () => {
-      throw new Error(`CI=true and the image test cannot run: ${reason}`);
-    });
-  } else {
-    test.skip(`the image on the node (${reason})`, () => undefined);
-  }
-} else {
+onLocalNodeWithImage('the image builds and runs on the local node', () => {
   describe(`the image ${OPERATOR_IMAGE} on the node ${nodeName}`, () => {
     beforeAll(async () => {
       const img = await buildAndImport({ address: nodePaths(defaultStateDir()).containerdSock });
@@ -204,4 +188,4 @@ if (reason) {
       expect(stopSeconds).toBeLessThan(15);
     });
   });
-}
+});

@@ -5,7 +5,7 @@
 import { createHash } from 'node:crypto';
 import * as https from 'node:https';
 import * as tls from 'node:tls';
-import { buildAndImport, imageBuildUnsupported, OPERATOR_IMAGE } from '../../src/devcluster/image';
+import { buildAndImport, OPERATOR_IMAGE } from '../../src/devcluster/image';
 import { BUSYBOX_IMAGE } from '../../src/devcluster/images';
 import { BRIDGE_IP, nodePaths } from '../../src/devcluster/node';
 import { defaultStateDir } from '../../src/devcluster/paths';
@@ -32,17 +32,11 @@ import {
 } from '../helpers/operator-suite';
 import type { OperatorProcess } from '../helpers/operator-process';
 import { findNeedles, needlesOf } from '../helpers/leak-scan';
+import { NODE_NAME, onLocalNodeWithImage } from '../helpers/image-on-node';
 import { eventually } from '../helpers/wait';
 import type { KubeObject } from '../../src/runtime/kube-client';
 
-const nodeName = process.env.DATAKEY_NODE ?? '';
-const local = process.env.DATAKEY_LOCAL_CLUSTER === '1';
-const mustRun = local && process.env.CI === 'true';
-const reason = !nodeName
-  ? 'the cluster has no Ready node'
-  : !local
-    ? 'not the local cluster (the operator runs on this host)'
-    : imageBuildUnsupported();
+const nodeName = NODE_NAME;
 
 type Pod = KubeObject & {
   spec?: Json;
@@ -52,13 +46,8 @@ type Pod = KubeObject & {
   };
 };
 
-if (reason) {
-  if (mustRun) {
-    test('pod injection on the local node (CI=true)', () => {
-      throw new Error(`CI=true and the injection test cannot run: ${reason}`);
-    });
-  } else test.skip(`pod injection on the node (${reason})`, () => undefined);
-} else injectionSuite();
+// The operator runs on this host, beside the local node: the local cluster only.
+onLocalNodeWithImage('pod injection on the local node', injectionSuite);
 
 function injectionSuite(): void {
   const suite = useOperatorSuite('inject');
