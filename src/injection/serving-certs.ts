@@ -1,4 +1,5 @@
 import * as crypto from 'node:crypto';
+import * as net from 'node:net';
 import type { Logger } from '../common/logger';
 import { isConflict, isNotFound, type KubeClient, type KubeObject } from '../runtime/kube-client';
 import { issueCertificate, newKeyPair } from './x509';
@@ -66,9 +67,11 @@ export function renewalDue(pem: string, now = Date.now()): boolean {
 }
 
 function coversHosts(pem: string, hosts: string[]): boolean {
-  const sans = new crypto.X509Certificate(pem).subjectAltName ?? '';
-  return hosts.every(
-    (h) => sans.includes(`DNS:${h}`) || (h.includes('.') && sans.includes(`IP Address:${h}`)),
+  const cert = new crypto.X509Certificate(pem);
+  return hosts.every((h) =>
+    net.isIP(h)
+      ? cert.checkIP(h) !== undefined
+      : cert.checkHost(h, { wildcards: false }) !== undefined,
   );
 }
 

@@ -64,7 +64,10 @@ describe('serving certificates', () => {
     expect(x509(renewed?.cert as string).checkIssued(x509(m.caCert))).toBe(true);
   });
 
-  test('a new host reissues the serving certificate under the same CA', () => {
+  test('IPv6 hosts are covered (no reissue loop), a new host reissues under the same CA', () => {
+    const v6 = { ...policy, hosts: [...policy.hosts, 'fd00::1'] };
+    const first = nextMaterial(undefined, v6);
+    expect(nextMaterial(first, v6)).toBeUndefined();
     const m = nextMaterial(undefined, policy);
     const wider = { ...policy, hosts: [...policy.hosts, '10.244.0.1'] };
     const next = nextMaterial(m, wider);
