@@ -45,37 +45,19 @@ echo "   ${#staging[@]} staging modules"
   go mod tidy
 )
 
-echo "== etcd $ETCD"
-(
-  cd etcd
-  rm -f go.mod go.sum
-  printf 'module datakey-operator/tools/controlplane/etcd\n\ngo 1.24.0\n' > go.mod
-  go get -tool "go.etcd.io/etcd/server/v3@$ETCD"
-  go mod tidy
-)
-
-echo "== helm $HELM"
-(
-  cd helm
-  rm -f go.mod go.sum
-  printf 'module datakey-operator/tools/controlplane/helm\n\ngo 1.24.0\n' > go.mod
-  go get -tool "helm.sh/helm/v3/cmd/helm@$HELM"
-  go mod tidy
-)
-echo "== helm $HELM4"
-(
-  cd helm4
-  rm -f go.mod go.sum
-  printf 'module datakey-operator/tools/controlplane/helm4\n\ngo 1.24.0\n' > go.mod
-  go get -tool "helm.sh/helm/v4/cmd/helm@$HELM4"
-  go mod tidy
-)
-echo "== coredns $COREDNS"
-(
-  cd coredns
-  rm -f go.mod go.sum
-  printf 'module datakey-operator/tools/controlplane/coredns\n\ngo 1.24.0\n' > go.mod
-  go get -tool "github.com/coredns/coredns@$COREDNS"
-  go mod tidy
-)
+# A module of its own whose only content is one tool at a pinned version.
+tool_module() { # DIR PACKAGE@VERSION
+  echo "== $1 ${2##*@}"
+  (
+    cd "$1"
+    rm -f go.mod go.sum
+    printf 'module datakey-operator/tools/controlplane/%s\n\ngo 1.24.0\n' "$1" > go.mod
+    go get -tool "$2"
+    go mod tidy
+  )
+}
+tool_module etcd "go.etcd.io/etcd/server/v3@$ETCD"
+tool_module helm "helm.sh/helm/v3/cmd/helm@$HELM"
+tool_module helm4 "helm.sh/helm/v4/cmd/helm@$HELM4"
+tool_module coredns "github.com/coredns/coredns@$COREDNS"
 echo "done: review and commit tools/controlplane/*/go.mod and go.sum"
