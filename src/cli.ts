@@ -1,5 +1,4 @@
 #!/usr/bin/env node
-import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import type { KmsService } from './kms-api/serve';
 import { parseRotationInterval } from './kms/validate';
@@ -38,7 +37,7 @@ Commands:
       with its projected token, fetches the named DataKeys over TLS (CA in
       DATAKEY_AGENT_CA) and writes each, mode 0400, into DIR, which must be a tmpfs.
   dev [--once] [--kms-listen HOST:PORT] [--webhook-listen HOST:PORT]
-      The product on its embedded defaults (npm run dev): starts the local control
+      Development build only (npm run dev in a checkout; not in the image): starts the local control
       plane, installs the CRDs, runs the operator with the KMS API on
       127.0.0.1:18080 (a development credential in ./.datakey-dev/credentials.env),
       applies examples/, waits until they are Ready and prints them. With a node,
@@ -47,13 +46,13 @@ Commands:
       --once exits after that; otherwise it runs until Ctrl-C.
 `;
 
-class UsageError extends Error {}
+export class UsageError extends Error {}
 
-interface Stoppable {
+export interface Stoppable {
   stop(): Promise<void>;
 }
 
-function parseListen(value: string | undefined): { host: string; port: number } {
+export function parseListen(value: string | undefined): { host: string; port: number } {
   const match = value ? /^(\[[^\]]+\]|[^:]+):(\d{1,5})$/.exec(value) : null;
   const port = match ? Number(match[2]) : NaN;
   if (!match || port > 65535)
@@ -158,32 +157,10 @@ function metricsListen(value: string): { metricsHost: string; metricsPort: numbe
   return { metricsHost: host, metricsPort: port };
 }
 
-/** The product's main job on its embedded defaults (npm run dev). */
-async function dev(args: string[]): Promise<Stoppable> {
-  const { values } = parseArgs({
-    args,
-    options: {
-      once: { type: 'boolean' },
-      'kms-listen': { type: 'string' },
-      'webhook-listen': { type: 'string' },
-    },
-    strict: true,
-  });
-  const { runDev } = await import('./devcluster/dev');
-  const session = await runDev({
-    once: values.once ?? false,
-    root: path.resolve(__dirname, '..'),
-    kmsListen: parseListen(values['kms-listen'] ?? '127.0.0.1:18080'),
-    webhookListen: parseListen(values['webhook-listen'] ?? '0.0.0.0:18443'),
-  });
-  if (values.once) {
-    await session.operator.stop();
-    process.exit(0);
-  }
-  return session.operator;
-}
+/** Commands a build adds to the product's: the development build adds `dev`. */
+export type ExtraCommands = Record<string, (args: string[]) => Promise<Stoppable>>;
 
-async function main(argv: string[]): Promise<void> {
+async function main(argv: string[], extra: ExtraCommands): Promise<void> {
   const [command, sub, ...rest] = argv;
   let service: Stoppable;
   if (command === 'kms' && sub === 'serve') service = await kmsServe(rest);
@@ -193,7 +170,12 @@ async function main(argv: string[]): Promise<void> {
     const { runAgent } = await import('./injection/agent');
     process.exitCode = await runAgent(sub === undefined ? [] : [sub, ...rest]);
     return;
-  } else if (command === 'dev') service = await dev(sub === undefined ? [] : [sub, ...rest]);
+  } else if (command !== undefined && Object.hasOwn(extra, command))
+    service = await extra[command](sub === undefined ? [] : [sub, ...rest]);
+  else if (command === 'dev')
+    throw new UsageError(
+      'datakey dev is not in this build: it belongs to the development build (npm run dev in a checkout of the repository)',
+    );
   else if (command === undefined || command === '--help' || command === 'help') {
     process.stdout.write(USAGE);
     return;
@@ -215,8 +197,13 @@ async function main(argv: string[]): Promise<void> {
   process.on('SIGINT', () => stop('SIGINT'));
 }
 
-main(process.argv.slice(2)).catch((err: Error) => {
-  console.error(`datakey: ${err.message}`);
-  if (err instanceof UsageError) console.error(`Run 'datakey --help' for usage.`);
-  process.exit(err instanceof UsageError ? 2 : 1);
-});
+/** Runs `datakey` with the product's commands and those a build adds. */
+export function runCli(argv: string[], extra: ExtraCommands = {}): void {
+  main(argv, extra).catch((err: Error) => {
+    console.error(`datakey: ${err.message}`);
+    if (err instanceof UsageError) console.error(`Run 'datakey --help' for usage.`);
+    process.exit(err instanceof UsageError ? 2 : 1);
+  });
+}
+
+if (require.main === module) runCli(process.argv.slice(2));

@@ -6,8 +6,8 @@ import {
   kubeProxyConfig,
   removalScript,
   SERVICE_CIDR,
-} from '../../src/devcluster/network';
-import { BRIDGE_IP, POD_CIDR } from '../../src/devcluster/node';
+} from '../../harness/devcluster/network';
+import { BRIDGE_IP, POD_CIDR } from '../../harness/devcluster/node';
 
 describe('the node service network configuration', () => {
   test('kube-proxy: iptables mode, pod range local, loopback ports, host settings left alone', () => {

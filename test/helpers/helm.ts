@@ -2,7 +2,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { loadAll } from 'js-yaml';
-import { ensureHelm } from '../../src/devcluster/build';
+import { ensureHelm } from '../../harness/devcluster/build';
 
 /**
  * The real helm 3 and helm 4 (built from their Go modules, cached like the

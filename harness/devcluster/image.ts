@@ -20,7 +20,7 @@ import {
 } from './images';
 import { cacheRoot, repoRoot } from './paths';
 import { onPath } from './node';
-import { DEFAULT_AGENT_IMAGE } from '../injection/options';
+import { DEFAULT_AGENT_IMAGE } from '../../src/injection/options';
 
 /** The name pods use (`imagePullPolicy: Never`). */
 /** The image the local cluster runs: also the operator's default agent image. */

@@ -12,16 +12,16 @@
 // (pod start figures are medians).
 import { randomBytes } from 'node:crypto';
 import * as https from 'node:https';
-import { createLogger } from '../common/logger';
-import { eventually, freePort } from '../common/wait';
+import { createLogger } from '../../src/common/logger';
+import { eventually, freePort } from '../../src/common/wait';
 import { up } from '../devcluster/cluster';
 import { BUSYBOX_IMAGE } from '../devcluster/images';
 import { buildAndImport, OPERATOR_IMAGE } from '../devcluster/image';
 import { nodePaths, BRIDGE_IP } from '../devcluster/node';
-import { injectionOptions } from '../injection/options';
-import { WEBHOOK_PATH } from '../injection/endpoints';
-import { startOperator } from '../operator/operator';
-import { KubeClient, type KubeObject } from '../runtime/kube-client';
+import { injectionOptions } from '../../src/injection/options';
+import { WEBHOOK_PATH } from '../../src/injection/endpoints';
+import { startOperator } from '../../src/operator/operator';
+import { KubeClient, type KubeObject } from '../../src/runtime/kube-client';
 
 const REVIEWS = intEnv('BENCH_REVIEWS', 1000);
 const PODS = intEnv('BENCH_PODS', 5);

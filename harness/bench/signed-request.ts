@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { formatKmsTime } from '../kms/clock';
-import { encodeParams, signRequest } from '../kms-api/signature';
+import { formatKmsTime } from '../../src/kms/clock';
+import { encodeParams, signRequest } from '../../src/kms-api/signature';
 
 /**
  * Builds signed Alibaba RPC v1 request paths with the project's own signer. Every

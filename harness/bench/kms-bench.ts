@@ -32,12 +32,13 @@ import { mkdtempSync, openSync, readFileSync, rmSync, closeSync } from 'node:fs'
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type autocannon from 'autocannon';
-import { KmsCore } from '../kms/core';
-import { RootKey } from '../kms/root-key';
-import { MemoryKeyStore } from '../kms/store';
+import { KmsCore } from '../../src/kms/core';
+import { RootKey } from '../../src/kms/root-key';
+import { MemoryKeyStore } from '../../src/kms/store';
 import type { LoadJob } from './load-worker';
 import { RequestSigner } from './signed-request';
-import { freePort, sleep } from '../common/wait';
+import { freePort, sleep } from '../../src/common/wait';
+import { repoRoot } from '../devcluster/paths';
 
 const env = (name: string, fallback: number): number => {
   const raw = process.env[name];
@@ -242,7 +243,7 @@ async function startKmsServer(): Promise<{ child: ChildProcess; url: string; dat
   const port = await freePort();
   const devNull = openSync('/dev/null', 'w');
   const extra = (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(' ').filter(Boolean);
-  const cli = path.join(__dirname, '..', 'cli.js');
+  const cli = path.join(repoRoot, 'dist', 'cli.js');
   const child = spawn(
     process.execPath,
     [

@@ -35,7 +35,7 @@ import {
 } from './node';
 import { claimNode, handOverNode, otherLiveOwner, ownerReason, releaseNode } from './node-owner';
 import { createCA, createLeaf, createSigningKey } from './pki';
-import { freePort } from '../common/wait';
+import { freePort } from '../../src/common/wait';
 
 const SA_ISSUER = 'https://kubernetes.default.svc.cluster.local';
 /** What a complete control plane runs (sorted). */

@@ -17,11 +17,11 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
-import { API_VERSION, type DataKey, type MasterKey } from '../api/types';
+import { API_VERSION, type DataKey, type MasterKey } from '../../src/api/types';
 import { down, up } from '../devcluster/cluster';
 import { repoRoot } from '../devcluster/paths';
-import { KubeClient, isNotFound, type KubeObject } from '../runtime/kube-client';
-import { eventually, freePort, httpGet, sleep } from '../common/wait';
+import { KubeClient, isNotFound, type KubeObject } from '../../src/runtime/kube-client';
+import { eventually, freePort, httpGet, sleep } from '../../src/common/wait';
 
 const run = promisify(execFile);
 

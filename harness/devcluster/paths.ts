@@ -1,8 +1,20 @@
+import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-/** Root of the repository (this file lives in src/devcluster or dist/devcluster). */
-export const repoRoot = path.resolve(__dirname, '..', '..');
+/**
+ * Root of the repository: the nearest directory above this file with a
+ * package.json (the file runs from harness/devcluster under Jest and from
+ * dist-harness/harness/devcluster once built).
+ */
+export const repoRoot = findRepoRoot(__dirname);
+
+function findRepoRoot(from: string): string {
+  for (let dir = from; ; dir = path.dirname(dir)) {
+    if (fs.existsSync(path.join(dir, 'package.json'))) return dir;
+    if (path.dirname(dir) === dir) throw new Error(`no package.json above ${from}`);
+  }
+}
 
 /** Where the Go modules of the tools live (go.mod + go.sum committed). */
 export const toolsDir = path.join(repoRoot, 'tools', 'controlplane');
