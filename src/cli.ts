@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
 import type { KmsService } from './kms-api/serve';
-import { parseRotationInterval } from './kms/validate';
+import { parseDuration } from './common/duration';
 // Each command loads only its own modules: the agent, an init container, starts in a blink.
 
 const USAGE = `Usage: datakey <command> [options]
@@ -64,6 +64,16 @@ function parseRate(value: string, flag: string): number {
   if (!/^\d{1,9}$/.test(value))
     throw new UsageError(`${flag} must be a whole number (0 = unlimited)`);
   return Number(value);
+}
+
+/** A test-only duration flag (lowers a product minimum); undefined when not given. */
+function testDuration(value: string | undefined, flag: string): number | undefined {
+  if (!value) return undefined;
+  const seconds = parseDuration(value, { minSeconds: 1, maxSeconds: 365 * 86400 });
+  if (seconds === undefined) {
+    throw new UsageError(`${flag} must be an integer followed by d, h, m or s, from 1s to 365d`);
+  }
+  return seconds;
 }
 
 async function kmsServe(args: string[]): Promise<KmsService> {
@@ -129,9 +139,10 @@ async function operator(args: string[]): Promise<Stoppable> {
       values['rewrap-rate'] === undefined
         ? undefined
         : parseRate(values['rewrap-rate'], '--rewrap-rate'),
-    minRotationIntervalSeconds: values['min-rotation-interval']
-      ? parseRotationInterval(values['min-rotation-interval'], 1)
-      : undefined,
+    minRotationIntervalSeconds: testDuration(
+      values['min-rotation-interval'],
+      '--min-rotation-interval',
+    ),
     injection: injectionFromFlags(injection, values, namespace),
   });
   return running;

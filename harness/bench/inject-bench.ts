@@ -13,6 +13,8 @@
 import { randomBytes } from 'node:crypto';
 import * as https from 'node:https';
 import { createLogger } from '../../src/common/logger';
+import { dataKeysPath, masterKeysPath } from '../../src/api/paths';
+import { API_VERSION } from '../../src/api/types';
 import { eventually, freePort } from '../../src/common/wait';
 import { up } from '../devcluster/cluster';
 import { BUSYBOX_IMAGE } from '../devcluster/images';
@@ -195,14 +197,14 @@ async function setUp(client: KubeClient, ns: string, id: string): Promise<void> 
     kind: 'Namespace',
     metadata: { name: ns },
   });
-  await client.create('/apis/kms.datakey.io/v1alpha1/masterkeys', {
-    apiVersion: 'kms.datakey.io/v1alpha1',
+  await client.create(masterKeysPath(), {
+    apiVersion: API_VERSION,
     kind: 'MasterKey',
     metadata: { name: `bench-inject-${id}` },
     spec: {},
   });
-  await client.create(`/apis/kms.datakey.io/v1alpha1/namespaces/${ns}/datakeys`, {
-    apiVersion: 'kms.datakey.io/v1alpha1',
+  await client.create(dataKeysPath(ns), {
+    apiVersion: API_VERSION,
     kind: 'DataKey',
     metadata: { name: 'bench', namespace: ns },
     spec: { masterKeyRef: { name: `bench-inject-${id}` } },
@@ -228,7 +230,7 @@ async function setUp(client: KubeClient, ns: string, id: string): Promise<void> 
   await eventually('the bench DataKey Ready', 60_000, async () => {
     const dk = await client.get<
       KubeObject & { status?: { conditions?: { type: string; status: string }[] } }
-    >(`/apis/kms.datakey.io/v1alpha1/namespaces/${ns}/datakeys/bench`);
+    >(dataKeysPath(ns, 'bench'));
     return dk.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True')
       ? true
       : undefined;
@@ -237,12 +239,10 @@ async function setUp(client: KubeClient, ns: string, id: string): Promise<void> 
 
 /** The MasterKey's finalizer waits for its DataKeys (gone with the namespace); the operator still runs. */
 async function tearDownKeys(client: KubeClient, id: string): Promise<void> {
-  await client
-    .delete(`/apis/kms.datakey.io/v1alpha1/masterkeys/bench-inject-${id}`)
-    .catch(() => undefined);
+  await client.delete(masterKeysPath(`bench-inject-${id}`)).catch(() => undefined);
   await eventually('the bench MasterKey gone', 60_000, async () => {
     try {
-      await client.get(`/apis/kms.datakey.io/v1alpha1/masterkeys/bench-inject-${id}`);
+      await client.get(masterKeysPath(`bench-inject-${id}`));
       return undefined;
     } catch {
       return true;

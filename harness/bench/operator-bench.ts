@@ -18,6 +18,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { API_VERSION, type DataKey, type MasterKey } from '../../src/api/types';
+import { dataKeysPath, masterKeysPath } from '../../src/api/paths';
 import { down, up } from '../devcluster/cluster';
 import { repoRoot } from '../devcluster/paths';
 import { KubeClient, isNotFound, type KubeObject } from '../../src/runtime/kube-client';
@@ -30,8 +31,8 @@ const CONCURRENCY = intEnv('BENCH_CONCURRENCY', 50);
 const TIMEOUT_MS = intEnv('BENCH_TIMEOUT_S', 300) * 1000;
 const CPU_PROF_DIR = process.env.BENCH_CPU_PROF;
 
-const DATAKEYS = (ns: string) => `/apis/kms.datakey.io/v1alpha1/namespaces/${ns}/datakeys`;
-const MASTERKEYS = '/apis/kms.datakey.io/v1alpha1/masterkeys';
+const DATAKEYS = (ns: string) => dataKeysPath(ns);
+const MASTERKEYS = masterKeysPath();
 
 function intEnv(name: string, fallback: number): number {
   const raw = process.env[name];
@@ -207,7 +208,7 @@ async function timeRewrap(
   masterKeyName: string,
   dataNs: string,
 ): Promise<number | null> {
-  const path = `/apis/kms.datakey.io/v1alpha1/masterkeys/${masterKeyName}`;
+  const path = masterKeysPath(masterKeyName);
   const before = (await client.get<KubeObject & { status?: { primaryKeyVersion?: string } }>(path))
     .status?.primaryKeyVersion;
   const t0 = performance.now();

@@ -1,33 +1,27 @@
 import { isDeepStrictEqual } from 'node:util';
-import {
-  LABEL_DATAKEY,
-  type Condition,
-  type DataKey,
-  type DataKeyStatus,
-  type MasterKey,
-} from '../api/types';
-import { KmsError, RateLimiter } from '../kms';
-import { isNotFound, type KubeObject } from '../runtime/kube-client';
+import { LABEL_DATAKEY, type Condition, type DataKeyStatus, type MasterKey } from '../api/types';
+import { DATA_KEY_SPEC_BYTES, KmsError, RateLimiter } from '../kms';
+import { isNotFound } from '../runtime/kube-client';
 import type { ReconcileResult } from '../runtime/workqueue';
-import { findCondition, setCondition } from './conditions';
-import { dataKeysPath, kmsCall, secretsPath, statusPatch, type ControllerContext } from './context';
 import {
   boundAad,
   boundContext,
+  openWrapped,
   secretManifest,
   secretNameOf,
+  statusFields,
   wrappedFromSecret,
+  wrappedFromStatus,
+  type DataKeyObject,
+  type SecretObject,
   type WrappedDataKey,
-  decryptOperation,
-  openWrapped,
-} from './datakey-secret';
-
-type DataKeyObject = DataKey & KubeObject;
-type SecretObject = KubeObject & { data?: Record<string, string>; type?: string };
+} from '../datakey';
+import { findCondition, setCondition } from '../runtime/conditions';
+import { dataKeysPath, secretsPath } from '../api/paths';
+import { kmsCall, statusPatch, type ControllerContext } from './context';
 
 /** Waiting on something outside this object (a MasterKey): retried on a slow timer and on MasterKey events. */
 const WAIT_MS = 30_000;
-const DATA_KEY_SPEC_BYTES = { AES_256: 32, AES_128: 16 } as const;
 export const DEFAULT_REWRAPS_PER_SECOND = 100;
 const REWRAP_RETRY_MS = 200;
 
@@ -102,7 +96,7 @@ export class DataKeyController {
     const secret = await this.readSecret(dataKey);
     const candidates = [
       secret && this.ownedBy(secret, dataKey) ? wrappedFromSecret(secret.data) : undefined,
-      this.wrappedFromStatus(dataKey),
+      wrappedFromStatus(dataKey.status),
     ].filter((c): c is WrappedDataKey => c !== undefined);
     // After a crash mid re-wrap the status copy may be newer than the Secret: prefer the primary version.
     const primary = this.primaryVersion(masterKey.status?.keyId as string);
@@ -144,9 +138,7 @@ export class DataKeyController {
   /** Verifies a stored ciphertext inside the core; the plaintext is zeroed at once. */
   private opens(dataKey: DataKeyObject, wrapped: WrappedDataKey): boolean {
     try {
-      const plaintext = kmsCall(this.ctx, decryptOperation(wrapped.flow), () =>
-        openWrapped(this.ctx.core, dataKey, wrapped),
-      );
+      const plaintext = openWrapped(this.ctx.core, dataKey, wrapped, this.ctx.metrics.kmsCalls);
       plaintext.fill(0);
       return true;
     } catch (err) {
@@ -187,8 +179,8 @@ export class DataKeyController {
     // The status copy is written first (with a resourceVersion precondition): if
     // this fails, the key was never stored anywhere and nothing is replaced.
     await this.ctx.client.mergePatch(
-      `${dataKeysPath(dataKey.metadata.namespace as string)}/${dataKey.metadata.name}/status`,
-      statusPatch(dataKey, { ...this.statusFields(dataKey, wrapped) }),
+      `${dataKeysPath(dataKey.metadata.namespace, dataKey.metadata.name)}/status`,
+      statusPatch(dataKey, { ...statusFields(dataKey, wrapped) }),
     );
     this.ctx.events.record(
       dataKey,
@@ -222,8 +214,8 @@ export class DataKeyController {
       throw kmsNotReady(err);
     }
     await this.ctx.client.mergePatch(
-      `${dataKeysPath(dataKey.metadata.namespace as string)}/${dataKey.metadata.name}/status`,
-      statusPatch(dataKey, this.statusFields(dataKey, rewrapped)),
+      `${dataKeysPath(dataKey.metadata.namespace, dataKey.metadata.name)}/status`,
+      statusPatch(dataKey, statusFields(dataKey, rewrapped)),
     );
     this.ctx.metrics.rewraps.inc({ result: 'success' });
     this.ctx.metrics.rewrapSeconds.observe((performance.now() - started) / 1000);
@@ -251,9 +243,7 @@ export class DataKeyController {
     if (cached) return cached;
     // Not in the (label-selected) cache: it may still exist without our label.
     try {
-      return await this.ctx.client.get<SecretObject>(
-        `${secretsPath(namespace)}/${secretNameOf(dataKey)}`,
-      );
+      return await this.ctx.client.get<SecretObject>(secretsPath(namespace, secretNameOf(dataKey)));
     } catch (err) {
       if (isNotFound(err)) return undefined;
       throw err;
@@ -315,7 +305,7 @@ export class DataKeyController {
       // One full replace (guarded by resourceVersion), not an apply: blob, version,
       // flow and the decryption fields change together, and keys another field
       // manager added would survive an apply, so the Secret would never match the layout.
-      await this.ctx.client.replace(`${secretsPath(namespace)}/${name}`, {
+      await this.ctx.client.replace(secretsPath(namespace, name), {
         ...manifest,
         metadata: {
           ...secret.metadata,
@@ -349,30 +339,6 @@ export class DataKeyController {
     );
   }
 
-  private wrappedFromStatus(dataKey: DataKeyObject): WrappedDataKey | undefined {
-    const status = dataKey.status;
-    if (!status?.ciphertextBlob || !status.keyId || !status.keyVersionId || !status.flow)
-      return undefined;
-    const blob = Buffer.from(status.ciphertextBlob, 'base64');
-    return {
-      keyId: status.keyId,
-      keyVersionId: status.keyVersionId,
-      flow: status.flow,
-      ciphertextBlob: blob,
-      iv: status.flow === 'Advance' ? Buffer.from(blob.subarray(37, 49)) : undefined,
-    };
-  }
-
-  private statusFields(dataKey: DataKeyObject, wrapped: WrappedDataKey): DataKeyStatus {
-    return {
-      keyId: wrapped.keyId,
-      keyVersionId: wrapped.keyVersionId,
-      flow: wrapped.flow,
-      secretName: secretNameOf(dataKey),
-      ciphertextBlob: wrapped.ciphertextBlob.toString('base64'),
-    };
-  }
-
   /** Writes status only when it changes. */
   private async writeStatus(
     dataKey: DataKeyObject,
@@ -382,13 +348,13 @@ export class DataKeyController {
     const current = dataKey.status ?? {};
     const next: DataKeyStatus = {
       ...current,
-      ...(wrapped ? this.statusFields(dataKey, wrapped) : {}),
+      ...(wrapped ? statusFields(dataKey, wrapped) : {}),
       observedGeneration: dataKey.metadata.generation,
       conditions: setCondition(current.conditions, ready),
     };
     if (isDeepStrictEqual(stripTimes(next), stripTimes(current))) return;
     await this.ctx.client.mergePatch(
-      `${dataKeysPath(dataKey.metadata.namespace as string)}/${dataKey.metadata.name}/status`,
+      `${dataKeysPath(dataKey.metadata.namespace, dataKey.metadata.name)}/status`,
       { status: next },
     );
   }

@@ -6,11 +6,12 @@ import {
   type MasterKeyStatus,
 } from '../api/types';
 import { KmsError, type KeyMetadata } from '../kms';
-import { parseRotationInterval } from '../kms/validate';
+import { parseDuration } from '../common/duration';
 import type { KubeObject } from '../runtime/kube-client';
 import type { ReconcileResult } from '../runtime/workqueue';
-import { setCondition } from './conditions';
-import { kmsCall, masterKeysPath, statusPatch, type ControllerContext } from './context';
+import { setCondition } from '../runtime/conditions';
+import { masterKeysPath } from '../api/paths';
+import { kmsCall, statusPatch, type ControllerContext } from './context';
 
 export const MASTERKEY_FINALIZER = 'kms.datakey.io/masterkey-protection';
 /** Deleting a MasterKey schedules the key's deletion with this window, never destroys at once. */
@@ -42,7 +43,7 @@ export class MasterKeyController {
     if (!masterKey) return;
     if (masterKey.metadata.deletionTimestamp) return this.finalize(masterKey);
     if (!(masterKey.metadata.finalizers ?? []).includes(MASTERKEY_FINALIZER)) {
-      await this.ctx.client.mergePatch(`${masterKeysPath()}/${name}`, {
+      await this.ctx.client.mergePatch(masterKeysPath(name), {
         metadata: {
           resourceVersion: masterKey.metadata.resourceVersion,
           finalizers: [...(masterKey.metadata.finalizers ?? []), MASTERKEY_FINALIZER],
@@ -115,7 +116,8 @@ export class MasterKeyController {
       : undefined;
     if (
       automatic !== (meta.automaticRotation !== 'Disabled') ||
-      (interval !== undefined && parseRotationInterval(interval, 1) !== currentSeconds)
+      (interval !== undefined &&
+        parseDuration(interval, { minSeconds: 1, maxSeconds: Infinity }) !== currentSeconds)
     ) {
       meta = await kmsCall(this.ctx, 'UpdateRotationPolicy', () =>
         core.updateRotationPolicy(keyId, automatic, interval),
@@ -254,7 +256,7 @@ export class MasterKeyController {
         if (!(err instanceof KmsError && err.code === 'Forbidden.KeyNotFound')) throw err;
       }
     }
-    await this.ctx.client.mergePatch(`${masterKeysPath()}/${name}`, {
+    await this.ctx.client.mergePatch(masterKeysPath(name), {
       metadata: {
         resourceVersion: masterKey.metadata.resourceVersion,
         finalizers: (masterKey.metadata.finalizers ?? []).filter((f) => f !== MASTERKEY_FINALIZER),
@@ -301,7 +303,7 @@ export class MasterKeyController {
     });
     if (isDeepStrictEqual(strip(next), strip(current))) return;
     await this.ctx.client.mergePatch(
-      `${masterKeysPath()}/${masterKey.metadata.name}/status`,
+      `${masterKeysPath(masterKey.metadata.name)}/status`,
       statusPatch(masterKey, next),
     );
   }

@@ -1,7 +1,7 @@
 import * as https from 'node:https';
 import type * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { ControllerContext } from '../controllers/context';
+import type { InjectionContext } from './context';
 import { BodyError, closeGracefully, readBody } from '../common/http';
 import { deliver, reportAgentFailure, type DeliveryAnswer } from './delivery';
 import { DELIVER_PATH, REPORT_PATH, WEBHOOK_PATH } from './endpoints';
@@ -37,7 +37,7 @@ function send(res: http.ServerResponse, status: number, body: unknown): void {
 async function answerReview(
   req: http.IncomingMessage,
   res: http.ServerResponse,
-  ctx: ControllerContext,
+  ctx: InjectionContext,
   config: () => InjectionConfig,
 ): Promise<void> {
   const end = ctx.metrics.admissionSeconds.startTimer();
@@ -68,7 +68,7 @@ async function answerReview(
 async function answerAgent(
   req: http.IncomingMessage,
   res: http.ServerResponse,
-  ctx: ControllerContext,
+  ctx: InjectionContext,
   handler: typeof deliver,
 ): Promise<void> {
   let answer: DeliveryAnswer;
@@ -106,7 +106,7 @@ async function answerAgent(
   }
 }
 
-function route(ctx: ControllerContext, config: () => InjectionConfig) {
+function route(ctx: InjectionContext, config: () => InjectionConfig) {
   return (req: http.IncomingMessage, res: http.ServerResponse): void => {
     const path = (req.url ?? '/').split('?')[0];
     const handled =
@@ -134,7 +134,7 @@ function route(ctx: ControllerContext, config: () => InjectionConfig) {
 }
 
 export function serveInjection(
-  ctx: ControllerContext,
+  ctx: InjectionContext,
   listen: { host: string; port: number },
   material: ServingMaterial,
   config: () => InjectionConfig,

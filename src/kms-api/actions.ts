@@ -1,3 +1,4 @@
+import { blobLength } from '../kms/blob';
 import type { KmsCore, KeyMetadata, KeyVersionInfo, Sealed, SealedAdvance } from '../kms/core';
 import type { StoredAlias } from '../kms/model';
 import { MAX_AAD_BYTES, MAX_DATA_KEY_BYTES, MAX_PLAINTEXT_BYTES, type Page } from '../kms/validate';
@@ -19,7 +20,7 @@ export interface ActionResult {
 type Action = (params: Params, ctx: ActionContext) => ActionResult | Promise<ActionResult>;
 
 /** Largest blob: header, IV and tag around the largest plaintext (6 KB). */
-const MAX_BLOB_BYTES = 37 + 12 + MAX_PLAINTEXT_BYTES + 16;
+const MAX_BLOB_BYTES = blobLength(MAX_PLAINTEXT_BYTES);
 
 const keyArn = (ctx: ActionContext, keyId: string) =>
   `acs:kms:${ctx.regionId}:${ctx.accountId}:key/${keyId}`;

@@ -16,9 +16,11 @@ import {
   onlySymmetric,
 } from './errors';
 import {
+  DATA_KEY_SPEC_BYTES,
   SYMMETRIC_KEY_SPECS,
   ASYMMETRIC_KEY_SPECS,
   isSymmetricSpec,
+  type DataKeySpec,
   type KeyUsage,
   type MasterKeySpec,
   type StoredAlias,
@@ -129,7 +131,6 @@ interface LiveVersion {
 
 const EMPTY = Buffer.alloc(0);
 const SECONDS_PER_WEEK = 7 * DAY_SECONDS;
-const DATA_KEY_SPEC_BYTES: Record<string, number> = { AES_256: 32, AES_128: 16 };
 
 /**
  * The embedded KMS: master keys with versions and aliases, and the data-key and
@@ -816,7 +817,9 @@ function checkKeyUsage(value: string, spec: MasterKeySpec): KeyUsage {
 
 function dataKeySpecBytes(keySpec: string | undefined): number {
   if (keySpec === undefined) return 32;
-  const bytes = DATA_KEY_SPEC_BYTES[keySpec];
+  const bytes = Object.hasOwn(DATA_KEY_SPEC_BYTES, keySpec)
+    ? DATA_KEY_SPEC_BYTES[keySpec as DataKeySpec]
+    : undefined;
   if (bytes === undefined) throw invalidParameter('KeySpec');
   return bytes;
 }

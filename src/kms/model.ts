@@ -5,6 +5,10 @@ export const SYMMETRIC_KEY_SPECS = {
   Aliyun_AES_192: 24,
   Aliyun_AES_128: 16,
 } as const;
+/** Bytes of a data key by the KeySpec of GenerateDataKey (NumberOfBytes wins over it). */
+export const DATA_KEY_SPEC_BYTES = { AES_256: 32, AES_128: 16 } as const;
+export type DataKeySpec = keyof typeof DATA_KEY_SPEC_BYTES;
+
 export const ASYMMETRIC_KEY_SPECS = ['RSA_2048', 'EC_P256'] as const;
 
 export type SymmetricKeySpec = keyof typeof SYMMETRIC_KEY_SPECS;

@@ -1,3 +1,4 @@
+import { parseDuration } from '../common/duration';
 import { invalidParameter, missingParameter } from './errors';
 
 /** Parameter checks shared by the core and the HTTP API; errors name the Alibaba parameter. */
@@ -107,14 +108,12 @@ export function checkDescription(value: string): string {
   return value;
 }
 
-const UNIT_SECONDS: Record<string, number> = { d: 86400, h: 3600, m: 60, s: 1 };
 export const DAY_SECONDS = 86400;
 
 /** `RotationInterval` is an integer and a unit (d, h, m, s), e.g. `30d` or `604800s`. */
 export function parseRotationInterval(value: string, minSeconds: number): number {
-  const match = /^(\d{1,12})([dhms])$/.exec(value);
-  const seconds = match ? Number(match[1]) * UNIT_SECONDS[match[2]] : NaN;
-  if (!match || seconds < minSeconds || seconds > 365 * DAY_SECONDS) {
+  const seconds = parseDuration(value, { minSeconds, maxSeconds: 365 * DAY_SECONDS });
+  if (seconds === undefined) {
     throw invalidParameter(
       'RotationInterval',
       `It must be an integer followed by d, h, m or s, from ${minSeconds}s to 365d.`,

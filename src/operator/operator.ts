@@ -3,9 +3,11 @@ import type { Server } from 'node:http';
 import { createLogger, type Logger } from '../common/logger';
 import type { DataKey, MasterKey } from '../api/types';
 import { LABEL_DATAKEY } from '../api/types';
-import { masterKeysPath, type ControllerContext } from '../controllers/context';
+import { dataKeysPath, masterKeysPath, secretsPath } from '../api/paths';
+import type { ControllerContext } from '../controllers/context';
 import { DataKeyController } from '../controllers/datakey-controller';
 import { MasterKeyController } from '../controllers/masterkey-controller';
+import type { InjectionContext } from '../injection/context';
 import {
   startInjection,
   type InjectionOptions,
@@ -72,20 +74,12 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
 
   const metrics = new OperatorMetrics();
   metrics.countKubeRequests(client);
-  const ctx: ControllerContext = {
+  const ctx: ControllerContext & InjectionContext = {
     client,
     core,
     masterKeys: new Informer<MasterKey & KubeObject>(client, { path: masterKeysPath() }, logger),
-    dataKeys: new Informer<DataKey & KubeObject>(
-      client,
-      { path: '/apis/kms.datakey.io/v1alpha1/datakeys' },
-      logger,
-    ),
-    secrets: new Informer(
-      client,
-      { path: '/api/v1/secrets', labelSelector: LABEL_DATAKEY },
-      logger,
-    ),
+    dataKeys: new Informer<DataKey & KubeObject>(client, { path: dataKeysPath() }, logger),
+    secrets: new Informer(client, { path: secretsPath(), labelSelector: LABEL_DATAKEY }, logger),
     events: new EventRecorder(client, 'datakey-operator', logger),
     metrics,
     logger,

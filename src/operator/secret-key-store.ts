@@ -2,6 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import type { KeyStore, StoredAlias, StoredKey } from '../kms';
 import { ROOT_KEY_BYTES } from '../kms';
 import { isConflict, isNotFound, type KubeClient, type KubeObject } from '../runtime/kube-client';
+import { secretsPath } from '../api/paths';
 
 /**
  * KMS key store in Secrets of the operator's namespace: one Secret per key and per
@@ -26,7 +27,7 @@ export class SecretKeyStore implements KeyStore {
   ) {}
 
   private collection(): string {
-    return `/api/v1/namespaces/${this.namespace}/secrets`;
+    return secretsPath(this.namespace);
   }
 
   async load(): Promise<{ keys: StoredKey[]; aliases: StoredAlias[] }> {
@@ -113,7 +114,7 @@ export async function loadOrCreateRootKeySecret(
   client: KubeClient,
   namespace: string,
 ): Promise<Buffer> {
-  const path = `/api/v1/namespaces/${namespace}/secrets`;
+  const path = secretsPath(namespace);
   for (let attempt = 0; attempt < 3; attempt++) {
     try {
       const secret = await client.get<SecretObject>(`${path}/${ROOT_KEY_SECRET}`);

@@ -1,40 +1,12 @@
-import { canonicalEncryptionContext, type KmsCore } from '../kms';
-import { LABEL_DATAKEY, SECRET_TYPE, type DataKey, type Flow } from '../api/types';
+import { API_VERSION, LABEL_DATAKEY, SECRET_TYPE, type DataKey } from '../api/types';
+import { canonicalEncryptionContext } from '../kms';
+import { boundAad, boundContext } from './identity';
+import { secretNameOf, type WrappedDataKey } from './wrapped';
 
 /**
- * The Secret a DataKey owns: ciphertext and what decryption needs, never a
- * plaintext. The ciphertext is bound to the DataKey's namespace and name.
+ * The Secret layout: the Secret a DataKey owns holds the ciphertext and what
+ * decryption needs (strings the KMS API takes), never a plaintext.
  */
-
-export const IDENTITY_NAMESPACE = 'kms.datakey.io/namespace';
-export const IDENTITY_NAME = 'kms.datakey.io/name';
-
-/** The user's context plus the identity binding; reserved keys always win. */
-export function boundContext(dataKey: DataKey): Record<string, string> {
-  return {
-    ...(dataKey.spec.encryptionContext ?? {}),
-    [IDENTITY_NAMESPACE]: dataKey.metadata.namespace ?? '',
-    [IDENTITY_NAME]: dataKey.metadata.name,
-  };
-}
-
-/** The Advance flow binds the same identity: its Aad is the canonical context. */
-export function boundAad(dataKey: DataKey): Buffer {
-  return Buffer.from(canonicalEncryptionContext(boundContext(dataKey)), 'utf8');
-}
-
-export interface WrappedDataKey {
-  keyId: string;
-  keyVersionId: string;
-  flow: Flow;
-  ciphertextBlob: Buffer;
-  /** Advance flow only. */
-  iv?: Buffer;
-}
-
-export function secretNameOf(dataKey: DataKey): string {
-  return dataKey.spec.secretName ?? dataKey.metadata.name;
-}
 
 /** `data` of the Secret (values base64 as the API expects). */
 export function secretData(dataKey: DataKey, wrapped: WrappedDataKey): Record<string, string> {
@@ -68,7 +40,7 @@ export function secretManifest(dataKey: DataKey, wrapped: WrappedDataKey) {
       labels: { [LABEL_DATAKEY]: dataKey.metadata.name },
       ownerReferences: [
         {
-          apiVersion: 'kms.datakey.io/v1alpha1',
+          apiVersion: API_VERSION,
           kind: 'DataKey',
           name: dataKey.metadata.name,
           uid: dataKey.metadata.uid as string,
@@ -96,18 +68,4 @@ export function wrappedFromSecret(
     ciphertextBlob: Buffer.from(data.ciphertextBlob, 'base64'),
     iv: data.iv ? Buffer.from(data.iv, 'base64') : undefined,
   };
-}
-
-export const decryptOperation = (flow: Flow) =>
-  flow === 'Standard' ? 'Decrypt' : 'AdvanceDecrypt';
-
-/** Opens a stored ciphertext inside the core; the caller zeroes the plaintext. */
-export function openWrapped(core: KmsCore, dataKey: DataKey, wrapped: WrappedDataKey): Buffer {
-  return wrapped.flow === 'Standard'
-    ? core.decrypt({
-        ciphertextBlob: wrapped.ciphertextBlob,
-        encryptionContext: boundContext(dataKey),
-      }).plaintext
-    : core.advanceDecrypt({ ciphertextBlob: wrapped.ciphertextBlob, aad: boundAad(dataKey) })
-        .plaintext;
 }

@@ -1,12 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { DataKey } from '../../src/api/types';
-import { setCondition } from '../../src/controllers/conditions';
-import {
-  boundAad,
-  boundContext,
-  secretManifest,
-  wrappedFromSecret,
-} from '../../src/controllers/datakey-secret';
+import { setCondition } from '../../src/runtime/conditions';
+import { boundAad, boundContext, secretManifest, wrappedFromSecret } from '../../src/datakey';
 import { openCore } from '../kms/core-helpers';
 
 const dataKey = (namespace: string, name: string, context?: Record<string, string>): DataKey => ({
