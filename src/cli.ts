@@ -117,6 +117,8 @@ async function operator(args: string[]): Promise<Stoppable> {
       'rewrap-rate': { type: 'string' },
       // Test-only: allow rotation intervals under 7 days.
       'min-rotation-interval': { type: 'string' },
+      // Test-only: shorten one day of a deletion window (the 7-day minimum stays).
+      'deletion-day': { type: 'string' },
       ...injection.INJECTION_FLAGS,
     },
     strict: true,
@@ -143,6 +145,7 @@ async function operator(args: string[]): Promise<Stoppable> {
       values['min-rotation-interval'],
       '--min-rotation-interval',
     ),
+    deletionDaySeconds: testDuration(values['deletion-day'], '--deletion-day'),
     injection: injectionFromFlags(injection, values, namespace),
   });
   return running;

@@ -1,3 +1,4 @@
+import { ConditionType, PodEvent } from '../api/conditions';
 import { GROUP } from '../api/types';
 import { findCondition } from '../runtime/conditions';
 import type { InjectionContext } from './context';
@@ -237,7 +238,7 @@ function plaintextOf(ctx: InjectionContext, namespace: string, name: string, pod
       pod,
     );
   }
-  const ready = findCondition(dataKey.status?.conditions, 'Ready');
+  const ready = findCondition(dataKey.status?.conditions, ConditionType.Ready);
   if (ready?.status !== 'True') {
     throw new Denied(
       409,
@@ -321,14 +322,15 @@ export async function deliver(
     ctx.events.record(
       pod,
       'Normal',
-      'DataKeyDelivered',
+      PodEvent.DataKeyDelivered,
       `Delivered DataKeys ${claim.keys.join(', ')}`,
     );
     return { status: 200, result: 'delivered', message: 'ok', keys };
   } catch (err) {
     if (!(err instanceof Denied)) throw err;
     if (err.pod) {
-      const reason = err.result === 'not_ready' ? 'DataKeyNotReady' : 'DataKeyDeliveryDenied';
+      const reason =
+        err.result === 'not_ready' ? PodEvent.DataKeyNotReady : PodEvent.DataKeyDeliveryDenied;
       ctx.events.record(err.pod, 'Warning', reason, err.message);
     }
     return { status: err.status, result: err.result, message: err.message };
@@ -351,7 +353,7 @@ export async function reportAgentFailure(
   }
   try {
     const { pod } = await authenticate(ctx, token);
-    ctx.events.record(pod, 'Warning', 'DataKeyAgentFailed', message);
+    ctx.events.record(pod, 'Warning', PodEvent.DataKeyAgentFailed, message);
     return { status: 200, result: 'error', message: 'recorded' };
   } catch (err) {
     if (!(err instanceof Denied)) throw err;

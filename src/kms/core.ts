@@ -52,6 +52,11 @@ export interface KmsCoreOptions {
   clock?: Clock;
   /** Shortest accepted RotationInterval; 7 days unless a test lowers it on purpose. */
   minRotationIntervalSeconds?: number;
+  /**
+   * How long one day of a deletion window (PendingWindowInDays) lasts, in
+   * seconds; a day unless a test shortens it on purpose (the 7-day minimum stays).
+   */
+  deletionDaySeconds?: number;
 }
 
 export interface KeyMetadata {
@@ -142,6 +147,7 @@ export class KmsCore {
   private readonly rootKey: RootKey;
   private readonly clock: Clock;
   private readonly minRotationSeconds: number;
+  private readonly deletionDaySeconds: number;
   private readonly keys = new Map<string, StoredKey>();
   private readonly aliases = new Map<string, StoredAlias>();
   private readonly versions = new Map<string, LiveVersion>();
@@ -152,6 +158,7 @@ export class KmsCore {
     this.rootKey = options.rootKey;
     this.clock = options.clock ?? systemClock;
     this.minRotationSeconds = options.minRotationIntervalSeconds ?? SECONDS_PER_WEEK;
+    this.deletionDaySeconds = options.deletionDaySeconds ?? DAY_SECONDS;
   }
 
   static async open(options: KmsCoreOptions): Promise<KmsCore> {
@@ -258,7 +265,7 @@ export class KmsCore {
       if (key.keyState === 'PendingDeletion') throw keyPendingDeletion(key.keyId);
       key.keyState = 'PendingDeletion';
       key.deleteDate = formatKmsTime(
-        new Date(this.clock.now().getTime() + pendingWindowInDays * DAY_SECONDS * 1000),
+        new Date(this.clock.now().getTime() + pendingWindowInDays * this.deletionDaySeconds * 1000),
       );
     });
   }
@@ -346,8 +353,11 @@ export class KmsCore {
   /**
    * Rotates keys whose next rotation date has passed and deletes keys whose
    * deletion window has ended. Called on a timer by servers, directly by tests.
+   * `rotates` leaves out keys another owner rotates itself (the operator's MasterKeys).
    */
-  async runMaintenance(): Promise<{ rotated: string[]; deleted: string[] }> {
+  async runMaintenance(
+    options: { rotates?: (keyId: string) => boolean } = {},
+  ): Promise<{ rotated: string[]; deleted: string[] }> {
     const now = this.clock.now().getTime();
     const rotated: string[] = [];
     const deleted: string[] = [];
@@ -361,6 +371,7 @@ export class KmsCore {
         deleted.push(key.keyId);
         continue;
       }
+      if (options.rotates && !options.rotates(key.keyId)) continue;
       if (await this.rotateIfDue(key.keyId)) rotated.push(key.keyId);
     }
     return { rotated, deleted };
