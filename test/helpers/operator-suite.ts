@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import * as paths from '../../src/api/paths';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -44,10 +45,9 @@ export interface DataKeyObject extends KubeObject {
   };
 }
 
-export const dataKeysPath = (ns: string) =>
-  `/apis/kms.datakey.io/v1alpha1/namespaces/${ns}/datakeys`;
-export const masterKeysPath = '/apis/kms.datakey.io/v1alpha1/masterkeys';
-export const secretsPath = (ns: string) => `/api/v1/namespaces/${ns}/secrets`;
+export const dataKeysPath = (ns: string) => paths.dataKeysPath(ns);
+export const masterKeysPath = paths.masterKeysPath();
+export const secretsPath = (ns: string) => paths.secretsPath(ns);
 
 let cacheDir: string | undefined;
 const kubectlCache = () =>
