@@ -3,7 +3,7 @@
 // values schema that refuses a wrong value at install time.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { load } from 'js-yaml';
+import { parse as load } from 'yaml';
 import { serviceClient, webhookConfiguration } from '../../src/injection/registration';
 import {
   CHART,

@@ -1,4 +1,4 @@
-import * as yaml from 'js-yaml';
+import * as yaml from 'yaml';
 import {
   CLUSTER_DNS_IP,
   corefile,
@@ -11,7 +11,7 @@ import { BRIDGE_IP, POD_CIDR } from '../../harness/devcluster/node';
 
 describe('the node service network configuration', () => {
   test('kube-proxy: iptables mode, pod range local, loopback ports, host settings left alone', () => {
-    const cfg = yaml.load(
+    const cfg = yaml.parse(
       kubeProxyConfig({
         kubeconfig: '/s/kp.kubeconfig',
         node: 'n1',

@@ -1,7 +1,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { loadAll } from 'js-yaml';
+import { parseAllDocuments } from 'yaml';
 import { ensureHelm } from '../../harness/devcluster/build';
 
 /**
@@ -99,7 +99,9 @@ export interface Rendered {
 /** `helm template`, parsed into its objects. */
 export async function render(major: HelmMajor, o: RenderOptions = {}): Promise<Rendered[]> {
   const text = await templateText(major, o);
-  return (loadAll(text) as (Rendered | null)[]).filter((o): o is Rendered => o !== null);
+  return (parseAllDocuments(text).map((d) => d.toJS()) as (Rendered | null)[]).filter(
+    (o): o is Rendered => o !== null,
+  );
 }
 
 /** The one rendered object of a kind (and name, when several). */
