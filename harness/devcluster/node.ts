@@ -1,7 +1,7 @@
 // The local cluster's node: configuration of containerd (Debian's, with runc)
 // and the kubelet, and the removal of every piece of host state they leave.
 // The processes themselves are started and stopped by cluster.ts.
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import * as dns from 'node:dns';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -483,18 +483,4 @@ export function alive(pid: number): boolean {
   } catch {
     return false;
   }
-}
-
-/** The RSS of a process in MB, or undefined. */
-export function rssMB(pid: number): number | undefined {
-  try {
-    const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Math.round(Number(m[1]) / 1024) : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-export function ctrSync(ctr: string, p: NodePaths, args: string[]): string {
-  return execFileSync(ctr, ['-a', p.containerdSock, ...args], { encoding: 'utf8' });
 }

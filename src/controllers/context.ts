@@ -29,8 +29,3 @@ export interface ControllerContext {
 /** Calls the core and counts the call by operation and result code. */
 export const kmsCall = <T>(ctx: ControllerContext, operation: string, call: () => T): T =>
   countedKmsCall(ctx.metrics.kmsCalls, operation, call);
-
-/** Status patches carry the resourceVersion the decision was made on: a stale cache gets 409. */
-export function statusPatch(object: KubeObject, status: unknown) {
-  return { metadata: { resourceVersion: object.metadata.resourceVersion }, status };
-}

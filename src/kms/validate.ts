@@ -1,5 +1,5 @@
 import { parseDuration } from '../common/duration';
-import { invalidParameter, missingParameter } from './errors';
+import { invalidParameter } from './errors';
 
 /** Parameter checks shared by the core and the HTTP API; errors name the Alibaba parameter. */
 
@@ -15,11 +15,6 @@ export type EncryptionContext = Record<string, string>;
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 const ALIAS_NAME = /^alias\/[A-Za-z0-9_\-/]{1,255}$/;
 export const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
-
-export function requireString(name: string, value: string | undefined): string {
-  if (value === undefined || value === '') throw missingParameter(name);
-  return value;
-}
 
 export function decodeBase64(name: string, value: string, maxBytes: number): Buffer {
   if (value.length > Math.ceil(maxBytes / 3) * 4 || !BASE64.test(value)) {
