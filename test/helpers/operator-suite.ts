@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
 import * as paths from '../../src/api/paths';
+import { buildCrds } from '../../src/api/crds';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -106,6 +107,18 @@ export async function kubectlOk(args: string[], input?: string): Promise<string>
 }
 
 /** `kubectl apply -f -` of objects (sent as a JSON v1 List). */
+/** Applies the test-only CRD variant that allows rotation intervals under 7 days. */
+export async function applyShortRotationCrds(): Promise<void> {
+  await kubectlOk(
+    ['apply', '-f', '-'],
+    JSON.stringify({
+      apiVersion: 'v1',
+      kind: 'List',
+      items: buildCrds({ minRotationSeconds: 1 }).map(({ crd }) => crd),
+    }),
+  );
+}
+
 export function applyObjects(objects: Json[], extraArgs: string[] = []): Promise<KubectlResult> {
   return kubectl(
     ['apply', ...extraArgs, '-f', '-'],

@@ -2,12 +2,12 @@
 // window are purged; keys created through --kms-listen rotate on their own
 // schedule; a MasterKey's key rotates only through its controller.
 import RPCClient from '@alicloud/pop-core';
-import { buildCrds } from '../../src/api/crds';
 import type { KubeObject } from '../../src/runtime/kube-client';
 import type { OperatorProcess } from '../helpers/operator-process';
 import {
   CRDS,
   applyObjects,
+  applyShortRotationCrds,
   client,
   kubectlOk,
   masterKey,
@@ -36,14 +36,7 @@ const schedulesRotated = async () => {
 
 beforeAll(async () => {
   // The test-only CRD variant allows rotation intervals under 7 days.
-  await kubectlOk(
-    ['apply', '-f', '-'],
-    JSON.stringify({
-      apiVersion: 'v1',
-      kind: 'List',
-      items: buildCrds({ minRotationSeconds: 1 }).map(({ crd }) => crd),
-    }),
-  );
+  await applyShortRotationCrds();
   // One "day" of a deletion window lasts a second: the 7-day minimum passes in 7 s.
   op = await suite.start({ args: ['--min-rotation-interval', '1s', '--deletion-day', '1s'] });
   kms = new RPCClient({
