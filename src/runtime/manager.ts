@@ -40,13 +40,17 @@ export interface ManagerHooks {
  * queues seeded with every key, and ends by draining them. Watches are wired
  * once; they enqueue into the current term's queue (nothing between terms).
  */
+/** One leadership term's state: a stopped term is drained, never touched by the next one. */
+interface Term {
+  queues: Map<string, WorkQueue>;
+  running: Promise<void>[];
+  timers: NodeJS.Timeout[];
+  started: Promise<void>;
+  stopped: boolean;
+}
+
 export class Manager {
-  private readonly queues = new Map<string, WorkQueue>();
-  private running: Promise<void>[] = [];
-  private timers: NodeJS.Timeout[] = [];
-  private term = 0;
-  private starting: Promise<void> = Promise.resolve();
-  private leading = false;
+  private current: Term | undefined;
 
   constructor(
     private readonly controllers: ManagedController[],
@@ -60,7 +64,7 @@ export class Manager {
     for (const controller of controllers) {
       for (const watch of controller.watches) {
         watch.informer.on((event, object, old) => {
-          const queue = this.queues.get(controller.name);
+          const queue = this.current?.queues.get(controller.name);
           if (!queue) return;
           for (const key of watch.keysFor(event, object, old)) queue.add(key);
         });
@@ -69,45 +73,51 @@ export class Manager {
   }
 
   isLeading(): boolean {
-    return this.leading;
+    return this.current !== undefined;
   }
 
   /** Keys waiting per controller (0 between terms). */
   queueDepths(): Record<string, number> {
     return Object.fromEntries(
-      this.controllers.map((c) => [c.name, this.queues.get(c.name)?.length ?? 0]),
+      this.controllers.map((c) => [c.name, this.current?.queues.get(c.name)?.length ?? 0]),
     );
   }
 
   startTerm(): void {
-    const myTerm = ++this.term;
-    this.leading = true;
-    this.starting = (async () => {
-      if (!(await this.prepare(myTerm))) return;
-      this.running = this.controllers.map((controller) => {
+    const term: Term = {
+      queues: new Map(),
+      running: [],
+      timers: [],
+      started: Promise.resolve(),
+      stopped: false,
+    };
+    this.current = term;
+    term.started = (async () => {
+      if (!(await this.prepare(term))) return;
+      term.running = this.controllers.map((controller) => {
         const queue = new WorkQueue();
-        this.queues.set(controller.name, queue);
+        term.queues.set(controller.name, queue);
         for (const key of controller.allKeys()) queue.add(key);
         return this.run(controller, queue);
       });
-      this.timers = (this.options.tasks ?? []).map((task) => this.schedule(task, myTerm));
+      term.timers = (this.options.tasks ?? []).map((task) => this.schedule(task, term));
     })();
   }
 
   async stopTerm(): Promise<void> {
-    this.term++;
-    this.leading = false;
-    await this.starting;
-    for (const timer of this.timers.splice(0)) clearInterval(timer);
-    const queues = [...this.queues.values()];
-    this.queues.clear();
-    await Promise.all(queues.map((queue) => queue.shutDownWithDrain()));
-    await Promise.all(this.running.splice(0));
+    const term = this.current;
+    if (!term) return;
+    this.current = undefined;
+    term.stopped = true;
+    await term.started;
+    for (const timer of term.timers) clearInterval(timer);
+    await Promise.all([...term.queues.values()].map((queue) => queue.shutDownWithDrain()));
+    await Promise.all(term.running);
   }
 
-  private async prepare(myTerm: number): Promise<boolean> {
+  private async prepare(term: Term): Promise<boolean> {
     const prepareTerm = this.options.hooks?.prepareTerm;
-    while (prepareTerm && myTerm === this.term) {
+    while (prepareTerm && !term.stopped) {
       try {
         await prepareTerm();
         break;
@@ -116,7 +126,7 @@ export class Manager {
         await new Promise((r) => setTimeout(r, 1000));
       }
     }
-    return myTerm === this.term;
+    return !term.stopped;
   }
 
   private run(controller: ManagedController, queue: WorkQueue): Promise<void> {
@@ -139,10 +149,10 @@ export class Manager {
   }
 
   /** One run at a time: a slow run delays the next instead of overlapping it. */
-  private schedule(task: LeaderTask, myTerm: number): NodeJS.Timeout {
+  private schedule(task: LeaderTask, term: Term): NodeJS.Timeout {
     let busy = false;
     const timer = setInterval(() => {
-      if (busy || myTerm !== this.term) return;
+      if (busy || term.stopped) return;
       busy = true;
       task
         .run()
