@@ -8,6 +8,7 @@ import { BodyError, closeGracefully, readBody } from '../common/http';
 import { REDACT_PATHS, type Logger } from '../common/logger';
 import type { KmsCore } from '../kms/core';
 import { KmsError, missingParameter } from '../kms/errors';
+import { ownEntry } from '../kms/validate';
 import { RateLimiter } from '../kms/rate-limit';
 import { ACTIONS, type ActionContext } from './actions';
 import { Authenticator } from './authenticate';
@@ -88,7 +89,7 @@ export class KmsApi {
       }
       if (!signed.action) throw missingParameter('Action');
       action = signed.action;
-      const handler = Object.hasOwn(ACTIONS, action) ? ACTIONS[action] : undefined;
+      const handler = ownEntry(ACTIONS, action);
       if (!handler) {
         throw new KmsError(404, 'InvalidAction.NotFound', 'Specified api is not found.');
       }

@@ -107,13 +107,21 @@ export function checkDescription(value: string): string {
   return value;
 }
 
+/**
+ * `table[key]` for the table's own entries only: user input such as `toString`,
+ * `constructor` or `__proto__` must never reach a prototype's members.
+ */
+export function ownEntry<T>(table: Readonly<Record<string, T>>, key: string): T | undefined {
+  return Object.hasOwn(table, key) ? table[key] : undefined;
+}
+
 const UNIT_SECONDS: Record<string, number> = { d: 86400, h: 3600, m: 60, s: 1 };
 export const DAY_SECONDS = 86400;
 
 /** `RotationInterval` is an integer and a unit (d, h, m, s), e.g. `30d` or `604800s`. */
 export function parseRotationInterval(value: string, minSeconds: number): number {
   const match = /^(\d{1,12})([dhms])$/.exec(value);
-  const seconds = match ? Number(match[1]) * UNIT_SECONDS[match[2]] : NaN;
+  const seconds = match ? Number(match[1]) * (ownEntry(UNIT_SECONDS, match[2]) ?? NaN) : NaN;
   if (!match || seconds < minSeconds || seconds > 365 * DAY_SECONDS) {
     throw invalidParameter(
       'RotationInterval',
