@@ -126,137 +126,105 @@ async function cached(
   return dir;
 }
 
-function pythonSuite(
-  id: string,
-  folder: 'openapi' | 'legacy',
-  sdk: string,
-  scheme: SdkSuite['scheme'],
-  cases: string[],
-): SdkSuite {
-  return {
-    id,
-    sdk,
-    scheme,
-    cases,
-    async prepare() {
-      const version = (await mustRun('python3', ['--version'])).trim();
-      const venv = await cached(id, [`python/${folder}/requirements.txt`], version, async (dir) => {
-        await mustRun('python3', ['-m', 'venv', dir]);
-        await mustRun(path.join(dir, 'bin', 'pip'), [
-          'install',
-          '--quiet',
-          '--disable-pip-version-check',
-          '-r',
-          path.join(SDK_TESTS, 'python', folder, 'requirements.txt'),
-        ]);
-      });
-      return [path.join(venv, 'bin', 'python'), path.join(SDK_TESTS, 'python', folder, 'suite.py')];
-    },
-  };
+/** A virtual environment with `python/<folder>/requirements.txt`; runs `python/<folder>/suite.py`. */
+async function preparePython(folder: 'openapi' | 'legacy'): Promise<string[]> {
+  const version = (await mustRun('python3', ['--version'])).trim();
+  const requirements = `python/${folder}/requirements.txt`;
+  const venv = await cached(`python-${folder}`, [requirements], version, async (dir) => {
+    await mustRun('python3', ['-m', 'venv', dir]);
+    await mustRun(path.join(dir, 'bin', 'pip'), [
+      'install',
+      '--quiet',
+      '--disable-pip-version-check',
+      '-r',
+      path.join(SDK_TESTS, requirements),
+    ]);
+  });
+  return [path.join(venv, 'bin', 'python'), path.join(SDK_TESTS, 'python', folder, 'suite.py')];
 }
 
 /** Both Go suites are one module: built together, once. */
 let goBuild: Promise<string> | undefined;
-function goSuite(
-  id: string,
-  pkg: string,
-  sdk: string,
-  scheme: SdkSuite['scheme'],
-  cases: string[],
-) {
-  return {
-    id,
-    sdk,
-    scheme,
-    cases,
-    async prepare() {
-      goBuild ??= (async () => {
-        const version = (await mustRun('go', ['version'])).trim();
-        return cached('go', ['go'], version, (dir) =>
-          mustRun(
-            'go',
-            ['build', '-o', `${dir}/`, './openapi', './legacy'],
-            path.join(SDK_TESTS, 'go'),
-          ).then(() => undefined),
-        );
-      })();
-      return [path.join(await goBuild, pkg)];
-    },
-  } satisfies SdkSuite;
+async function prepareGo(pkg: 'openapi' | 'legacy'): Promise<string[]> {
+  goBuild ??= (async () => {
+    const version = (await mustRun('go', ['version'])).trim();
+    return cached('go', ['go'], version, async (dir) => {
+      await mustRun(
+        'go',
+        ['build', '-o', `${dir}/`, './openapi', './legacy'],
+        path.join(SDK_TESTS, 'go'),
+      );
+    });
+  })();
+  return [path.join(await goBuild, pkg)];
 }
 
-function javaSuite(id: string, sdk: string, cases: string[]): SdkSuite {
-  return {
-    id,
-    sdk,
-    scheme: 'ACS3-HMAC-SHA256',
-    cases,
-    async prepare() {
-      const java = (await runProcess('java', ['-version'], { timeoutMs: 60_000 })).stderr;
-      const repository = path.join(cacheRoot(), 'sdk-tests', 'maven-repository');
-      const dir = await cached(id, ['java'], java.split('\n')[0], async (out) => {
-        const classpath = path.join(out, 'classpath.txt');
-        await mustRun(
-          'mvn',
-          [
-            '--batch-mode',
-            '--quiet',
-            `-Dmaven.repo.local=${repository}`,
-            'dependency:build-classpath',
-            `-Dmdep.outputFile=${classpath}`,
-          ],
-          path.join(SDK_TESTS, 'java'),
-        );
-        await mustRun('javac', [
-          '-d',
-          path.join(out, 'classes'),
-          '-cp',
-          readFileSync(classpath, 'utf8').trim(),
-          path.join(SDK_TESTS, 'java/src/main/java/io/datakey/sdksuite/Suite.java'),
-        ]);
-      });
-      const classpath = readFileSync(path.join(dir, 'classpath.txt'), 'utf8').trim();
-      return [
-        'java',
-        '-cp',
-        `${path.join(dir, 'classes')}:${classpath}`,
-        'io.datakey.sdksuite.Suite',
-      ];
-    },
-  };
+/** Dependencies resolved by Maven into a shared repository, Suite.java compiled with javac. */
+async function prepareJava(): Promise<string[]> {
+  const java = (await runProcess('java', ['-version'], { timeoutMs: 60_000 })).stderr;
+  const repository = path.join(cacheRoot(), 'sdk-tests', 'maven-repository');
+  const dir = await cached('java-openapi', ['java'], java.split('\n')[0], async (out) => {
+    const classpath = path.join(out, 'classpath.txt');
+    await mustRun(
+      'mvn',
+      [
+        '--batch-mode',
+        '--quiet',
+        `-Dmaven.repo.local=${repository}`,
+        'dependency:build-classpath',
+        `-Dmdep.outputFile=${classpath}`,
+      ],
+      path.join(SDK_TESTS, 'java'),
+    );
+    await mustRun('javac', [
+      '-d',
+      path.join(out, 'classes'),
+      '-cp',
+      readFileSync(classpath, 'utf8').trim(),
+      path.join(SDK_TESTS, 'java/src/main/java/io/datakey/sdksuite/Suite.java'),
+    ]);
+  });
+  const classpath = readFileSync(path.join(dir, 'classpath.txt'), 'utf8').trim();
+  return ['java', '-cp', `${path.join(dir, 'classes')}:${classpath}`, 'io.datakey.sdksuite.Suite'];
 }
 
 export const SDK_SUITES: SdkSuite[] = [
-  pythonSuite(
-    'python-openapi',
-    'openapi',
-    'Python alibabacloud_kms20160120 3.3.1 + alibabacloud_tea_openapi 0.4.6',
-    'ACS3-HMAC-SHA256',
-    [...COMMON_CASES, 'other-scheme-refused'],
-  ),
-  pythonSuite(
-    'python-legacy',
-    'legacy',
-    'Python aliyun-python-sdk-kms 2.16.5 + aliyun-python-sdk-core 2.16.1',
-    'v1 (HMAC-SHA1)',
-    COMMON_CASES,
-  ),
-  goSuite(
-    'go-openapi',
-    'openapi',
-    'Go github.com/alibabacloud-go/kms-20160120/v3 v3.2.3 + darabonba-openapi/v2 v2.0.9',
-    'ACS3-HMAC-SHA256',
-    COMMON_CASES,
-  ),
-  // This SDK gives callers no way to choose the signing time: no stale-timestamp case.
-  goSuite(
-    'go-legacy',
-    'legacy',
-    'Go github.com/aliyun/alibaba-cloud-sdk-go v1.63.107 services/kms',
-    'v1 (HMAC-SHA1)',
-    COMMON_CASES.filter((c) => c !== 'stale-timestamp'),
-  ),
-  javaSuite('java-openapi', 'Java com.aliyun:kms20160120 1.2.3 (tea-openapi 0.3.5)', COMMON_CASES),
+  {
+    id: 'python-openapi',
+    sdk: 'Python alibabacloud_kms20160120 3.3.1 + alibabacloud_tea_openapi 0.4.6',
+    scheme: 'ACS3-HMAC-SHA256',
+    cases: [...COMMON_CASES, 'other-scheme-refused'],
+    prepare: () => preparePython('openapi'),
+  },
+  {
+    id: 'python-legacy',
+    sdk: 'Python aliyun-python-sdk-kms 2.16.5 + aliyun-python-sdk-core 2.16.1',
+    scheme: 'v1 (HMAC-SHA1)',
+    cases: COMMON_CASES,
+    prepare: () => preparePython('legacy'),
+  },
+  {
+    id: 'go-openapi',
+    sdk: 'Go github.com/alibabacloud-go/kms-20160120/v3 v3.2.3 + darabonba-openapi/v2 v2.0.9',
+    scheme: 'ACS3-HMAC-SHA256',
+    cases: COMMON_CASES,
+    prepare: () => prepareGo('openapi'),
+  },
+  {
+    id: 'go-legacy',
+    sdk: 'Go github.com/aliyun/alibaba-cloud-sdk-go v1.63.107 services/kms',
+    scheme: 'v1 (HMAC-SHA1)',
+    // This SDK gives callers no way to choose the signing time: no stale-timestamp case.
+    cases: COMMON_CASES.filter((c) => c !== 'stale-timestamp'),
+    prepare: () => prepareGo('legacy'),
+  },
+  {
+    id: 'java-openapi',
+    sdk: 'Java com.aliyun:kms20160120 1.2.3 (tea-openapi 0.3.5)',
+    scheme: 'ACS3-HMAC-SHA256',
+    cases: COMMON_CASES,
+    prepare: prepareJava,
+  },
 ];
 
 export interface Target {

@@ -31,8 +31,26 @@ def expect_error(call, code_of, expected):
     raise CaseFailed(f'expected error {expected}, but the call succeeded')
 
 
-def run(cases, context_of):
-    """Runs every case against every target; exits non-zero when one failed."""
+# The cases every suite runs, in order (test/sdk/sdk-suites.ts lists them too).
+COMMON_CASES = [
+    'create-key',
+    'generate-data-key',
+    'generate-data-key-without-plaintext',
+    'key-versions',
+    'encrypt-reencrypt',
+    'aliases',
+    'unknown-key',
+    'wrong-secret',
+    'stale-timestamp',
+    'replayed-nonce',
+]
+
+
+def run(suite, context_of, extra_cases=()):
+    """Runs case `case_<name>` of the suite's namespace for every case name and target."""
+    cases = [
+        (name, suite[f"case_{name.replace('-', '_')}"]) for name in [*COMMON_CASES, *extra_cases]
+    ]
     failed = 0
     for target in json.loads(os.environ['KMS_TARGETS']):
         context = context_of(target)

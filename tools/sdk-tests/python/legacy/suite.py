@@ -99,7 +99,7 @@ def case_generate_data_key(c):
     )
 
 
-def case_without_plaintext(c):
+def case_generate_data_key_without_plaintext(c):
     key_id = new_key(c)['KeyId']
     r = c.kms.call(
         GenerateDataKeyWithoutPlaintextRequest.GenerateDataKeyWithoutPlaintextRequest,
@@ -215,18 +215,5 @@ def case_replayed_nonce(c):
         )
 
 
-CASES = [
-    ('create-key', case_create_key),
-    ('generate-data-key', case_generate_data_key),
-    ('generate-data-key-without-plaintext', case_without_plaintext),
-    ('key-versions', case_key_versions),
-    ('encrypt-reencrypt', case_encrypt_reencrypt),
-    ('aliases', case_aliases),
-    ('unknown-key', case_unknown_key),
-    ('wrong-secret', case_wrong_secret),
-    ('stale-timestamp', case_stale_timestamp),
-    ('replayed-nonce', case_replayed_nonce),
-]
-
 if __name__ == '__main__':
-    run(CASES, context_of)
+    run(globals(), context_of)
