@@ -17,19 +17,10 @@ import { cacheRoot } from '../../src/devcluster/paths';
 
 export const SDK_TESTS = path.resolve(__dirname, '../../tools/sdk-tests');
 
-/** The cases every suite runs (names as the suites print them). */
-export const COMMON_CASES = [
-  'create-key',
-  'generate-data-key',
-  'generate-data-key-without-plaintext',
-  'key-versions',
-  'encrypt-reencrypt',
-  'aliases',
-  'unknown-key',
-  'wrong-secret',
-  'stale-timestamp',
-  'replayed-nonce',
-];
+/** The cases every suite runs, in order (names as the suites print them). */
+export const COMMON_CASES = JSON.parse(
+  readFileSync(path.join(SDK_TESTS, 'cases.json'), 'utf8'),
+) as string[];
 
 export interface SdkSuite {
   /** Folder-like id, also the cache entry's name. */
