@@ -112,7 +112,8 @@ async function cached(
     await fs.rename(tmp, dir);
   } catch (err) {
     await fs.rm(tmp, { recursive: true, force: true });
-    throw err;
+    // Another process (a parallel Jest worker) finished the same entry first.
+    if (!existsSync(dir)) throw err;
   }
   return dir;
 }
