@@ -145,8 +145,9 @@ function canonicalQuery(rawQuery: string): string {
   return pairs.map(([n, v]) => `${percentEncode(n)}=${percentEncode(v)}`).join('&');
 }
 
+/** A signed header's value; the names come from the client, so own properties only. */
 function headerValue(headers: IncomingHttpHeaders, name: string): string {
-  const value = headers[name];
+  const value = Object.hasOwn(headers, name) ? headers[name] : undefined;
   return (Array.isArray(value) ? value.join(',') : (value ?? '')).trim();
 }
 

@@ -136,6 +136,19 @@ describe('authentication against `datakey kms serve`', () => {
     expect(tampered.json?.Message).toContain('x-acs-content-sha256');
   });
 
+  it('takes SignedHeaders naming prototype members (constructor, __proto__) as absent headers', async () => {
+    const required =
+      'host;x-acs-action;x-acs-content-sha256;x-acs-date;x-acs-signature-nonce;x-acs-version';
+    const headers = signAcs3Request(server, 'ListKeys', '', {
+      host: `127.0.0.1:${server.port}`,
+      date: kmsTimestamp(),
+      nonce: randomUUID(),
+    });
+    headers.authorization = `ACS3-HMAC-SHA256 Credential=${server.accessKeyId},SignedHeaders=constructor;__proto__;toString;${required},Signature=00`;
+    const res = await rawRequest(server.url, { method: 'POST', headers });
+    expect(code(res)).toEqual([400, 'SignatureDoesNotMatch']);
+  });
+
   it('names the scheme it does not support (ACS4, ACS3-RSA-SHA256)', async () => {
     for (const scheme of ['ACS4-HMAC-SHA256', 'ACS3-RSA-SHA256']) {
       const res = await rawRequest(server.url, {

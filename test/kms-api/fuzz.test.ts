@@ -115,6 +115,7 @@ const PARAMS = [
 ];
 
 const PROTOTYPE_NAMES = ['toString', 'constructor', '__proto__', 'hasOwnProperty', 'valueOf'];
+const EMPTY_SHA256 = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
 
 interface World {
   keyId: string;
@@ -303,13 +304,24 @@ function makeCase(rng: Rng, server: KmsProcess, world: World): Case {
       undefined,
       'ACS3-HMAC-SHA256 Credential=x,SignedHeaders=host,Signature=zz',
       `ACS3-HMAC-SHA256 Credential=${server.accessKeyId},SignedHeaders=host;x-acs-action;x-acs-content-sha256;x-acs-date;x-acs-signature-nonce;x-acs-version,Signature=00`,
+      `ACS3-HMAC-SHA256 Credential=${server.accessKeyId},SignedHeaders=${PROTOTYPE_NAMES.join(';')};host;x-acs-action;x-acs-content-sha256;x-acs-date;x-acs-signature-nonce;x-acs-version,Signature=00`,
       'ACS4-HMAC-SHA256 Credential=a/b/c,SignedHeaders=host,Signature=00',
       'Bearer token',
       '',
       ...PROTOTYPE_NAMES,
     ]);
+    // With the other ACS3 headers present, a bad Authorization reaches the signature check.
     const headers =
-      authorization === undefined ? undefined : { authorization, 'x-acs-action': action };
+      authorization === undefined
+        ? undefined
+        : {
+            authorization,
+            'x-acs-action': action,
+            'x-acs-version': '2016-01-20',
+            'x-acs-date': kmsTimestamp(),
+            'x-acs-signature-nonce': randomUUID(),
+            'x-acs-content-sha256': EMPTY_SHA256,
+          };
     return {
       describe: `unsigned GET ${truncate(query)} authorization=${authorization}`,
       options: { query, headers },
