@@ -10,7 +10,11 @@
  *     --rate-limit 0`, a child process, its log to /dev/null) driven by autocannon
  *     (another child process) with signed GenerateDataKeyWithoutPlaintext requests,
  *     each with a fresh nonce; against a bare Node http server answering a fixed JSON
- *     body, same load settings, same run.
+ *     body, same load settings, same run. Twice: signed with signature v1 (GET,
+ *     `http_vs_bare`) and with ACS3-HMAC-SHA256 as the current SDKs sign (POST and
+ *     headers, `acs3_http_vs_bare`); the bare server gets the same signed requests.
+ * (c) Key generation stall: latency of sequential DescribeKey calls while 14
+ *     RSA_2048 keys are created one after another, against the same probe idle.
  *
  * Environment: BENCH_SECONDS (HTTP run, default 30), BENCH_WARMUP_SECONDS (HTTP
  * warm-up, default 3), BENCH_CONNECTIONS (default 50), BENCH_CORE_SECONDS (per round,
@@ -299,18 +303,21 @@ async function startBareServer(): Promise<{ child: ChildProcess; url: string }> 
   return { child, url: `http://127.0.0.1:${port}` };
 }
 
+type Scheme = 'v1' | 'ACS3';
+
 async function call(
   url: string,
   signer: RequestSigner,
   action: string,
   params: Record<string, string> = {},
+  scheme: Scheme = 'v1',
 ): Promise<{ status: number; body: Record<string, unknown>; path: string }> {
-  const requestPath = signer.path(action, params);
-  const res = await fetch(url + requestPath);
+  const signed = signer.call(scheme, new URL(url).host, action, params);
+  const res = await fetch(url + signed.path, { method: signed.method, headers: signed.headers });
   return {
     status: res.status,
     body: (await res.json()) as Record<string, unknown>,
-    path: requestPath,
+    path: signed.path,
   };
 }
 
@@ -333,16 +340,27 @@ async function prepareKms(url: string): Promise<string> {
   ) {
     throw new Error('GenerateDataKey / Decrypt round trip over HTTP failed');
   }
-  const probe = await call(url, signer, 'GenerateDataKeyWithoutPlaintext', { KeyId: keyId });
-  if (probe.status !== 200 || typeof probe.body.CiphertextBlob !== 'string') {
-    throw new Error(`GenerateDataKeyWithoutPlaintext failed: ${JSON.stringify(probe.body)}`);
+  for (const scheme of ['ACS3', 'v1'] as const) {
+    const signed = await call(
+      url,
+      signer,
+      'GenerateDataKeyWithoutPlaintext',
+      { KeyId: keyId },
+      scheme,
+    );
+    if (signed.status !== 200 || typeof signed.body.CiphertextBlob !== 'string') {
+      throw new Error(
+        `${scheme} GenerateDataKeyWithoutPlaintext failed: ${JSON.stringify(signed.body)}`,
+      );
+    }
   }
+  const probe = await call(url, signer, 'GenerateDataKeyWithoutPlaintext', { KeyId: keyId });
   const replay = await fetch(url + probe.path);
   const replayCode = ((await replay.json()) as { Code?: string }).Code;
   if (replay.status !== 400 || replayCode !== 'SignatureNonceUsed') {
     throw new Error(`a replayed request was not refused: ${replay.status} ${replayCode}`);
   }
-  line('  sanity: CreateKey, GenerateDataKey/Decrypt round trip, replay refused: ok');
+  line('  sanity: CreateKey, GenerateDataKey/Decrypt round trip, v1 and ACS3, replay refused: ok');
   return keyId;
 }
 
@@ -359,6 +377,7 @@ async function load(
   server: ChildProcess,
   seconds: number,
   params: Record<string, string>,
+  scheme: Scheme,
 ): Promise<LoadFigures> {
   const job: LoadJob = {
     url,
@@ -368,6 +387,7 @@ async function load(
     params,
     accessKeyId: ACCESS_KEY_ID,
     accessKeySecret: ACCESS_KEY_SECRET,
+    scheme,
   };
   const worker = fork(path.join(__dirname, 'load-worker.js'), [JSON.stringify(job)], {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
@@ -416,7 +436,15 @@ function describeLoad(name: string, f: LoadFigures): void {
   );
 }
 
-async function benchHttp(): Promise<{ kms: LoadFigures; bare: LoadFigures }> {
+interface HttpFigures {
+  kms: LoadFigures;
+  bare: LoadFigures;
+  acs3: LoadFigures;
+  acs3Bare: LoadFigures;
+  stall: StallFigures;
+}
+
+async function benchHttp(): Promise<HttpFigures> {
   line(
     `http, loopback (${CONNECTIONS} keep-alive connections, ${HTTP_SECONDS} s each ` +
       `after ${WARMUP_SECONDS} s warm-up; load generator in its own process):`,
@@ -426,20 +454,84 @@ async function benchHttp(): Promise<{ kms: LoadFigures; bare: LoadFigures }> {
   try {
     const keyId = await prepareKms(kmsServer.url);
     const params = { KeyId: keyId };
-    await load(bareServer.url, bareServer.child, WARMUP_SECONDS, params);
-    await load(kmsServer.url, kmsServer.child, WARMUP_SECONDS, params);
-    const bare = await load(bareServer.url, bareServer.child, HTTP_SECONDS, params);
-    line(`  (load average after the bare run: ${loadAverage()})`);
-    const kms = await load(kmsServer.url, kmsServer.child, HTTP_SECONDS, params);
-    line(`  (load average after the kms run: ${loadAverage()})`);
-    describeLoad('kms', kms);
-    describeLoad('bare', bare);
-    return { kms, bare };
+    const measured: Partial<Record<string, LoadFigures>> = {};
+    for (const scheme of ['v1', 'ACS3'] as const) {
+      await load(bareServer.url, bareServer.child, WARMUP_SECONDS, params, scheme);
+      await load(kmsServer.url, kmsServer.child, WARMUP_SECONDS, params, scheme);
+      const bare = await load(bareServer.url, bareServer.child, HTTP_SECONDS, params, scheme);
+      line(`  (load average after the bare ${scheme} run: ${loadAverage()})`);
+      const kms = await load(kmsServer.url, kmsServer.child, HTTP_SECONDS, params, scheme);
+      line(`  (load average after the kms ${scheme} run: ${loadAverage()})`);
+      describeLoad(`kms ${scheme}`, kms);
+      describeLoad(`bare ${scheme}`, bare);
+      measured[`kms ${scheme}`] = kms;
+      measured[`bare ${scheme}`] = bare;
+    }
+    const stall = await benchKeygenStall(kmsServer.url, keyId);
+    return {
+      kms: measured['kms v1'] as LoadFigures,
+      bare: measured['bare v1'] as LoadFigures,
+      acs3: measured['kms ACS3'] as LoadFigures,
+      acs3Bare: measured['bare ACS3'] as LoadFigures,
+      stall,
+    };
   } finally {
     stopping = true;
     await Promise.all([stopChild(kmsServer.child), stopChild(bareServer.child)]);
     rmSync(kmsServer.dataDir, { recursive: true, force: true });
   }
+}
+
+// ---- (c) key generation stall ----------------------------------------------------
+
+const STALL_KEYS = 14;
+
+interface StallFigures {
+  idleP50: number;
+  busyP50: number;
+  busyMax: number;
+}
+
+/** Latencies (ms) of sequential DescribeKey calls until `done` settles. */
+async function probeUntil(url: string, keyId: string, done: Promise<unknown>): Promise<number[]> {
+  const signer = new RequestSigner(ACCESS_KEY_ID, ACCESS_KEY_SECRET);
+  let finished = false;
+  void done.finally(() => (finished = true));
+  const latencies: number[] = [];
+  while (!finished) {
+    const started = performance.now();
+    const res = await call(url, signer, 'DescribeKey', { KeyId: keyId });
+    if (res.status !== 200) throw new Error(`DescribeKey probe failed: ${res.status}`);
+    latencies.push(performance.now() - started);
+  }
+  return latencies;
+}
+
+/** Other requests' latency while RSA_2048 keys are generated (issue: p50 3 ms → 434 ms when on the event loop). */
+async function benchKeygenStall(url: string, keyId: string): Promise<StallFigures> {
+  const signer = new RequestSigner(ACCESS_KEY_ID, ACCESS_KEY_SECRET);
+  const idle = await probeUntil(url, keyId, sleep(2_000));
+  const creations = (async () => {
+    for (let i = 0; i < STALL_KEYS; i++) {
+      const res = await call(url, signer, 'CreateKey', {
+        KeySpec: 'RSA_2048',
+        KeyUsage: 'SIGN/VERIFY',
+      });
+      if (res.status !== 200) throw new Error(`RSA_2048 CreateKey failed: ${res.status}`);
+    }
+  })();
+  const busy = await probeUntil(url, keyId, creations);
+  await creations;
+  const figures = {
+    idleP50: round(median(idle), 2),
+    busyP50: round(median(busy), 2),
+    busyMax: round(Math.max(...busy), 2),
+  };
+  line(
+    `key generation stall: DescribeKey p50 ${figures.idleP50} ms idle, ` +
+      `p50 ${figures.busyP50} ms / max ${figures.busyMax} ms while ${STALL_KEYS} RSA_2048 keys were created`,
+  );
+  return figures;
 }
 
 async function main(): Promise<void> {
@@ -448,9 +540,13 @@ async function main(): Promise<void> {
       `load average ${loadAverage()}`,
   );
   const core = await benchCore();
-  const { kms, bare } = await benchHttp();
-  const failures = kms.result.non2xx + kms.result.errors + kms.result.timeouts;
-  const bareFailures = bare.result.non2xx + bare.result.errors + bare.result.timeouts;
+  const { kms, bare, acs3, acs3Bare, stall } = await benchHttp();
+  const failures = [kms, acs3]
+    .map((f) => f.result.non2xx + f.result.errors + f.result.timeouts)
+    .reduce((a, b) => a + b);
+  const bareFailures = [bare, acs3Bare]
+    .map((f) => f.result.non2xx + f.result.errors + f.result.timeouts)
+    .reduce((a, b) => a + b);
   const summary = {
     core_ops_s: Math.round(core.generate),
     crypto_ops_s: Math.round(core.seal),
@@ -459,6 +555,13 @@ async function main(): Promise<void> {
     http_p99_ms: kms.result.latency.p99,
     bare_rps: Math.round(bare.rps),
     http_vs_bare: round(kms.rps / bare.rps, 3),
+    acs3_http_rps: Math.round(acs3.rps),
+    acs3_http_p99_ms: acs3.result.latency.p99,
+    acs3_bare_rps: Math.round(acs3Bare.rps),
+    acs3_http_vs_bare: round(acs3.rps / acs3Bare.rps, 3),
+    keygen_probe_idle_p50_ms: stall.idleP50,
+    keygen_probe_p50_ms: stall.busyP50,
+    keygen_probe_max_ms: stall.busyMax,
   };
   const goal = (ok: boolean) => (ok ? 'met' : 'MISSED');
   line('goals:');
@@ -468,6 +571,10 @@ async function main(): Promise<void> {
       goal(summary.http_rps >= 10_000 && summary.http_p99_ms < 10),
   );
   line(`  http_vs_bare >= 0.5: ${goal(summary.http_vs_bare >= 0.5)}`);
+  line(
+    `  ACS3 costs http_vs_bare at most 10%: ` +
+      goal(summary.acs3_http_vs_bare >= 0.9 * summary.http_vs_bare),
+  );
   line(`load average at the end: ${loadAverage()}`);
   if (failures > 0 || bareFailures > 0) {
     line(

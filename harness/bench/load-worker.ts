@@ -17,6 +17,7 @@ export interface LoadJob {
   params: Record<string, string>;
   accessKeyId: string;
   accessKeySecret: string;
+  scheme: 'v1' | 'ACS3';
 }
 
 async function main(): Promise<void> {
@@ -30,8 +31,10 @@ async function main(): Promise<void> {
     timeout: 10,
     requests: [
       {
-        method: 'GET',
-        setupRequest: (req) => ({ ...req, path: signer.path(job.action, job.params) }),
+        setupRequest: (req) => ({
+          ...req,
+          ...signer.call(job.scheme, new URL(job.url).host, job.action, job.params),
+        }),
       },
     ],
   });

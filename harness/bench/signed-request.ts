@@ -1,9 +1,17 @@
 import { randomBytes } from 'node:crypto';
 import { formatKmsTime } from '../../src/kms/clock';
+import { signAcs3Request } from '../../src/kms-api/acs3';
 import { encodeParams, signRequest } from '../../src/kms-api/signature';
 
+/** A request as autocannon takes it. */
+export interface SignedCall {
+  method: 'GET' | 'POST';
+  path: string;
+  headers?: Record<string, string>;
+}
+
 /**
- * Builds signed Alibaba RPC v1 request paths with the project's own signer. Every
+ * Builds signed Alibaba RPC requests, signature v1 or ACS3,  with the project's own signer. Every
  * call gets a fresh SignatureNonce (random per-process prefix + counter, so it is
  * unique without a CSPRNG call per request) and the current second as Timestamp.
  */
@@ -27,6 +35,24 @@ export class RequestSigner {
       timestamp: this.timestamp(),
     });
     return `/?${encodeParams(params)}`;
+  }
+
+  /** A signed call in `scheme`: v1 as a GET query, ACS3 as the current SDKs send it (POST, headers). */
+  call(
+    scheme: 'v1' | 'ACS3',
+    host: string,
+    action: string,
+    extra: Record<string, string> = {},
+  ): SignedCall {
+    if (scheme === 'v1') return { method: 'GET', path: this.path(action, extra) };
+    const query = encodeParams(new Map(Object.entries(extra)));
+    const credentials = { accessKeyId: this.accessKeyId, accessKeySecret: this.accessKeySecret };
+    const headers = signAcs3Request(credentials, action, query, {
+      host,
+      date: this.timestamp(),
+      nonce: `${this.noncePrefix}-${++this.counter}`,
+    });
+    return { method: 'POST', path: `/?${query}`, headers };
   }
 
   private timestamp(): string {

@@ -5,6 +5,7 @@
 // starting `up`, then the kubelet). /run is tmpfs: a reboot clears it.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { processStart } from '../../src/common/process';
 
 export const NODE_OWNER_FILE = '/run/datakey-operator/node-owner';
 
@@ -15,18 +16,7 @@ export interface NodeOwner {
   started: number;
 }
 
-/** The start time of a live, non-zombie process, or undefined. */
-export function processStart(pid: number): number | undefined {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // Fields after the command name, which may itself contain spaces or ')'.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    if (fields[0] === 'Z') return undefined;
-    return Number(fields[19]);
-  } catch {
-    return undefined;
-  }
-}
+export { processStart };
 
 export function readOwner(file = NODE_OWNER_FILE): NodeOwner | undefined {
   try {

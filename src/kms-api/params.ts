@@ -100,6 +100,6 @@ export class Params {
 }
 
 /** Parameter names echo back in messages; keep them to printable ASCII. */
-function printable(name: string): string {
+export function printable(name: string): string {
   return name.replace(/[^\x20-\x7e]/g, '?').slice(0, 64);
 }

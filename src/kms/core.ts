@@ -1,4 +1,4 @@
-import { generateKeyPairSync, randomUUID, type KeyObject } from 'node:crypto';
+import { generateKeyPair, randomUUID, type KeyObject } from 'node:crypto';
 import { BlobFormat, ivOf, openBlob, parseBlob, sealBlob, type ParsedBlob } from './blob';
 import { systemClock, formatKmsTime, type Clock } from './clock';
 import { randomKeyBytes, toSecretKey, zero } from './crypto';
@@ -20,7 +20,6 @@ import {
   SYMMETRIC_KEY_SPECS,
   ASYMMETRIC_KEY_SPECS,
   isSymmetricSpec,
-  type DataKeySpec,
   type KeyUsage,
   type MasterKeySpec,
   type StoredAlias,
@@ -39,6 +38,7 @@ import {
   checkAliasName,
   checkDescription,
   checkRange,
+  ownEntry,
   paginate,
   parseRotationInterval,
   UUID,
@@ -194,7 +194,7 @@ export class KmsCore {
 
   // ---- keys ---------------------------------------------------------------
 
-  createKey(input: CreateKeyInput): Promise<KeyMetadata> {
+  async createKey(input: CreateKeyInput): Promise<KeyMetadata> {
     const keySpec = checkKeySpec(input.keySpec ?? 'Aliyun_AES_256');
     const keyUsage = checkKeyUsage(input.keyUsage ?? 'ENCRYPT/DECRYPT', keySpec);
     const description = checkDescription(input.description ?? '');
@@ -209,26 +209,32 @@ export class KmsCore {
           ? 365 * DAY_SECONDS
           : undefined;
     if (input.keyId !== undefined && !UUID.test(input.keyId)) throw invalidParameter('KeyId');
-    return this.mutate(async () => {
-      const existing = input.keyId === undefined ? undefined : this.keys.get(input.keyId);
-      if (existing) return this.metadataOf(existing);
-      const now = this.nowIso();
-      const key: StoredKey = {
-        keyId: input.keyId ?? randomUUID(),
-        description,
-        keySpec,
-        keyUsage,
-        keyState: 'Enabled',
-        creationDate: now,
-        automaticRotation: automatic,
-        rotationIntervalSeconds: interval,
-        lastRotationDate: now,
-        versions: [],
-      };
-      key.versions.push(this.newVersion(key, now));
-      await this.saveKey(key);
-      return this.metadataOf(key);
-    });
+    // RSA generation takes up to a second of CPU: it runs on the thread pool, outside the lock.
+    const material = await generateMaterial(keySpec);
+    try {
+      return await this.mutate(async () => {
+        const existing = input.keyId === undefined ? undefined : this.keys.get(input.keyId);
+        if (existing) return this.metadataOf(existing);
+        const now = this.nowIso();
+        const key: StoredKey = {
+          keyId: input.keyId ?? randomUUID(),
+          description,
+          keySpec,
+          keyUsage,
+          keyState: 'Enabled',
+          creationDate: now,
+          automaticRotation: automatic,
+          rotationIntervalSeconds: interval,
+          lastRotationDate: now,
+          versions: [],
+        };
+        key.versions.push(this.newVersion(key, now, material));
+        await this.saveKey(key);
+        return this.metadataOf(key);
+      });
+    } finally {
+      zero(material);
+    }
   }
 
   describeKey(keyId: string): KeyMetadata {
@@ -504,8 +510,13 @@ export class KmsCore {
         'It was produced by the Advance flow; use AdvanceDecrypt.',
       );
     }
-    if (input.dryRun) throw dryRunOperation();
-    return this.openWith(live, parsed, contextBytes(input.encryptionContext), 'CiphertextBlob');
+    const opened = this.openWith(
+      live,
+      parsed,
+      contextBytes(input.encryptionContext),
+      'CiphertextBlob',
+    );
+    return input.dryRun ? discardForDryRun(opened.plaintext) : opened;
   }
 
   /** Opens Advance blobs, and Standard blobs when Aad is their canonical context. */
@@ -514,8 +525,8 @@ export class KmsCore {
   } {
     checkAad(input.aad);
     const { parsed, live } = this.locateBlob(input.ciphertextBlob, 'CiphertextBlob');
-    if (input.dryRun) throw dryRunOperation();
     const opened = this.openWith(live, parsed, input.aad ?? EMPTY, 'CiphertextBlob');
+    if (input.dryRun) discardForDryRun(opened.plaintext);
     return { ...opened, algorithm: 'AES_GCM' };
   }
 
@@ -532,13 +543,13 @@ export class KmsCore {
       throw invalidParameter('CiphertextBlob', 'It was produced by the Advance flow.');
     }
     const destination = this.usableSymmetricKey(input.destinationKeyId, 'DestinationKeyId');
-    if (input.dryRun) throw dryRunOperation();
     const source = this.openWith(
       live,
       parsed,
       contextBytes(input.sourceEncryptionContext),
       'CiphertextBlob',
     );
+    if (input.dryRun) discardForDryRun(source.plaintext);
     try {
       const primary = this.versionOf(destination, 'primary');
       const { blob } = sealBlob(
@@ -687,24 +698,26 @@ export class KmsCore {
     return this.versions.get(stored.keyVersionId) as LiveVersion;
   }
 
-  private newVersion(key: StoredKey, creationDate: string): StoredKeyVersion {
+  private newVersion(key: StoredKey, creationDate: string, material: Buffer): StoredKeyVersion {
     const keyVersionId = randomUUID();
-    const material = generateMaterial(key.keySpec);
+    return {
+      keyVersionId,
+      creationDate,
+      wrappedMaterial: this.rootKey.wrap(material, key.keyId, keyVersionId),
+    };
+  }
+
+  /** Only symmetric keys rotate, so their material is random bytes, made at once. */
+  private rotate(key: StoredKey): StoredKeyVersion {
+    if (!isSymmetricSpec(key.keySpec)) throw onlySymmetric(key.keyId);
+    const now = this.nowIso();
+    const material = randomKeyBytes(SYMMETRIC_KEY_SPECS[key.keySpec]);
+    let version: StoredKeyVersion;
     try {
-      const version = {
-        keyVersionId,
-        creationDate,
-        wrappedMaterial: this.rootKey.wrap(material, key.keyId, keyVersionId),
-      };
-      return version;
+      version = this.newVersion(key, now, material);
     } finally {
       zero(material);
     }
-  }
-
-  private rotate(key: StoredKey): StoredKeyVersion {
-    const now = this.nowIso();
-    const version = this.newVersion(key, now);
     key.versions.push(version);
     key.lastRotationDate = now;
     return version;
@@ -814,7 +827,10 @@ function versionInfo(keyId: string, version: StoredKeyVersion): KeyVersionInfo {
 }
 
 function checkKeySpec(value: string): MasterKeySpec {
-  if (value in SYMMETRIC_KEY_SPECS || (ASYMMETRIC_KEY_SPECS as readonly string[]).includes(value)) {
+  if (
+    Object.hasOwn(SYMMETRIC_KEY_SPECS, value) ||
+    (ASYMMETRIC_KEY_SPECS as readonly string[]).includes(value)
+  ) {
     return value as MasterKeySpec;
   }
   throw invalidParameter('KeySpec');
@@ -828,9 +844,7 @@ function checkKeyUsage(value: string, spec: MasterKeySpec): KeyUsage {
 
 function dataKeySpecBytes(keySpec: string | undefined): number {
   if (keySpec === undefined) return 32;
-  const bytes = Object.hasOwn(DATA_KEY_SPEC_BYTES, keySpec)
-    ? DATA_KEY_SPEC_BYTES[keySpec as DataKeySpec]
-    : undefined;
+  const bytes = ownEntry(DATA_KEY_SPEC_BYTES, keySpec);
   if (bytes === undefined) throw invalidParameter('KeySpec');
   return bytes;
 }
@@ -852,13 +866,22 @@ const contextBytes = (context: EncryptionContext | undefined): Buffer => {
   return canonical === '' ? EMPTY : Buffer.from(canonical, 'utf8');
 };
 
-function generateMaterial(spec: MasterKeySpec): Buffer {
+/** New key material; asymmetric pairs are generated off the event loop. */
+async function generateMaterial(spec: MasterKeySpec): Promise<Buffer> {
   if (isSymmetricSpec(spec)) return randomKeyBytes(SYMMETRIC_KEY_SPECS[spec]);
-  const { privateKey } =
-    spec === 'RSA_2048'
-      ? generateKeyPairSync('rsa', { modulusLength: 2048 })
-      : generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const privateKey = await new Promise<KeyObject>((resolve, reject) => {
+    const done = (err: Error | null, _pub: KeyObject, key: KeyObject) =>
+      err ? reject(err) : resolve(key);
+    if (spec === 'RSA_2048') generateKeyPair('rsa', { modulusLength: 2048 }, done);
+    else generateKeyPair('ec', { namedCurve: 'P-256' }, done);
+  });
   return privateKey.export({ format: 'der', type: 'pkcs8' });
+}
+
+/** A dry run checks everything the real call checks (the blob opens), then answers DryRunOperation. */
+function discardForDryRun(plaintext: Buffer): never {
+  zero(plaintext);
+  throw dryRunOperation();
 }
 
 function throwError(error: Error): never {

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { promises as fs, constants as fsConstants } from 'node:fs';
 import * as path from 'node:path';
+import { pidAlive, processStart } from '../common/process';
 import type { StoredAlias, StoredKey } from './model';
 import { ROOT_KEY_BYTES } from './root-key';
 import type { KeyStore } from './store';
@@ -102,28 +103,51 @@ async function syncFolder(folder: string): Promise<void> {
   }
 }
 
+/** Who holds a data folder: a pid and that process's start time (guards against pid reuse). */
+interface LockHolder {
+  pid: number;
+  started?: number;
+}
+
 async function takeLock(lockPath: string): Promise<void> {
+  const me = JSON.stringify({ pid: process.pid, started: processStart(process.pid) });
   try {
-    await fs.writeFile(lockPath, String(process.pid), { flag: 'wx', mode: 0o600 });
+    await fs.writeFile(lockPath, me, { flag: 'wx', mode: 0o600 });
     return;
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
   }
-  const owner = Number((await fs.readFile(lockPath, 'utf8').catch(() => '')).trim());
-  if (owner && owner !== process.pid && isAlive(owner)) {
-    throw new Error(`data folder ${path.dirname(lockPath)} is in use by process ${owner}`);
+  const holder = parseLock(await fs.readFile(lockPath, 'utf8').catch(() => ''));
+  if (holder && holder.pid !== process.pid && holderAlive(holder)) {
+    throw new Error(`data folder ${path.dirname(lockPath)} is in use by process ${holder.pid}`);
   }
-  // The previous owner died without releasing the lock (e.g. kill -9): take it over.
-  await writeDurably(lockPath, String(process.pid));
+  // The previous holder died without releasing the lock (e.g. kill -9), or its
+  // pid now names another process (a container restart): take it over.
+  await writeDurably(lockPath, me);
 }
 
-function isAlive(pid: number): boolean {
+/** `{"pid":N,"started":T}`, or a bare pid as written by earlier versions. */
+function parseLock(text: string): LockHolder | undefined {
   try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
+    const parsed = JSON.parse(text) as unknown;
+    if (typeof parsed === 'number') return { pid: parsed };
+    const o = parsed as Partial<LockHolder> | null;
+    if (o && Number.isSafeInteger(o.pid) && (o.pid as number) > 0) {
+      return {
+        pid: o.pid as number,
+        started: typeof o.started === 'number' ? o.started : undefined,
+      };
+    }
+  } catch {
+    // unreadable: nobody can be proven to hold it
   }
+  return undefined;
+}
+
+function holderAlive(holder: LockHolder): boolean {
+  if (holder.started === undefined) return pidAlive(holder.pid);
+  const started = processStart(holder.pid);
+  return started === undefined ? false : started === holder.started;
 }
 
 /**

@@ -18,7 +18,7 @@ export type KeyUsage = 'ENCRYPT/DECRYPT' | 'SIGN/VERIFY';
 export type KeyState = 'Enabled' | 'Disabled' | 'PendingDeletion';
 
 export const isSymmetricSpec = (spec: MasterKeySpec): spec is SymmetricKeySpec =>
-  spec in SYMMETRIC_KEY_SPECS;
+  Object.hasOwn(SYMMETRIC_KEY_SPECS, spec);
 
 export interface StoredKeyVersion {
   keyVersionId: string;

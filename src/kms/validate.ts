@@ -103,6 +103,14 @@ export function checkDescription(value: string): string {
   return value;
 }
 
+/**
+ * `table[key]` for the table's own entries only: user input such as `toString`,
+ * `constructor` or `__proto__` must never reach a prototype's members.
+ */
+export function ownEntry<T>(table: Readonly<Record<string, T>>, key: string): T | undefined {
+  return Object.hasOwn(table, key) ? table[key] : undefined;
+}
+
 export const DAY_SECONDS = 86400;
 
 /** `RotationInterval` is an integer and a unit (d, h, m, s), e.g. `30d` or `604800s`. */
