@@ -9,9 +9,13 @@ const USAGE = `Usage: datakey <command> [options]
 
 Commands:
   kms serve --listen HOST:PORT --data-dir DIR [--tls-cert F --tls-key F] [--rate-limit N]
+            [--instance-listen HOST:PORT [--instance-host NAME]...]
       Serve the Alibaba-compatible KMS API. Credentials of the one account come from
       DATAKEY_ACCESS_KEY_ID and DATAKEY_ACCESS_KEY_SECRET. --rate-limit is calls per
-      second per account per operation (default 750, 0 = unlimited).
+      second per account per operation (default 750, 0 = unlimited). --instance-listen
+      also serves the KMS Instance API (dkms-gcs-0.2, TLS) of the server's one KMS
+      instance; its certificate, from the CA GetKmsInstance returns, covers the listen
+      address, localhost and every --instance-host NAME.
   operator [--kubeconfig F] [--namespace NS] [--kms-listen HOST:PORT] [--metrics-listen HOST:PORT]
            [--root-key-file F] [--rewrap-rate N]
       Run the MasterKey and DataKey controllers (leader-elected). NS (default
@@ -53,11 +57,11 @@ interface Stoppable {
   stop(): Promise<void>;
 }
 
-function parseListen(value: string | undefined): { host: string; port: number } {
+function parseListen(value: string | undefined, flag = '--listen'): { host: string; port: number } {
   const match = value ? /^(\[[^\]]+\]|[^:]+):(\d{1,5})$/.exec(value) : null;
   const port = match ? Number(match[2]) : NaN;
   if (!match || port > 65535)
-    throw new UsageError('--listen must be HOST:PORT, e.g. 127.0.0.1:8080');
+    throw new UsageError(`${flag} must be HOST:PORT, e.g. 127.0.0.1:8080`);
   return { host: match[1].replace(/^\[|\]$/g, ''), port };
 }
 
@@ -76,10 +80,15 @@ async function kmsServe(args: string[]): Promise<KmsService> {
       'tls-cert': { type: 'string' },
       'tls-key': { type: 'string' },
       'rate-limit': { type: 'string' },
+      'instance-listen': { type: 'string' },
+      'instance-host': { type: 'string', multiple: true },
     },
     strict: true,
   });
   if (!values['data-dir']) throw new UsageError('--data-dir is required');
+  if (values['instance-host'] && !values['instance-listen']) {
+    throw new UsageError('--instance-host needs --instance-listen');
+  }
   if (Boolean(values['tls-cert']) !== Boolean(values['tls-key'])) {
     throw new UsageError('--tls-cert and --tls-key go together');
   }
@@ -92,6 +101,12 @@ async function kmsServe(args: string[]): Promise<KmsService> {
       values['rate-limit'] === undefined ? 750 : parseRate(values['rate-limit'], '--rate-limit'),
     tlsCertFile: values['tls-cert'],
     tlsKeyFile: values['tls-key'],
+    instanceListen: values['instance-listen']
+      ? {
+          ...parseListen(values['instance-listen'], '--instance-listen'),
+          hosts: values['instance-host'],
+        }
+      : undefined,
   });
 }
 

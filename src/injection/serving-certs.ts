@@ -2,7 +2,7 @@ import * as crypto from 'node:crypto';
 import * as net from 'node:net';
 import type { Logger } from '../common/logger';
 import { isConflict, isNotFound, type KubeClient, type KubeObject } from '../runtime/kube-client';
-import { issueCertificate, newKeyPair } from './x509';
+import { issueCertificate, newKeyPair } from '../common/x509';
 
 /**
  * The CA and serving certificate of the webhook and delivery endpoint. They

@@ -1,4 +1,4 @@
-import { generateKeyPairSync, randomUUID, type KeyObject } from 'node:crypto';
+import { generateKeyPairSync, randomBytes, randomUUID, type KeyObject } from 'node:crypto';
 import { BlobFormat, ivOf, openBlob, parseBlob, sealBlob, type ParsedBlob } from './blob';
 import { systemClock, formatKmsTime, type Clock } from './clock';
 import { randomKeyBytes, toSecretKey, zero } from './crypto';
@@ -25,6 +25,7 @@ import {
   type StoredKey,
   type StoredKeyVersion,
 } from './model';
+import { KmsInstance, newInstance, newInstanceKeyId, type StoredInstance } from './instance';
 import type { RootKey } from './root-key';
 import type { KeyStore } from './store';
 import {
@@ -50,6 +51,12 @@ export interface KmsCoreOptions {
   clock?: Clock;
   /** Shortest accepted RotationInterval; 7 days unless a test lowers it on purpose. */
   minRotationIntervalSeconds?: number;
+  /**
+   * Operator mode: every key belongs to the core's one built-in KMS instance, so
+   * the Instance API serves them all; otherwise only keys created with
+   * DKMSInstanceId do, as in the real service.
+   */
+  allKeysInInstance?: boolean;
 }
 
 export interface KeyMetadata {
@@ -67,6 +74,7 @@ export interface KeyMetadata {
   nextRotationDate?: string;
   automaticRotation: 'Enabled' | 'Disabled' | 'Suspended';
   rotationInterval?: string;
+  dkmsInstanceId?: string;
 }
 
 export interface KeyVersionInfo {
@@ -103,13 +111,20 @@ export interface CreateKeyInput {
   keyUsage?: string;
   enableAutomaticRotation?: boolean;
   rotationInterval?: string;
+  /** Creates the key in the KMS instance (`kst-...`): its id is then `key-...`. */
+  dkmsInstanceId?: string;
 }
 
-export interface DataKeyInput {
+/** What a Standard-flow ciphertext is bound to: an EncryptionContext (OpenAPI) or raw Aad (Instance API). */
+export interface Binding {
+  encryptionContext?: EncryptionContext;
+  aad?: Buffer;
+}
+
+export interface DataKeyInput extends Binding {
   keyId: string;
   keySpec?: string;
   numberOfBytes?: number;
-  encryptionContext?: EncryptionContext;
   dryRun?: boolean;
 }
 
@@ -144,6 +159,8 @@ export class KmsCore {
   private readonly keys = new Map<string, StoredKey>();
   private readonly aliases = new Map<string, StoredAlias>();
   private readonly versions = new Map<string, LiveVersion>();
+  private readonly allKeysInInstance: boolean;
+  private kmsInstance?: KmsInstance;
   private mutationTail: Promise<unknown> = Promise.resolve();
 
   private constructor(options: KmsCoreOptions) {
@@ -151,6 +168,7 @@ export class KmsCore {
     this.rootKey = options.rootKey;
     this.clock = options.clock ?? systemClock;
     this.minRotationSeconds = options.minRotationIntervalSeconds ?? SECONDS_PER_WEEK;
+    this.allKeysInInstance = options.allKeysInInstance ?? false;
   }
 
   static async open(options: KmsCoreOptions): Promise<KmsCore> {
@@ -165,7 +183,7 @@ export class KmsCore {
   }
 
   private async loadFromStore(): Promise<void> {
-    const { keys, aliases } = await this.store.load();
+    const { keys, aliases, instance } = await this.store.load();
     const nextVersions = new Map<string, LiveVersion>();
     for (const key of keys) {
       for (const version of key.versions) {
@@ -178,6 +196,75 @@ export class KmsCore {
     for (const key of keys) this.keys.set(key.keyId, key);
     for (const alias of aliases) this.aliases.set(alias.aliasName, alias);
     for (const [id, live] of nextVersions) this.versions.set(id, live);
+    if (instance) this.adoptInstance(instance);
+  }
+
+  // ---- the KMS instance -----------------------------------------------------
+
+  /** The core's KMS instance, once `ensureInstance` has run (or the store held one). */
+  get instance(): KmsInstance | undefined {
+    return this.kmsInstance;
+  }
+
+  /**
+   * Creates the one KMS instance (id, CA) on first start and persists it; a
+   * second writer that lost the race (another replica) adopts the winner's.
+   */
+  ensureInstance(): Promise<KmsInstance> {
+    return this.mutate(async () => {
+      if (this.kmsInstance) return this.kmsInstance;
+      const fresh = newInstance(this.rootKey, this.clock.now());
+      try {
+        await this.store.putInstance(fresh, true);
+        return this.adoptInstance(fresh);
+      } catch (err) {
+        const { instance } = await this.store.load();
+        if (!instance) throw err;
+        return this.adoptInstance(instance);
+      }
+    });
+  }
+
+  private adoptInstance(doc: StoredInstance): KmsInstance {
+    if (this.kmsInstance?.id === doc.instanceId) this.kmsInstance.replace(doc);
+    else {
+      this.kmsInstance = new KmsInstance(doc, this.rootKey, this.clock, (change) =>
+        this.mutate(async () => {
+          const current = this.kmsInstance as KmsInstance;
+          const draft = structuredClone(current.record);
+          const result = change(draft);
+          await this.store.putInstance(draft, false);
+          current.replace(draft);
+          return result;
+        }),
+      );
+    }
+    return this.kmsInstance;
+  }
+
+  /** The key behind a KeyId of an Instance API call: only keys of the instance are served. */
+  instanceKey(keyIdOrAlias: string, parameter = 'KeyId'): StoredKey {
+    const key = this.resolveKey(keyIdOrAlias, parameter);
+    if (!this.inInstance(key)) throw keyNotFound(keyIdOrAlias);
+    return key;
+  }
+
+  /** The instance key whose version sealed `blob`; the blob itself is not opened. */
+  instanceKeyOfBlob(blob: Buffer, parameter = 'CiphertextBlob'): StoredKey {
+    const { live } = this.locateBlob(blob, parameter);
+    const key = this.keys.get(live.keyId) as StoredKey;
+    if (!this.inInstance(key)) throw invalidCiphertext(parameter);
+    return key;
+  }
+
+  private inInstance(key: StoredKey): boolean {
+    const id = this.kmsInstance?.id;
+    return id !== undefined && (this.allKeysInInstance || key.dkmsInstanceId === id);
+  }
+
+  generateRandom(length: number): Buffer {
+    checkRange('Length', length, 1, MAX_DATA_KEY_BYTES);
+    return randomBytes(length);
   }
 
   close(): Promise<void> {
@@ -201,12 +288,17 @@ export class KmsCore {
           ? 365 * DAY_SECONDS
           : undefined;
     if (input.keyId !== undefined && !UUID.test(input.keyId)) throw invalidParameter('KeyId');
+    const instanceId = input.dkmsInstanceId || undefined;
+    if (instanceId !== undefined && instanceId !== this.kmsInstance?.id) {
+      throw invalidParameter('DKMSInstanceId', 'No KMS instance has this id.');
+    }
     return this.mutate(async () => {
       const existing = input.keyId === undefined ? undefined : this.keys.get(input.keyId);
       if (existing) return this.metadataOf(existing);
       const now = this.nowIso();
       const key: StoredKey = {
-        keyId: input.keyId ?? randomUUID(),
+        keyId: input.keyId ?? (instanceId ? newInstanceKeyId() : randomUUID()),
+        dkmsInstanceId: instanceId,
         description,
         keySpec,
         keyUsage,
@@ -418,7 +510,7 @@ export class KmsCore {
   generateDataKey(input: DataKeyInput): Sealed & { plaintext: Buffer } {
     const plaintext = this.prepareDataKey(input);
     try {
-      return { ...this.sealStandard(input.keyId, plaintext, input.encryptionContext), plaintext };
+      return { ...this.sealStandard(input.keyId, plaintext, input), plaintext };
     } catch (err) {
       zero(plaintext);
       throw err;
@@ -428,7 +520,7 @@ export class KmsCore {
   generateDataKeyWithoutPlaintext(input: DataKeyInput): Sealed {
     const plaintext = this.prepareDataKey(input);
     try {
-      return this.sealStandard(input.keyId, plaintext, input.encryptionContext);
+      return this.sealStandard(input.keyId, plaintext, input);
     } finally {
       zero(plaintext);
     }
@@ -455,16 +547,12 @@ export class KmsCore {
     }
   }
 
-  encrypt(input: {
-    keyId: string;
-    plaintext: Buffer;
-    encryptionContext?: EncryptionContext;
-    dryRun?: boolean;
-  }): Sealed {
+  encrypt(input: Binding & { keyId: string; plaintext: Buffer; dryRun?: boolean }): Sealed {
     checkPlaintext(input.plaintext);
+    checkAad(input.aad);
     const key = this.usableSymmetricKey(input.keyId);
     if (input.dryRun) throw dryRunOperation();
-    return this.sealStandard(key.keyId, input.plaintext, input.encryptionContext);
+    return this.sealStandard(key.keyId, input.plaintext, input);
   }
 
   advanceEncrypt(input: {
@@ -480,11 +568,8 @@ export class KmsCore {
     return this.sealAdvance(key.keyId, input.plaintext, input.aad);
   }
 
-  decrypt(input: {
-    ciphertextBlob: Buffer;
-    encryptionContext?: EncryptionContext;
-    dryRun?: boolean;
-  }): Opened {
+  decrypt(input: Binding & { ciphertextBlob: Buffer; dryRun?: boolean }): Opened {
+    checkAad(input.aad);
     const { parsed, live } = this.locateBlob(input.ciphertextBlob, 'CiphertextBlob');
     if (parsed.format !== BlobFormat.Standard) {
       throw invalidParameter(
@@ -493,7 +578,7 @@ export class KmsCore {
       );
     }
     if (input.dryRun) throw dryRunOperation();
-    return this.openWith(live, parsed, contextBytes(input.encryptionContext), 'CiphertextBlob');
+    return this.openWith(live, parsed, bindingBytes(input), 'CiphertextBlob');
   }
 
   /** Opens Advance blobs, and Standard blobs when Aad is their canonical context. */
@@ -572,6 +657,7 @@ export class KmsCore {
   // ---- internals ----------------------------------------------------------
 
   private prepareDataKey(input: DataKeyInput): Buffer {
+    checkAad(input.aad);
     const bytes =
       input.numberOfBytes !== undefined
         ? checkRange('NumberOfBytes', input.numberOfBytes, 1, MAX_DATA_KEY_BYTES)
@@ -589,17 +675,21 @@ export class KmsCore {
     return randomKeyBytes(input.numberOfBytes);
   }
 
-  private sealStandard(keyId: string, plaintext: Buffer, context?: EncryptionContext): Sealed {
+  private sealStandard(
+    keyId: string,
+    plaintext: Buffer,
+    binding: Binding,
+  ): Sealed & { iv: Buffer } {
     const key = this.usableSymmetricKey(keyId);
     const initial = this.versionOf(key, 'initial');
-    const { blob } = sealBlob(
+    const { blob, iv } = sealBlob(
       initial.aes as KeyObject,
       initial.keyVersionId,
       BlobFormat.Standard,
       plaintext,
-      contextBytes(context),
+      bindingBytes(binding),
     );
-    return { keyId: key.keyId, keyVersionId: initial.keyVersionId, ciphertextBlob: blob };
+    return { keyId: key.keyId, keyVersionId: initial.keyVersionId, ciphertextBlob: blob, iv };
   }
 
   private sealAdvance(keyId: string, plaintext: Buffer, aad: Buffer | undefined): SealedAdvance {
@@ -787,6 +877,7 @@ export class KmsCore {
       automaticRotation: rotation,
       rotationInterval:
         key.rotationIntervalSeconds !== undefined ? `${key.rotationIntervalSeconds}s` : undefined,
+      dkmsInstanceId: this.inInstance(key) ? this.kmsInstance?.id : undefined,
     };
   }
 }
@@ -832,6 +923,10 @@ function checkAad(aad: Buffer | undefined, parameter = 'Aad'): void {
     throw invalidParameter(parameter, `It must be at most ${MAX_AAD_BYTES} bytes.`);
   }
 }
+
+/** Raw Aad (Instance API) wins; otherwise the canonical EncryptionContext (OpenAPI). */
+const bindingBytes = (binding: Binding): Buffer =>
+  binding.aad ?? contextBytes(binding.encryptionContext);
 
 const contextBytes = (context: EncryptionContext | undefined): Buffer => {
   const canonical = canonicalEncryptionContext(context);

@@ -1,0 +1,496 @@
+import { createHash, randomUUID, verify } from 'node:crypto';
+import type * as http from 'node:http';
+import * as https from 'node:https';
+import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { BodyError, closeGracefully, readBody } from '../common/http';
+import type { Logger } from '../common/logger';
+import { KmsCore } from '../kms/core';
+import { KmsError, invalidCiphertext, invalidParameter, missingParameter } from '../kms/errors';
+import type { KmsInstance } from '../kms/instance';
+import { MAX_DATA_KEY_BYTES } from '../kms/validate';
+import { ERROR, MESSAGES, UNSUPPORTED_OPERATIONS, type OperationName } from './messages';
+import { ProtobufError, decode, encode, type Message } from './protobuf';
+
+/**
+ * The KMS Instance API (dkms-gcs-0.2) over the core's KMS instance: protobuf
+ * over TLS, each request signed with the client key's RSA key
+ * (RSASSA-PKCS1-v1_5 SHA-256 over StringToSign), authorised by the client key's
+ * validity and its access point's policies (resource, permission template,
+ * network rule on the caller's address). Every error is a protobuf `Error`.
+ */
+
+export const API_VERSION = 'dkms-gcs-0.2';
+export const MAX_BODY_BYTES = 64 * 1024;
+const SKEW_MS = 15 * 60 * 1000;
+const PROTOBUF = 'application/x-protobuf';
+const AES_GCM = 'AES_GCM';
+const DEFAULT_DATA_KEY_BYTES = 32;
+
+export interface InstanceApiOptions {
+  core: KmsCore;
+  instance: KmsInstance;
+  logger: Logger;
+  nowMs?: () => number;
+}
+
+interface Authorised {
+  clientKeyId: string;
+  address: string;
+}
+
+const refuse = (status: number, code: string, message: string) =>
+  new KmsError(status, code, message);
+
+export class InstanceApi {
+  private readonly nowMs: () => number;
+
+  constructor(private readonly options: InstanceApiOptions) {
+    this.nowMs = options.nowMs ?? Date.now;
+  }
+
+  readonly handle = (req: http.IncomingMessage, res: http.ServerResponse): void => {
+    const requestId = randomUUID();
+    const started = performance.now();
+    readBody(req, MAX_BODY_BYTES).then(
+      (body) => this.answer(req, res, requestId, started, body),
+      (err: BodyError) => this.sendError(res, requestId, started, undefined, bodyError(err)),
+    );
+  };
+
+  private answer(
+    req: http.IncomingMessage,
+    res: http.ServerResponse,
+    requestId: string,
+    started: number,
+    body: Buffer,
+  ): void {
+    let operation: string | undefined;
+    try {
+      operation = this.checkHeaders(req, body);
+      const caller = this.authenticate(req);
+      const name = operation as OperationName;
+      const request = decodeRequest(name, body);
+      const response = this.run(name, request, caller);
+      response.RequestId = requestId;
+      const bytes = encode(MESSAGES[name].response, response);
+      zeroSecrets(response);
+      res.writeHead(200, { 'content-type': PROTOBUF, 'content-length': bytes.length });
+      res.end(bytes, () => bytes.fill(0));
+      this.log(requestId, started, operation, 200, undefined, caller.clientKeyId);
+    } catch (err) {
+      this.sendError(res, requestId, started, operation, err);
+    }
+  }
+
+  /** Returns the operation named by a well-formed request; throws the documented errors. */
+  private checkHeaders(req: http.IncomingMessage, body: Buffer): string {
+    if (req.method !== 'POST') {
+      throw refuse(405, 'UnsupportedHTTPMethod', 'Only POST is supported.');
+    }
+    if ((req.url ?? '/').split('?')[0] !== '/') {
+      throw refuse(404, 'InvalidPath', 'The only path is /.');
+    }
+    const version = header(req, 'x-kms-apiversion');
+    if (version !== API_VERSION) {
+      throw refuse(400, 'InvalidApiVersion', `The Param x-kms-apiversion must be ${API_VERSION}.`);
+    }
+    const operation = header(req, 'x-kms-apiname');
+    if (UNSUPPORTED_OPERATIONS.has(operation)) {
+      throw refuse(400, 'UnsupportedOperation', `The operation ${operation} is not supported.`);
+    }
+    if (!Object.hasOwn(MESSAGES, operation)) {
+      throw refuse(400, 'InvalidApiName', 'The Param x-kms-apiname is invalid.');
+    }
+    if (header(req, 'x-kms-signaturemethod') !== 'RSA_PKCS1_SHA_256') {
+      throw refuse(400, 'InvalidParam', 'The Param x-kms-signaturemethod is invalid.');
+    }
+    if (header(req, 'content-type').split(';')[0].trim().toLowerCase() !== PROTOBUF) {
+      throw refuse(400, 'InvalidParam', `The Param content-type must be ${PROTOBUF}.`);
+    }
+    const at = Date.parse(header(req, 'date'));
+    if (!header(req, 'date') || Number.isNaN(at)) {
+      throw refuse(400, 'InvalidParam', 'The Param Date is invalid.');
+    }
+    if (Math.abs(this.nowMs() - at) > SKEW_MS) {
+      throw refuse(
+        400,
+        'RequestTimeTooSkewed',
+        'The Date header is more than 15 minutes away from the server time.',
+      );
+    }
+    const digest = createHash('sha256').update(body).digest('hex').toUpperCase();
+    if (header(req, 'content-sha256') !== digest) {
+      throw refuse(400, 'InvalidParam', 'The Param content-sha256 is invalid.');
+    }
+    return operation;
+  }
+
+  /** Checks the client key and the request signature. */
+  private authenticate(req: http.IncomingMessage): Authorised {
+    const clientKeyId = header(req, 'x-kms-acccesskeyid');
+    if (!clientKeyId) {
+      throw refuse(
+        400,
+        'MissingParameter',
+        'Parameter x-kms-acccesskeyid does not exist in http header or body.',
+      );
+    }
+    const authorization = header(req, 'authorization');
+    if (!authorization.startsWith('Bearer ') || authorization.length > 4096) {
+      throw refuse(
+        400,
+        'MissingParameter',
+        'Parameter authorization must be "Bearer <signature>".',
+      );
+    }
+    const found = this.options.instance.findClientKey(clientKeyId);
+    if (!found) {
+      throw refuse(401, 'InvalidAccessKeyId.NotFound', 'The client key is not found.');
+    }
+    const now = this.nowMs();
+    if (now < Date.parse(found.clientKey.notBefore)) {
+      throw refuse(
+        401,
+        'InvalidAccessKeyId.Inactive',
+        'The client key is not valid yet (NotBefore).',
+      );
+    }
+    if (now > Date.parse(found.clientKey.notAfter)) {
+      throw refuse(401, 'InvalidAccessKeyId.Expired', 'The client key has expired (NotAfter).');
+    }
+    const signature = Buffer.from(authorization.slice('Bearer '.length).trim(), 'base64');
+    const signed = verify(
+      'sha256',
+      Buffer.from(stringToSign(req), 'utf8'),
+      found.publicKey,
+      signature,
+    );
+    if (!signed) {
+      throw refuse(401, 'SignatureDoesNotMatch', 'The request signature does not verify.');
+    }
+    return { clientKeyId, address: req.socket.remoteAddress ?? '' };
+  }
+
+  /** Refuses unless a policy of the caller's access point allows `keyId` from its address. */
+  private authorise(caller: Authorised, operation: string, keyId: string | undefined): void {
+    const instance = this.options.instance;
+    const clientKey = instance.clientKey(caller.clientKeyId);
+    const resource = keyId === undefined ? undefined : `key/${keyId}`;
+    const refusal = instance.refusal(clientKey, resource, caller.address);
+    const target = resource ?? 'the instance';
+    if (refusal === 'policy') {
+      throw refuse(
+        403,
+        'Forbidden.NoPermission',
+        `No policy of the client key's access point allows ${operation} on ${target}.`,
+      );
+    }
+    if (refusal === 'network') {
+      throw refuse(
+        403,
+        'Forbidden.SourceIpNotAllowed',
+        `The caller address ${caller.address} matches no network rule of the policies for ${target}.`,
+      );
+    }
+  }
+
+  private run(name: OperationName, req: Message, caller: Authorised): Message {
+    const { core } = this.options;
+    switch (name) {
+      case 'GenerateRandom': {
+        this.authorise(caller, name, undefined);
+        return { Random: core.generateRandom(int(req, 'Length', DEFAULT_DATA_KEY_BYTES)) };
+      }
+      case 'GenerateDataKey': {
+        checkAlgorithm(req);
+        const keyId = this.keyOf(caller, name, req);
+        const r = core.generateDataKey({
+          keyId,
+          numberOfBytes: int(req, 'NumberOfBytes', DEFAULT_DATA_KEY_BYTES),
+          aad: bytes(req, 'Aad'),
+        });
+        return {
+          KeyId: r.keyId,
+          Iv: ivOfBlob(r.ciphertextBlob),
+          Plaintext: r.plaintext,
+          CiphertextBlob: r.ciphertextBlob,
+          Algorithm: AES_GCM,
+        };
+      }
+      case 'AdvanceGenerateDataKey': {
+        const keyId = this.keyOf(caller, name, req);
+        const r = core.advanceGenerateDataKey({
+          keyId,
+          numberOfBytes: int(req, 'NumberOfBytes', DEFAULT_DATA_KEY_BYTES),
+          aad: bytes(req, 'Aad'),
+        });
+        return {
+          KeyId: r.keyId,
+          Iv: r.iv,
+          Plaintext: r.plaintext,
+          CiphertextBlob: r.ciphertextBlob,
+          Algorithm: r.algorithm,
+          KeyVersionId: r.keyVersionId,
+        };
+      }
+      case 'Encrypt':
+      case 'AdvanceEncrypt': {
+        checkAlgorithm(req);
+        checkNoCallerIv(req);
+        const keyId = this.keyOf(caller, name, req);
+        const input = {
+          keyId,
+          plaintext: requiredBytes(req, 'Plaintext'),
+          aad: bytes(req, 'Aad'),
+        };
+        const r = name === 'Encrypt' ? core.encrypt(input) : core.advanceEncrypt(input);
+        return {
+          KeyId: r.keyId,
+          CiphertextBlob: r.ciphertextBlob,
+          Iv: ivOfBlob(r.ciphertextBlob),
+          Algorithm: AES_GCM,
+          KeyVersionId: name === 'AdvanceEncrypt' ? r.keyVersionId : undefined,
+        };
+      }
+      case 'Decrypt':
+      case 'AdvanceDecrypt': {
+        checkAlgorithm(req);
+        const blob = requiredBytes(req, 'CiphertextBlob');
+        const key = core.instanceKeyOfBlob(blob);
+        const named = text(req, 'KeyId');
+        if (named && core.instanceKey(named).keyId !== key.keyId) throw invalidCiphertext();
+        const iv = bytes(req, 'Iv');
+        if (iv && !iv.equals(ivOfBlob(blob))) throw invalidCiphertext('Iv');
+        this.authorise(caller, name, key.keyId);
+        const aad = bytes(req, 'Aad');
+        const r =
+          name === 'Decrypt'
+            ? core.decrypt({ ciphertextBlob: blob, aad })
+            : core.advanceDecrypt({ ciphertextBlob: blob, aad });
+        return {
+          KeyId: r.keyId,
+          Plaintext: r.plaintext,
+          Algorithm: AES_GCM,
+          KeyVersionId: name === 'AdvanceDecrypt' ? r.keyVersionId : undefined,
+        };
+      }
+    }
+  }
+
+  /** Resolves the request's KeyId to an instance key and authorises its use. */
+  private keyOf(caller: Authorised, operation: string, req: Message): string {
+    const named = text(req, 'KeyId');
+    if (!named) throw missingParameter('KeyId');
+    const key = this.options.core.instanceKey(named);
+    this.authorise(caller, operation, key.keyId);
+    return key.keyId;
+  }
+
+  private sendError(
+    res: http.ServerResponse,
+    requestId: string,
+    started: number,
+    operation: string | undefined,
+    err: unknown,
+  ): void {
+    const error =
+      err instanceof KmsError
+        ? err
+        : new KmsError(500, 'InternalFailure', 'The request processing has failed.');
+    if (!(err instanceof KmsError)) {
+      this.options.logger.error({ err: (err as Error).message, requestId }, 'instance api failure');
+    }
+    const body = encode(ERROR, {
+      StatusCode: error.httpStatus,
+      ErrorCode: error.code,
+      ErrorMessage: error.message,
+      RequestId: requestId,
+    });
+    res.writeHead(error.httpStatus, { 'content-type': PROTOBUF, 'content-length': body.length });
+    res.end(body);
+    this.log(requestId, started, operation, error.httpStatus, error.code);
+  }
+
+  private log(
+    requestId: string,
+    started: number,
+    operation: string | undefined,
+    status: number,
+    code?: string,
+    clientKeyId?: string,
+  ): void {
+    this.options.logger.info(
+      {
+        requestId,
+        operation: operation && Object.hasOwn(MESSAGES, operation) ? operation : undefined,
+        clientKeyId,
+        status,
+        code,
+        ms: Math.round((performance.now() - started) * 100) / 100,
+      },
+      'kms instance request',
+    );
+  }
+}
+
+function header(req: http.IncomingMessage, name: string): string {
+  const value = req.headers[name];
+  return typeof value === 'string' ? value.trim() : '';
+}
+
+/** POST\n content-sha256\n content-type\n date\n, the x-kms-* headers sorted, then `/`. */
+export function stringToSign(req: http.IncomingMessage): string {
+  const kmsHeaders = Object.keys(req.headers)
+    .filter((name) => name.startsWith('x-kms-'))
+    .sort()
+    .map((name) => `${name}:${header(req, name)}\n`)
+    .join('');
+  return (
+    `POST\n${header(req, 'content-sha256')}\n${header(req, 'content-type')}\n` +
+    `${header(req, 'date')}\n${kmsHeaders}/`
+  );
+}
+
+function decodeRequest(name: OperationName, body: Buffer): Message {
+  try {
+    return decode(MESSAGES[name].request, body);
+  } catch (err) {
+    if (err instanceof ProtobufError) {
+      throw refuse(
+        400,
+        'InvalidParam',
+        `The request body is not a valid ${name}Request message: ${err.message}.`,
+      );
+    }
+    throw err;
+  }
+}
+
+const text = (m: Message, name: string) => (m[name] as string | undefined) ?? '';
+const bytes = (m: Message, name: string) => {
+  const value = m[name] as Buffer | undefined;
+  return value && value.length > 0 ? value : undefined;
+};
+
+function requiredBytes(m: Message, name: string): Buffer {
+  const value = bytes(m, name);
+  if (!value) throw missingParameter(name);
+  return value;
+}
+
+/** proto3 cannot tell 0 from unset: 0 means the default. */
+function int(m: Message, name: string, fallback: number): number {
+  const value = (m[name] as number | undefined) ?? 0;
+  if (value === 0) return fallback;
+  if (value < 1 || value > MAX_DATA_KEY_BYTES) {
+    throw invalidParameter(name, `It must be 1 to ${MAX_DATA_KEY_BYTES}.`);
+  }
+  return value;
+}
+
+function checkAlgorithm(m: Message): void {
+  const algorithm = text(m, 'Algorithm');
+  if (algorithm && algorithm !== AES_GCM) {
+    throw invalidParameter('Algorithm', 'Symmetric keys use AES_GCM.');
+  }
+  if (text(m, 'PaddingMode')) {
+    throw invalidParameter('PaddingMode', 'AES_GCM takes no padding mode.');
+  }
+}
+
+function checkNoCallerIv(m: Message): void {
+  if (bytes(m, 'Iv')) throw invalidParameter('Iv', 'The server chooses the IV.');
+}
+
+const ivOfBlob = (blob: Buffer): Buffer => KmsCore.ivOfBlob(blob) ?? Buffer.alloc(0);
+
+function zeroSecrets(response: Message): void {
+  for (const name of ['Plaintext', 'Random']) {
+    const value = response[name];
+    if (Buffer.isBuffer(value)) value.fill(0);
+  }
+}
+
+function bodyError(err: BodyError): KmsError {
+  return err.status === 413
+    ? refuse(413, 'RequestTooLarge', `The request body exceeds ${MAX_BODY_BYTES} bytes.`)
+    : refuse(400, 'InvalidRequest', err.message);
+}
+
+export interface InstanceListenOptions {
+  host: string;
+  port: number;
+  /** Extra DNS names or addresses for the endpoint certificate (--instance-host). */
+  hosts?: string[];
+}
+
+export interface RunningInstanceApi {
+  url: string;
+  port: number;
+  close(): Promise<void>;
+}
+
+/** Hosts the endpoint certificate covers: the listen address, localhost and the extra names. */
+export function certificateHosts(options: InstanceListenOptions): string[] {
+  const wildcard = options.host === '0.0.0.0' || options.host === '::';
+  return [
+    ...new Set([
+      ...(wildcard ? [] : [options.host]),
+      'localhost',
+      '127.0.0.1',
+      '::1',
+      ...(options.hosts ?? []),
+    ]),
+  ];
+}
+
+/** Serves the Instance API over TLS with a certificate issued by the instance CA. */
+export function listenInstanceApi(
+  api: InstanceApi,
+  instance: KmsInstance,
+  options: InstanceListenOptions,
+): Promise<RunningInstanceApi> {
+  const { cert, key } = instance.issueServerCertificate(certificateHosts(options));
+  const server = https.createServer(
+    { cert, key, maxHeaderSize: 64 * 1024, keepAliveTimeout: 30_000, requestTimeout: 30_000 },
+    api.handle,
+  );
+  server.on('clientError', answerClientError);
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port, options.host, () => {
+      server.off('error', reject);
+      const { address, port } = server.address() as AddressInfo;
+      const host = address.includes(':') ? `[${address}]` : address;
+      resolve({ url: `https://${host}:${port}`, port, close: () => closeGracefully(server) });
+    });
+  });
+}
+
+/** Requests Node's parser refuses still get a protobuf Error, not a bare reset. */
+function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+  if (err.code === 'ECONNRESET' || !socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const [status, code, message] =
+    err.code === 'HPE_HEADER_OVERFLOW'
+      ? [431, 'RequestHeaderFieldsTooLarge', 'The request headers exceed 64 KiB.']
+      : [400, 'InvalidRequest', 'The request is not a well-formed HTTP request.'];
+  const body = encode(ERROR, {
+    StatusCode: status,
+    ErrorCode: code,
+    ErrorMessage: message,
+    RequestId: randomUUID(),
+  });
+  socket.end(
+    Buffer.concat([
+      Buffer.from(
+        `HTTP/1.1 ${status} Error\r\ncontent-type: ${PROTOBUF}\r\n` +
+          `content-length: ${body.length}\r\nconnection: close\r\n\r\n`,
+      ),
+      body,
+    ]),
+  );
+}
