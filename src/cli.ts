@@ -17,11 +17,16 @@ Commands:
       instance; its certificate, from the CA GetKmsInstance returns, covers the listen
       address, localhost and every --instance-host NAME.
   operator [--kubeconfig F] [--namespace NS] [--kms-listen HOST:PORT] [--metrics-listen HOST:PORT]
+           [--kms-instance-listen HOST:PORT [--kms-instance-host NAME]...]
            [--root-key-file F] [--rewrap-rate N]
       Run the MasterKey and DataKey controllers (leader-elected). NS (default
       datakey-system) holds the operator's own state. In-cluster config or
       KUBECONFIG. --kms-listen also serves the KMS API over the embedded core
-      (credentials as for kms serve). /metrics, /healthz and /readyz are served on
+      (credentials as for kms serve). --kms-instance-listen also serves the KMS
+      Instance API of the core's built-in instance, which holds every MasterKey's
+      key; its certificate covers the listen address, localhost and every
+      --kms-instance-host NAME (repeatable; e.g. the Service's DNS name).
+      /metrics, /healthz and /readyz are served on
       --metrics-listen (default 0.0.0.0:8080). After a master key rotates, its
       DataKeys are re-wrapped at --rewrap-rate per second (default 100, 0 = unlimited).
       Pod injection (webhook and key delivery, TLS) is served on --webhook-listen
@@ -118,6 +123,8 @@ async function operator(args: string[]): Promise<Stoppable> {
       kubeconfig: { type: 'string' },
       namespace: { type: 'string' },
       'kms-listen': { type: 'string' },
+      'kms-instance-listen': { type: 'string' },
+      'kms-instance-host': { type: 'string', multiple: true },
       'metrics-listen': { type: 'string' },
       'root-key-file': { type: 'string' },
       'rewrap-rate': { type: 'string' },
@@ -139,6 +146,12 @@ async function operator(args: string[]): Promise<Stoppable> {
     ...metricsListen(values['metrics-listen'] ?? '0.0.0.0:8080'),
     kmsListen: values['kms-listen']
       ? { ...parseListen(values['kms-listen']), credentials: credentialsFromEnv() }
+      : undefined,
+    kmsInstanceListen: values['kms-instance-listen']
+      ? {
+          ...parseListen(values['kms-instance-listen'], '--kms-instance-listen'),
+          hosts: values['kms-instance-host'],
+        }
       : undefined,
     rootKeyFile: values['root-key-file'],
     rewrapsPerSecond:

@@ -4,8 +4,7 @@ import { KmsCore } from '../kms/core';
 import { FileKeyStore, loadOrCreateRootKey } from '../kms/file-store';
 import { RootKey } from '../kms/root-key';
 import {
-  InstanceApi,
-  listenInstanceApi,
+  startInstanceApi,
   type InstanceListenOptions,
   type RunningInstanceApi,
 } from '../kms-instance-api/server';
@@ -101,17 +100,4 @@ export async function serveKms(options: ServeOptions): Promise<KmsService> {
       logger.info('kms api stopped');
     },
   };
-}
-
-/** Creates the core's KMS instance on first start and serves the Instance API over it. */
-export async function startInstanceApi(
-  core: KmsCore,
-  options: InstanceListenOptions,
-  logger: Logger,
-): Promise<RunningInstanceApi> {
-  const instance = await core.ensureInstance();
-  const api = new InstanceApi({ core, instance, logger });
-  const running = await listenInstanceApi(api, instance, options);
-  logger.info({ url: running.url, kmsInstanceId: instance.id }, 'kms instance api listening');
-  return running;
 }

@@ -494,3 +494,16 @@ function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
     ]),
   );
 }
+
+/** Creates the core's KMS instance on first start and serves the Instance API over it. */
+export async function startInstanceApi(
+  core: KmsCore,
+  options: InstanceListenOptions,
+  logger: Logger,
+): Promise<RunningInstanceApi> {
+  const instance = await core.ensureInstance();
+  const api = new InstanceApi({ core, instance, logger });
+  const running = await listenInstanceApi(api, instance, options);
+  logger.info({ url: running.url, kmsInstanceId: instance.id }, 'kms instance api listening');
+  return running;
+}

@@ -13,6 +13,11 @@ import {
 } from '../injection/injection';
 import { KmsCore, RootKey, loadOrCreateRootKey } from '../kms';
 import { KmsApi, listen, type Credentials, type RunningServer } from '../kms-api/server';
+import {
+  startInstanceApi,
+  type InstanceListenOptions,
+  type RunningInstanceApi,
+} from '../kms-instance-api/server';
 import { EventRecorder } from '../runtime/events';
 import { Informer, keyOf } from '../runtime/informer';
 import { KubeClient, isConflict, isNotFound, type KubeObject } from '../runtime/kube-client';
@@ -27,6 +32,8 @@ export interface OperatorOptions {
   metricsHost: string;
   metricsPort: number;
   kmsListen?: { host: string; port: number; credentials: Credentials };
+  /** The KMS Instance API over the core's built-in instance, which holds every key. */
+  kmsInstanceListen?: InstanceListenOptions;
   rootKeyFile?: string;
   identity?: string;
   workers?: number;
@@ -68,6 +75,7 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
     store: new SecretKeyStore(client, namespace),
     rootKey: new RootKey(rootMaterial),
     minRotationIntervalSeconds: options.minRotationIntervalSeconds,
+    allKeysInInstance: options.kmsInstanceListen !== undefined,
   });
 
   const metrics = new OperatorMetrics();
@@ -202,6 +210,9 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
     });
     kmsServer = await listen(api, options.kmsListen);
   }
+  const instanceServer: RunningInstanceApi | undefined = options.kmsInstanceListen
+    ? await startInstanceApi(core, options.kmsInstanceListen, logger)
+    : undefined;
   logger.info({ namespace }, 'operator started');
 
   return {
@@ -216,6 +227,7 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
       await injection?.stop();
       for (const informer of [ctx.masterKeys, ctx.dataKeys, ctx.secrets]) informer.stop();
       await kmsServer?.close();
+      await instanceServer?.close();
       await new Promise((resolve) => metricsServer.close(resolve));
       await core.close();
       logger.info('operator stopped');
