@@ -1,4 +1,4 @@
-import { createHash, randomUUID, verify } from 'node:crypto';
+import { randomUUID, verify } from 'node:crypto';
 import type * as http from 'node:http';
 import * as https from 'node:https';
 import type { AddressInfo } from 'node:net';
@@ -11,6 +11,7 @@ import type { KmsInstance } from '../kms/instance';
 import { MAX_DATA_KEY_BYTES } from '../kms/validate';
 import { ERROR, MESSAGES, UNSUPPORTED_OPERATIONS, type OperationName } from './messages';
 import { ProtobufError, decode, encode, type Message } from './protobuf';
+import { API_VERSION, PROTOBUF, contentSha256, stringToSign } from './signature';
 
 /**
  * The KMS Instance API (dkms-gcs-0.2) over the core's KMS instance: protobuf
@@ -20,10 +21,8 @@ import { ProtobufError, decode, encode, type Message } from './protobuf';
  * network rule on the caller's address). Every error is a protobuf `Error`.
  */
 
-export const API_VERSION = 'dkms-gcs-0.2';
 export const MAX_BODY_BYTES = 64 * 1024;
 const SKEW_MS = 15 * 60 * 1000;
-const PROTOBUF = 'application/x-protobuf';
 const AES_GCM = 'AES_GCM';
 const DEFAULT_DATA_KEY_BYTES = 32;
 
@@ -119,8 +118,7 @@ export class InstanceApi {
         'The Date header is more than 15 minutes away from the server time.',
       );
     }
-    const digest = createHash('sha256').update(body).digest('hex').toUpperCase();
-    if (header(req, 'content-sha256') !== digest) {
+    if (header(req, 'content-sha256') !== contentSha256(body)) {
       throw refuse(400, 'InvalidParam', 'The Param content-sha256 is invalid.');
     }
     return operation;
@@ -162,7 +160,7 @@ export class InstanceApi {
     const signature = Buffer.from(authorization.slice('Bearer '.length).trim(), 'base64');
     const signed = verify(
       'sha256',
-      Buffer.from(stringToSign(req), 'utf8'),
+      Buffer.from(stringToSign(signedHeadersOf(req)), 'utf8'),
       found.publicKey,
       signature,
     );
@@ -339,18 +337,15 @@ function header(req: http.IncomingMessage, name: string): string {
   return typeof value === 'string' ? value.trim() : '';
 }
 
-/** POST\n content-sha256\n content-type\n date\n, the x-kms-* headers sorted, then `/`. */
-export function stringToSign(req: http.IncomingMessage): string {
-  const kmsHeaders = Object.keys(req.headers)
-    .filter((name) => name.startsWith('x-kms-'))
-    .sort()
-    .map((name) => `${name}:${header(req, name)}\n`)
-    .join('');
-  return (
-    `POST\n${header(req, 'content-sha256')}\n${header(req, 'content-type')}\n` +
-    `${header(req, 'date')}\n${kmsHeaders}/`
-  );
+/** The request's headers as StringToSign reads them: the standard three and every x-kms-*. */
+function signedHeadersOf(req: http.IncomingMessage): Record<string, string> {
+  const headers: Record<string, string> = Object.create(null);
+  for (const name of Object.keys(req.headers)) {
+    if (name.startsWith('x-kms-') || SIGNED.has(name)) headers[name] = header(req, name);
+  }
+  return headers;
 }
+const SIGNED = new Set(['content-sha256', 'content-type', 'date']);
 
 function decodeRequest(name: OperationName, body: Buffer): Message {
   try {
