@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -41,6 +42,8 @@ type input struct {
 	OldBlob   []byte               `json:"oldBlob"`
 	OldAad    []byte               `json:"oldAad"`
 	OldDigest string               `json:"oldDigest"`
+	// A DataKey's Secret, its values as stored (base64 text for the binary ones).
+	Secret map[string]string `json:"secret"`
 }
 
 type result map[string]interface{}
@@ -90,6 +93,8 @@ func main() {
 	out := map[string]result{}
 	if in.Phase == "after" {
 		runAfter(in, out)
+	} else if in.Phase == "secret" {
+		out["secretDecrypt"] = openSecret(in)
 	} else {
 		runBefore(in, out)
 	}
@@ -262,4 +267,33 @@ func skewed(in input) result {
 	}
 	return result{"ok": resp.StatusCode == 200, "httpCode": resp.StatusCode, "code": parsed["Code"],
 		"message": parsed["Message"]}
+}
+
+// openSecret decrypts a DataKey's Secret as docs/kms-api.md tells an
+// application to: AdvanceDecrypt(ciphertextBlob, aad) in the Advance flow,
+// Decrypt(keyId, ciphertextBlob, Aad = the encryptionContext text, AES_GCM)
+// in the Standard flow.
+func openSecret(in input) result {
+	secret := in.Secret
+	blob, _ := base64.StdEncoding.DecodeString(secret["ciphertextBlob"])
+	good := client(in, "good")
+	var plaintext []byte
+	if secret["flow"] == "Advance" {
+		aad, _ := base64.StdEncoding.DecodeString(secret["aad"])
+		r, err := good.AdvanceDecrypt(&dedicatedkmssdk.AdvanceDecryptRequest{CiphertextBlob: blob, Aad: aad})
+		if err != nil {
+			return failure(err)
+		}
+		plaintext = r.Plaintext
+	} else {
+		r, err := good.Decrypt(&dedicatedkmssdk.DecryptRequest{
+			KeyId: tea.String(secret["keyId"]), CiphertextBlob: blob, Algorithm: tea.String("AES_GCM"),
+			Aad: []byte(secret["encryptionContext"]),
+		})
+		if err != nil {
+			return failure(err)
+		}
+		plaintext = r.Plaintext
+	}
+	return result{"ok": true, "plaintextDigest": digest(plaintext)}
 }

@@ -146,6 +146,20 @@ def run_after(inp, good, out):
     out["afterRotation"] = attempt(fresh)
 
 
+def open_secret(inp, good):
+    """Decrypts a DataKey's Secret as docs/kms-api.md tells an application to."""
+    secret = inp["secret"]
+    blob = base64.b64decode(secret["ciphertextBlob"])
+    if secret["flow"] == "Advance":
+        r = good.advance_decrypt(models.AdvanceDecryptRequest(
+            ciphertext_blob=blob, aad=base64.b64decode(secret["aad"])))
+    else:
+        r = good.decrypt(models.DecryptRequest(
+            key_id=secret["keyId"], ciphertext_blob=blob, algorithm="AES_GCM",
+            aad=secret["encryptionContext"].encode("utf-8")))
+    return {"ok": True, "plaintextDigest": digest(r.plaintext)}
+
+
 def main():
     with open(sys.argv[1]) as f:
         inp = json.load(f)
@@ -156,6 +170,8 @@ def main():
         out = {}
         if inp.get("phase") == "after":
             run_after(inp, good, out)
+        elif inp.get("phase") == "secret":
+            out["secretDecrypt"] = attempt(lambda: open_secret(inp, good))
         else:
             try:
                 run_before(inp, good, ca.name, out)
