@@ -12,6 +12,11 @@
  *     each with a fresh nonce; against a bare Node http server answering a fixed JSON
  *     body, same load settings, same run.
  *
+ * (c) The KMS Instance API (`--instance-listen`): AdvanceGenerateDataKey over TLS
+ *     with a client key's RSA signature verified per request, from a load
+ *     generator in its own process (src/bench/instance-load-worker.ts), after
+ *     provisioning the client key through the OpenAPI as an application would.
+ *
  * Environment: BENCH_SECONDS (HTTP run, default 30), BENCH_WARMUP_SECONDS (HTTP
  * warm-up, default 3), BENCH_CONNECTIONS (default 50), BENCH_CORE_SECONDS (per round,
  * default 3), BENCH_CORE_ROUNDS (default 5), BENCH_SERVER_NODE_ARGS (extra node
@@ -19,7 +24,7 @@
  *
  * The last line of output is one JSON object with the headline figures.
  */
-import { type ChildProcess, fork, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, fork, spawn } from 'node:child_process';
 import {
   createCipheriv,
   createDecipheriv,
@@ -28,13 +33,14 @@ import {
   timingSafeEqual,
   type KeyObject,
 } from 'node:crypto';
-import { mkdtempSync, openSync, readFileSync, rmSync, closeSync } from 'node:fs';
+import { mkdtempSync, openSync, readFileSync, rmSync, closeSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type autocannon from 'autocannon';
 import { KmsCore } from '../kms/core';
 import { RootKey } from '../kms/root-key';
 import { MemoryKeyStore } from '../kms/store';
+import type { InstanceLoadJob, InstanceLoadResult } from './instance-load-worker';
 import type { LoadJob } from './load-worker';
 import { RequestSigner } from './signed-request';
 import { freePort, sleep } from '../common/wait';
@@ -237,7 +243,9 @@ function failOnEarlyExit(child: ChildProcess, name: string, stderr: () => string
 }
 let stopping = false;
 
-async function startKmsServer(): Promise<{ child: ChildProcess; url: string; dataDir: string }> {
+async function startKmsServer(
+  extraArgs: string[] = [],
+): Promise<{ child: ChildProcess; url: string; dataDir: string }> {
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'kms-bench-'));
   const port = await freePort();
   const devNull = openSync('/dev/null', 'w');
@@ -256,6 +264,7 @@ async function startKmsServer(): Promise<{ child: ChildProcess; url: string; dat
       dataDir,
       '--rate-limit',
       '0',
+      ...extraArgs,
     ],
     {
       env: {
@@ -441,6 +450,113 @@ async function benchHttp(): Promise<{ kms: LoadFigures; bare: LoadFigures }> {
   }
 }
 
+// ---- (c) the KMS Instance API ------------------------------------------------
+
+type Body = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+/** Provisions a client key through the OpenAPI, as an application would (docs/kms-api.md). */
+async function prepareInstance(url: string, instanceUrl: string): Promise<InstanceLoadJob> {
+  const signer = new RequestSigner(ACCESS_KEY_ID, ACCESS_KEY_SECRET);
+  const ok = async (action: string, params: Record<string, string> = {}): Promise<Body> => {
+    const r = await call(url, signer, action, params);
+    if (r.status !== 200) throw new Error(`${action} failed: ${JSON.stringify(r.body)}`);
+    return r.body;
+  };
+  let instanceId: string | undefined;
+  for (let i = 0; !instanceId; i++) {
+    instanceId = (await ok('ListKmsInstances')).KmsInstances.KmsInstance[0]?.KmsInstanceId;
+    if (!instanceId && i > 100) throw new Error('the server lists no KMS instance');
+    if (!instanceId) await sleep(100);
+  }
+  const ca = (await ok('GetKmsInstance', { KmsInstanceId: instanceId })).KmsInstance
+    .CaCertificateChainPem as string;
+  const keyId = (await ok('CreateKey', { DKMSInstanceId: instanceId })).KeyMetadata.KeyId as string;
+  await ok('CreateNetworkRule', { Name: 'loopback', SourcePrivateIp: '["127.0.0.1"]' });
+  await ok('CreatePolicy', {
+    Name: 'bench',
+    Permissions: '["RbacPermission/Template/CryptoServiceKeyUser"]',
+    Resources: `["key/${keyId}"]`,
+    AccessControlRules: '{"NetworkRules":["loopback"]}',
+  });
+  await ok('CreateApplicationAccessPoint', { Name: 'bench', Policies: '["bench"]' });
+  const password = `Bench-${randomBytes(6).toString('hex')}`;
+  const clientKey = await ok('CreateClientKey', { AapName: 'bench', Password: password });
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'kms-bench-p12-'));
+  try {
+    const p12 = path.join(dir, 'client.p12');
+    writeFileSync(p12, Buffer.from(clientKey.PrivateKeyData as string, 'base64'), { mode: 0o600 });
+    const privateKeyPem = execFileSync('openssl', [
+      'pkcs12',
+      '-in',
+      p12,
+      '-nocerts',
+      '-nodes',
+      '-passin',
+      `pass:${password}`,
+    ]).toString();
+    return {
+      url: instanceUrl,
+      ca,
+      connections: CONNECTIONS,
+      seconds: WARMUP_SECONDS,
+      keyId,
+      clientKeyId: clientKey.ClientKeyId as string,
+      privateKeyPem,
+    };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function instanceLoad(job: InstanceLoadJob): Promise<InstanceLoadResult> {
+  const worker = fork(path.join(__dirname, 'instance-load-worker.js'), [JSON.stringify(job)], {
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
+  return new Promise((resolve, reject) => {
+    let got: InstanceLoadResult | undefined;
+    worker.on('message', (message) => (got = message as InstanceLoadResult));
+    worker.once('error', reject);
+    worker.once('exit', (code) =>
+      got ? resolve(got) : reject(new Error(`instance load worker exited with ${code}`)),
+    );
+  });
+}
+
+async function benchInstance(): Promise<{ rps: number; p99: number; failed: number }> {
+  line(
+    `instance api, loopback TLS (${CONNECTIONS} keep-alive connections, ${HTTP_SECONDS} s ` +
+      `after ${WARMUP_SECONDS} s warm-up; AdvanceGenerateDataKey, RSA verification per request):`,
+  );
+  const instancePort = await freePort();
+  const server = await startKmsServer(['--instance-listen', `127.0.0.1:${instancePort}`]);
+  stopping = false;
+  try {
+    const job = await prepareInstance(server.url, `https://127.0.0.1:${instancePort}`);
+    const warm = await instanceLoad(job);
+    if (warm.ok === 0 || warm.failed > 0) {
+      throw new Error(`instance warm-up: ${warm.ok} ok, ${warm.failed} failed`);
+    }
+    line('  sanity: provisioned through the OpenAPI, warm-up all 200: ok');
+    const before = cpuSeconds(server.child.pid);
+    const r = await instanceLoad({ ...job, seconds: HTTP_SECONDS });
+    const serverCpu = (cpuSeconds(server.child.pid) - before) / r.seconds;
+    const rps = r.ok / r.seconds;
+    line(
+      `  kms    ${fmt(rps).padStart(7)} req/s (200 only)  latency p50 ${r.p50} ms, ` +
+        `p99 ${r.p99} ms, max ${r.max} ms; failed ${r.failed}`,
+    );
+    line(
+      `         CPU: server ${(serverCpu * 100).toFixed(0)}% of a core ` +
+        `(${((serverCpu / rps) * 1e6).toFixed(0)} µs per request)`,
+    );
+    return { rps, p99: r.p99, failed: r.failed };
+  } finally {
+    stopping = true;
+    await stopChild(server.child);
+    rmSync(server.dataDir, { recursive: true, force: true });
+  }
+}
+
 async function main(): Promise<void> {
   line(
     `kms bench: node ${process.version}, ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? '?'}), ` +
@@ -448,7 +564,8 @@ async function main(): Promise<void> {
   );
   const core = await benchCore();
   const { kms, bare } = await benchHttp();
-  const failures = kms.result.non2xx + kms.result.errors + kms.result.timeouts;
+  const instance = await benchInstance();
+  const failures = kms.result.non2xx + kms.result.errors + kms.result.timeouts + instance.failed;
   const bareFailures = bare.result.non2xx + bare.result.errors + bare.result.timeouts;
   const summary = {
     core_ops_s: Math.round(core.generate),
@@ -458,6 +575,8 @@ async function main(): Promise<void> {
     http_p99_ms: kms.result.latency.p99,
     bare_rps: Math.round(bare.rps),
     http_vs_bare: round(kms.rps / bare.rps, 3),
+    instance_advance_rps: Math.round(instance.rps),
+    instance_advance_p99_ms: instance.p99,
   };
   const goal = (ok: boolean) => (ok ? 'met' : 'MISSED');
   line('goals:');
