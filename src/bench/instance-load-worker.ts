@@ -3,6 +3,7 @@ import * as https from 'node:https';
 import { MESSAGES } from '../kms-instance-api/messages';
 import { encode } from '../kms-instance-api/protobuf';
 import { signedHeaders } from '../kms-instance-api/signature';
+import { runWorker } from './worker-process';
 
 /**
  * Load generator for the Instance API, run as a child process: `connections`
@@ -30,7 +31,7 @@ export interface InstanceLoadResult {
   max: number;
 }
 
-async function main(): Promise<void> {
+async function main(): Promise<InstanceLoadResult> {
   const job = JSON.parse(process.argv[2] ?? '') as InstanceLoadJob;
   const privateKey = createPrivateKey(job.privateKeyPem);
   const body = encode(MESSAGES.AdvanceGenerateDataKey.request, {
@@ -83,7 +84,7 @@ async function main(): Promise<void> {
   latencies.sort((a, b) => a - b);
   const at = (q: number) =>
     Math.round((latencies[Math.floor(q * (latencies.length - 1))] ?? NaN) * 100) / 100;
-  const result: InstanceLoadResult = {
+  return {
     ok: latencies.length,
     failed,
     seconds,
@@ -91,17 +92,6 @@ async function main(): Promise<void> {
     p99: at(0.99),
     max: at(1),
   };
-  await new Promise<void>((resolve, reject) =>
-    (process.send as NonNullable<typeof process.send>)(result, (err: Error | null) =>
-      err ? reject(err) : resolve(),
-    ),
-  );
 }
 
-main().then(
-  () => process.exit(0),
-  (err: Error) => {
-    console.error(`instance load worker: ${err.stack ?? err.message}`);
-    process.exit(1);
-  },
-);
+runWorker('instance load worker', main);

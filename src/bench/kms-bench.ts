@@ -24,7 +24,7 @@
  *
  * The last line of output is one JSON object with the headline figures.
  */
-import { type ChildProcess, execFileSync, fork, spawn } from 'node:child_process';
+import { type ChildProcess, fork, spawn } from 'node:child_process';
 import {
   createCipheriv,
   createDecipheriv,
@@ -33,7 +33,7 @@ import {
   timingSafeEqual,
   type KeyObject,
 } from 'node:crypto';
-import { mkdtempSync, openSync, readFileSync, rmSync, closeSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, openSync, readFileSync, rmSync, closeSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type autocannon from 'autocannon';
@@ -43,6 +43,7 @@ import { MemoryKeyStore } from '../kms/store';
 import type { InstanceLoadJob, InstanceLoadResult } from './instance-load-worker';
 import type { LoadJob } from './load-worker';
 import { RequestSigner } from './signed-request';
+import { privateKeyPemOfPkcs12 } from './worker-process';
 import { freePort, sleep } from '../common/wait';
 
 const env = (name: string, fallback: number): number => {
@@ -481,31 +482,18 @@ async function prepareInstance(url: string, instanceUrl: string): Promise<Instan
   await ok('CreateApplicationAccessPoint', { Name: 'bench', Policies: '["bench"]' });
   const password = `Bench-${randomBytes(6).toString('hex')}`;
   const clientKey = await ok('CreateClientKey', { AapName: 'bench', Password: password });
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'kms-bench-p12-'));
-  try {
-    const p12 = path.join(dir, 'client.p12');
-    writeFileSync(p12, Buffer.from(clientKey.PrivateKeyData as string, 'base64'), { mode: 0o600 });
-    const privateKeyPem = execFileSync('openssl', [
-      'pkcs12',
-      '-in',
-      p12,
-      '-nocerts',
-      '-nodes',
-      '-passin',
-      `pass:${password}`,
-    ]).toString();
-    return {
-      url: instanceUrl,
-      ca,
-      connections: CONNECTIONS,
-      seconds: WARMUP_SECONDS,
-      keyId,
-      clientKeyId: clientKey.ClientKeyId as string,
-      privateKeyPem,
-    };
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+  return {
+    url: instanceUrl,
+    ca,
+    connections: CONNECTIONS,
+    seconds: WARMUP_SECONDS,
+    keyId,
+    clientKeyId: clientKey.ClientKeyId as string,
+    privateKeyPem: privateKeyPemOfPkcs12(
+      Buffer.from(clientKey.PrivateKeyData as string, 'base64'),
+      password,
+    ),
+  };
 }
 
 async function instanceLoad(job: InstanceLoadJob): Promise<InstanceLoadResult> {

@@ -26,51 +26,41 @@ const DECRYPT_REQUEST: Schema = {
   PaddingMode: [6, 'string'],
 };
 
+/** The Advance responses add the key version to their plain counterpart's fields. */
+const withKeyVersion = (schema: Schema, number: number): Schema => ({
+  ...schema,
+  KeyVersionId: [number, 'string'],
+});
+
+const ENCRYPT_RESPONSE: Schema = {
+  KeyId: [1, 'string'],
+  CiphertextBlob: [2, 'bytes'],
+  Iv: [3, 'bytes'],
+  RequestId: [4, 'string'],
+  Algorithm: [5, 'string'],
+  PaddingMode: [6, 'string'],
+};
+const DECRYPT_RESPONSE: Schema = {
+  KeyId: [1, 'string'],
+  Plaintext: [2, 'bytes'],
+  RequestId: [3, 'string'],
+  Algorithm: [4, 'string'],
+  PaddingMode: [5, 'string'],
+};
+const GENERATE_DATA_KEY_RESPONSE: Schema = {
+  KeyId: [1, 'string'],
+  Iv: [2, 'bytes'],
+  Plaintext: [3, 'bytes'],
+  CiphertextBlob: [4, 'bytes'],
+  RequestId: [5, 'string'],
+  Algorithm: [6, 'string'],
+};
+
 export const MESSAGES = {
-  Encrypt: {
-    request: ENCRYPT_REQUEST,
-    response: {
-      KeyId: [1, 'string'],
-      CiphertextBlob: [2, 'bytes'],
-      Iv: [3, 'bytes'],
-      RequestId: [4, 'string'],
-      Algorithm: [5, 'string'],
-      PaddingMode: [6, 'string'],
-    },
-  },
-  AdvanceEncrypt: {
-    request: ENCRYPT_REQUEST,
-    response: {
-      KeyId: [1, 'string'],
-      CiphertextBlob: [2, 'bytes'],
-      Iv: [3, 'bytes'],
-      RequestId: [4, 'string'],
-      Algorithm: [5, 'string'],
-      PaddingMode: [6, 'string'],
-      KeyVersionId: [7, 'string'],
-    },
-  },
-  Decrypt: {
-    request: DECRYPT_REQUEST,
-    response: {
-      KeyId: [1, 'string'],
-      Plaintext: [2, 'bytes'],
-      RequestId: [3, 'string'],
-      Algorithm: [4, 'string'],
-      PaddingMode: [5, 'string'],
-    },
-  },
-  AdvanceDecrypt: {
-    request: DECRYPT_REQUEST,
-    response: {
-      KeyId: [1, 'string'],
-      Plaintext: [2, 'bytes'],
-      RequestId: [3, 'string'],
-      Algorithm: [4, 'string'],
-      PaddingMode: [5, 'string'],
-      KeyVersionId: [6, 'string'],
-    },
-  },
+  Encrypt: { request: ENCRYPT_REQUEST, response: ENCRYPT_RESPONSE },
+  AdvanceEncrypt: { request: ENCRYPT_REQUEST, response: withKeyVersion(ENCRYPT_RESPONSE, 7) },
+  Decrypt: { request: DECRYPT_REQUEST, response: DECRYPT_RESPONSE },
+  AdvanceDecrypt: { request: DECRYPT_REQUEST, response: withKeyVersion(DECRYPT_RESPONSE, 6) },
   GenerateDataKey: {
     request: {
       KeyId: [1, 'string'],
@@ -78,14 +68,7 @@ export const MESSAGES = {
       NumberOfBytes: [3, 'int32'],
       Aad: [4, 'bytes'],
     },
-    response: {
-      KeyId: [1, 'string'],
-      Iv: [2, 'bytes'],
-      Plaintext: [3, 'bytes'],
-      CiphertextBlob: [4, 'bytes'],
-      RequestId: [5, 'string'],
-      Algorithm: [6, 'string'],
-    },
+    response: GENERATE_DATA_KEY_RESPONSE,
   },
   AdvanceGenerateDataKey: {
     request: {
@@ -93,15 +76,7 @@ export const MESSAGES = {
       NumberOfBytes: [2, 'int32'],
       Aad: [3, 'bytes'],
     },
-    response: {
-      KeyId: [1, 'string'],
-      Iv: [2, 'bytes'],
-      Plaintext: [3, 'bytes'],
-      CiphertextBlob: [4, 'bytes'],
-      RequestId: [5, 'string'],
-      Algorithm: [6, 'string'],
-      KeyVersionId: [7, 'string'],
-    },
+    response: withKeyVersion(GENERATE_DATA_KEY_RESPONSE, 7),
   },
   GenerateRandom: {
     request: { Length: [1, 'int32'] },

@@ -1,9 +1,7 @@
 import { randomUUID, verify } from 'node:crypto';
 import type * as http from 'node:http';
 import * as https from 'node:https';
-import type { AddressInfo } from 'node:net';
-import type { Duplex } from 'node:stream';
-import { BodyError, closeGracefully, readBody } from '../common/http';
+import { BodyError, clientErrorHandler, closeGracefully, listenOn, readBody } from '../common/http';
 import type { Logger } from '../common/logger';
 import { KmsCore } from '../kms/core';
 import { KmsError, invalidCiphertext, invalidParameter, missingParameter } from '../kms/errors';
@@ -441,7 +439,7 @@ export function certificateHosts(options: InstanceListenOptions): string[] {
 }
 
 /** Serves the Instance API over TLS with a certificate issued by the instance CA. */
-export function listenInstanceApi(
+export async function listenInstanceApi(
   api: InstanceApi,
   instance: KmsInstance,
   options: InstanceListenOptions,
@@ -452,43 +450,20 @@ export function listenInstanceApi(
     api.handle,
   );
   server.on('clientError', answerClientError);
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(options.port, options.host, () => {
-      server.off('error', reject);
-      const { address, port } = server.address() as AddressInfo;
-      const host = address.includes(':') ? `[${address}]` : address;
-      resolve({ url: `https://${host}:${port}`, port, close: () => closeGracefully(server) });
-    });
-  });
+  const { url, port } = await listenOn(server, options.host, options.port, 'https');
+  return { url, port, close: () => closeGracefully(server) };
 }
 
-/** Requests Node's parser refuses still get a protobuf Error, not a bare reset. */
-function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
-  if (err.code === 'ECONNRESET' || !socket.writable) {
-    socket.destroy();
-    return;
-  }
-  const [status, code, message] =
-    err.code === 'HPE_HEADER_OVERFLOW'
-      ? [431, 'RequestHeaderFieldsTooLarge', 'The request headers exceed 64 KiB.']
-      : [400, 'InvalidRequest', 'The request is not a well-formed HTTP request.'];
-  const body = encode(ERROR, {
+/** Parser-refused requests get a protobuf Error too. */
+const answerClientError = clientErrorHandler((status, code, message, requestId) => ({
+  contentType: PROTOBUF,
+  body: encode(ERROR, {
     StatusCode: status,
     ErrorCode: code,
     ErrorMessage: message,
-    RequestId: randomUUID(),
-  });
-  socket.end(
-    Buffer.concat([
-      Buffer.from(
-        `HTTP/1.1 ${status} Error\r\ncontent-type: ${PROTOBUF}\r\n` +
-          `content-length: ${body.length}\r\nconnection: close\r\n\r\n`,
-      ),
-      body,
-    ]),
-  );
-}
+    RequestId: requestId,
+  }),
+}));
 
 /** Creates the core's KMS instance on first start and serves the Instance API over it. */
 export async function startInstanceApi(

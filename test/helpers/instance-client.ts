@@ -1,11 +1,8 @@
-import { execFileSync } from 'node:child_process';
 import { createPrivateKey, type KeyObject } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
 import * as https from 'node:https';
-import * as path from 'node:path';
+import { privateKeyPemOfPkcs12 } from '../../src/bench/worker-process';
 import { signedHeaders } from '../../src/kms-instance-api/signature';
 import type { ClientKeyFile } from './instance-provisioning';
-import { makeTempDir } from './kms-process';
 
 /**
  * A bare Instance API client for what no SDK sends (fuzzing, raw checks): the
@@ -20,17 +17,7 @@ export interface RawClientKey {
 
 export function rawClientKey(file: ClientKeyFile): RawClientKey {
   const { KeyId, PrivateKeyData } = JSON.parse(file.content) as Record<string, string>;
-  const p12 = path.join(makeTempDir('datakey-p12-'), 'key.p12');
-  writeFileSync(p12, Buffer.from(PrivateKeyData, 'base64'), { mode: 0o600 });
-  const pem = execFileSync('openssl', [
-    'pkcs12',
-    '-in',
-    p12,
-    '-nocerts',
-    '-nodes',
-    '-passin',
-    `pass:${file.password}`,
-  ]);
+  const pem = privateKeyPemOfPkcs12(Buffer.from(PrivateKeyData, 'base64'), file.password);
   return { clientKeyId: KeyId, privateKey: createPrivateKey(pem) };
 }
 

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import * as http from 'node:http';
 import { startKms, type KmsProcess } from '../helpers/kms-process';
-import { prng, type Rng } from '../helpers/prng';
+import { fuzzSeed, prng, type Rng } from '../helpers/prng';
 import {
   encodeParams,
   rawRequest,
@@ -23,8 +23,7 @@ import {
  * explores new inputs, and KMS_FUZZ_SEED=<seed printed in a failure> replays one.
  */
 
-const SEED_SETTING = process.env.KMS_FUZZ_SEED ?? '20261123';
-const SEED = SEED_SETTING === 'random' ? Math.floor(Math.random() * 2 ** 31) : Number(SEED_SETTING);
+const SEED = fuzzSeed(20261123);
 const REQUESTS = Number(process.env.KMS_FUZZ_REQUESTS ?? 2000);
 const CONCURRENCY = 8;
 const PER_REQUEST_TIMEOUT_MS = 5_000;

@@ -9,7 +9,7 @@ import {
 } from '../helpers/instance-client';
 import { provision } from '../helpers/instance-provisioning';
 import { startKms, type KmsProcess } from '../helpers/kms-process';
-import { prng, type Rng } from '../helpers/prng';
+import { fuzzSeed, prng, type Rng } from '../helpers/prng';
 
 /**
  * Seeded fuzzer for the Instance API of `datakey kms serve --instance-listen`:
@@ -20,8 +20,7 @@ import { prng, type Rng } from '../helpers/prng';
  * server still answers a good request afterwards. KMS_FUZZ_SEED replays a run.
  */
 
-const SEED_SETTING = process.env.KMS_FUZZ_SEED ?? '20261201';
-const SEED = SEED_SETTING === 'random' ? Math.floor(Math.random() * 2 ** 31) : Number(SEED_SETTING);
+const SEED = fuzzSeed(20261201);
 const REQUESTS = Number(process.env.KMS_INSTANCE_FUZZ_REQUESTS ?? 600);
 const CONCURRENCY = 4;
 const OPERATIONS = Object.keys(MESSAGES) as (keyof typeof MESSAGES)[];

@@ -1,10 +1,11 @@
 import { X509Certificate } from 'node:crypto';
 import { MESSAGES } from '../../src/kms-instance-api/messages';
-import { decode, encode } from '../../src/kms-instance-api/protobuf';
+import { decode, encode, type Message } from '../../src/kms-instance-api/protobuf';
 import {
   rawClientKey,
   sendInstanceRequest,
   signedInstanceRequest,
+  type RawClientKey,
 } from '../helpers/instance-client';
 import { instanceOf, openApiClient, provision } from '../helpers/instance-provisioning';
 import { startKms } from '../helpers/kms-process';
@@ -15,23 +16,35 @@ import { startKms } from '../helpers/kms-process';
  * works against the same CA, and a blob made before still opens.
  */
 
+/** One signed call; the decoded response of a 200. */
+async function instanceCall(
+  url: string | undefined,
+  ca: string,
+  key: RawClientKey,
+  operation: 'AdvanceGenerateDataKey' | 'AdvanceDecrypt',
+  message: Message,
+): Promise<Message> {
+  const body = encode(MESSAGES[operation].request, message);
+  const res = await sendInstanceRequest(
+    url as string,
+    ca,
+    signedInstanceRequest(key, operation, body),
+  );
+  expect(res.status).toBe(200);
+  return decode(MESSAGES[operation].response, res.body);
+}
+
 test('the KMS instance survives kill -9 of kms serve', async () => {
   const args = ['--instance-listen', '127.0.0.1:0'];
   const first = await startKms({ args });
   const p = await provision(first);
   const key = rawClientKey(p.clients.good);
-  const generate = encode(MESSAGES.AdvanceGenerateDataKey.request, {
+  const aad = Buffer.from('a');
+  const generated = await instanceCall(first.instanceUrl, p.ca, key, 'AdvanceGenerateDataKey', {
     KeyId: p.keyId,
     NumberOfBytes: 32,
-    Aad: Buffer.from('a'),
+    Aad: aad,
   });
-  const made = await sendInstanceRequest(
-    first.instanceUrl as string,
-    p.ca,
-    signedInstanceRequest(key, 'AdvanceGenerateDataKey', generate),
-  );
-  expect(made.status).toBe(200);
-  const generated = decode(MESSAGES.AdvanceGenerateDataKey.response, made.body);
   await first.kill9();
 
   const second = await startKms({ dataDir: first.dataDir, args });
@@ -43,18 +56,11 @@ test('the KMS instance survives kill -9 of kms serve', async () => {
   const described = await call('DescribeKey', { KeyId: p.keyId });
   expect(described.KeyMetadata.DKMSInstanceId).toBe(p.instanceId);
 
-  const decrypt = encode(MESSAGES.AdvanceDecrypt.request, {
-    CiphertextBlob: generated.CiphertextBlob as Buffer,
-    Aad: Buffer.from('a'),
+  const opened = await instanceCall(second.instanceUrl, again.ca, key, 'AdvanceDecrypt', {
+    CiphertextBlob: generated.CiphertextBlob,
+    Aad: aad,
   });
-  const opened = await sendInstanceRequest(
-    second.instanceUrl as string,
-    again.ca,
-    signedInstanceRequest(key, 'AdvanceDecrypt', decrypt),
-  );
-  expect(opened.status).toBe(200);
-  const plaintext = decode(MESSAGES.AdvanceDecrypt.response, opened.body).Plaintext as Buffer;
-  expect(plaintext.equals(generated.Plaintext as Buffer)).toBe(true);
+  expect((opened.Plaintext as Buffer).equals(generated.Plaintext as Buffer)).toBe(true);
   // The endpoint certificate is issued by the persisted CA at every start.
   expect(new X509Certificate(again.ca).ca).toBe(true);
   await second.stop();
