@@ -1,6 +1,14 @@
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { cacheRoot } from '../../src/devcluster/paths';
@@ -11,12 +19,14 @@ import { makeTempDir } from './kms-process';
  * process (tools/instance-sdk-tests/<sdk>/) that runs every case and prints one
  * JSON object. Builds are cached outside the work tree, keyed by the hash of
  * the runner's sources and pinned dependencies:
- * `<cache>/instance-sdk/go-<hash>/runner`, `<cache>/instance-sdk/python-<hash>/venv`.
+ * `<cache>/instance-sdk/go-<hash>/runner`, `<cache>/instance-sdk/python-<hash>/` (a venv),
+ * `<cache>/instance-sdk/java-<hash>/` (the Maven project, built there; the Maven
+ * repository in `<cache>/instance-sdk/m2`).
  */
 
 const run = promisify(execFile);
 const TOOLS = path.resolve(__dirname, '../../tools/instance-sdk-tests');
-export type Sdk = 'go' | 'python';
+export type Sdk = 'go' | 'python' | 'java';
 
 export type CaseResult = Record<string, unknown> & {
   ok: boolean;
@@ -82,7 +92,38 @@ async function pythonRunner(): Promise<string[]> {
   return [path.join(dir, 'bin', 'python'), path.join(source, 'run_cases.py')];
 }
 
-const RUNNERS: Record<Sdk, () => Promise<string[]>> = { go: goRunner, python: pythonRunner };
+async function javaRunner(): Promise<string[]> {
+  const source = path.join(TOOLS, 'java');
+  const files = ['pom.xml', 'src/main/java/RunCases.java'].map((f) => path.join(source, f));
+  const dir = await cached(
+    path.join(cacheRoot(), 'instance-sdk', `java-${keyOf(files)}`),
+    async (out) => {
+      cpSync(source, out, { recursive: true });
+      await run(
+        'mvn',
+        [
+          '-B',
+          '-q',
+          `-Dmaven.repo.local=${path.join(cacheRoot(), 'instance-sdk', 'm2')}`,
+          'compile',
+          'dependency:copy-dependencies',
+        ],
+        { cwd: out, maxBuffer: 16 * 1024 * 1024 },
+      );
+    },
+  );
+  const classpath = [
+    path.join(dir, 'target', 'classes'),
+    path.join(dir, 'target', 'dependency', '*'),
+  ];
+  return ['java', '-cp', classpath.join(':'), 'RunCases'];
+}
+
+const RUNNERS: Record<Sdk, () => Promise<string[]>> = {
+  go: goRunner,
+  python: pythonRunner,
+  java: javaRunner,
+};
 
 /** Builds (or finds) the SDK's runner; call in beforeAll with a generous timeout. */
 export function prepareSdk(sdk: Sdk): Promise<string[]> {

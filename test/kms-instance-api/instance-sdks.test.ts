@@ -5,7 +5,8 @@ import { startKms, type KmsProcess } from '../helpers/kms-process';
 /**
  * `datakey kms serve --instance-listen` with the official instance SDKs (Go
  * github.com/aliyun/alibabacloud-dkms-gcs-go-sdk v0.5.1, Python
- * alibabacloud-dkms-gcs 1.0.2) at their default settings. A second server's
+ * alibabacloud-dkms-gcs 1.0.2, Java com.aliyun:alibabacloud-dkms-gcs-sdk 0.5.2) at
+ * their default settings. A second server's
  * instance supplies the foreign client key.
  */
 
@@ -28,3 +29,4 @@ afterAll(() => server?.stop());
 
 instanceSdkSuite('go', () => target);
 instanceSdkSuite('python', () => target);
+instanceSdkSuite('java', () => target);

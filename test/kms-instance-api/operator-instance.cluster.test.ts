@@ -30,7 +30,7 @@ import { eventually } from '../helpers/wait';
  */
 
 const suite = useOperatorSuite('instance');
-const SDKS: Sdk[] = ['go', 'python'];
+const SDKS: Sdk[] = ['go', 'python', 'java'];
 const DATAKEY = 'orders-key';
 let op: OperatorProcess;
 let target: SuiteTarget;
