@@ -12,6 +12,7 @@ import {
   dataKey,
   decode,
   decryptSecret,
+  leakScanTests,
   masterKey,
   masterKeysPath,
   secretsPath,
@@ -34,6 +35,7 @@ const SDKS: Sdk[] = ['go', 'python', 'java'];
 const DATAKEY = 'orders-key';
 let op: OperatorProcess;
 let target: SuiteTarget;
+let lastSecret: SecretObject | undefined;
 
 beforeAll(async () => {
   const port = await freePort();
@@ -68,6 +70,7 @@ async function secretOpensWithEverySdk(flow: 'Standard' | 'Advance'): Promise<vo
     const s = await client.get<SecretObject>(`${secretsPath(suite.ns)}/${DATAKEY}`);
     return decode(s.data?.flow) === flow ? s : undefined;
   });
+  lastSecret = secret;
   // Binary values (ciphertextBlob, iv, aad) stay as the Secret's data holds them:
   // base64 of the bytes, which is also the text the OpenAPI takes.
   const values = Object.fromEntries(
@@ -110,3 +113,5 @@ test('after the MasterKey rotates, the Advance-flow Secret opens with the instan
   });
   await secretOpensWithEverySdk('Advance');
 }, 300_000);
+
+leakScanTests(suite, () => lastSecret);
