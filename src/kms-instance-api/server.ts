@@ -29,7 +29,14 @@ export interface InstanceApiOptions {
   instance: KmsInstance;
   logger: Logger;
   nowMs?: () => number;
+  /**
+   * Re-reads the key store (operator: another replica may have created the
+   * client key); called for an unknown client key, at most every 5 s.
+   */
+  refresh?: () => Promise<void>;
 }
+
+const REFRESH_INTERVAL_MS = 5_000;
 
 interface Authorised {
   clientKeyId: string;
@@ -41,6 +48,7 @@ const refuse = (status: number, code: string, message: string) =>
 
 export class InstanceApi {
   private readonly nowMs: () => number;
+  private lastRefresh = -Infinity;
 
   constructor(private readonly options: InstanceApiOptions) {
     this.nowMs = options.nowMs ?? Date.now;
@@ -55,16 +63,17 @@ export class InstanceApi {
     );
   };
 
-  private answer(
+  private async answer(
     req: http.IncomingMessage,
     res: http.ServerResponse,
     requestId: string,
     started: number,
     body: Buffer,
-  ): void {
+  ): Promise<void> {
     let operation: string | undefined;
     try {
       operation = this.checkHeaders(req, body);
+      await this.refreshForUnknownClientKey(req);
       const caller = this.authenticate(req);
       const name = operation as OperationName;
       const request = decodeRequest(name, body);
@@ -120,6 +129,17 @@ export class InstanceApi {
       throw refuse(400, 'InvalidParam', 'The Param content-sha256 is invalid.');
     }
     return operation;
+  }
+
+  private async refreshForUnknownClientKey(req: http.IncomingMessage): Promise<void> {
+    const clientKeyId = header(req, 'x-kms-acccesskeyid');
+    const { refresh, instance } = this.options;
+    if (!refresh || !clientKeyId || instance.findClientKey(clientKeyId)) return;
+    if (this.nowMs() - this.lastRefresh < REFRESH_INTERVAL_MS) return;
+    this.lastRefresh = this.nowMs();
+    await refresh().catch((err: Error) =>
+      this.options.logger.warn({ err: err.message }, 'key store refresh failed'),
+    );
   }
 
   /** Checks the client key and the request signature. */
@@ -470,9 +490,10 @@ export async function startInstanceApi(
   core: KmsCore,
   options: InstanceListenOptions,
   logger: Logger,
+  refresh?: () => Promise<void>,
 ): Promise<RunningInstanceApi> {
   const instance = await core.ensureInstance();
-  const api = new InstanceApi({ core, instance, logger });
+  const api = new InstanceApi({ core, instance, logger, refresh });
   const running = await listenInstanceApi(api, instance, options);
   logger.info({ url: running.url, kmsInstanceId: instance.id }, 'kms instance api listening');
   return running;

@@ -210,8 +210,10 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
     });
     kmsServer = await listen(api, options.kmsListen);
   }
+  // Replicas share the key store: a client key created through another replica
+  // is picked up by a reload when a request names it.
   const instanceServer: RunningInstanceApi | undefined = options.kmsInstanceListen
-    ? await startInstanceApi(core, options.kmsInstanceListen, logger)
+    ? await startInstanceApi(core, options.kmsInstanceListen, logger, () => core.reload())
     : undefined;
   logger.info({ namespace }, 'operator started');
 

@@ -1,6 +1,13 @@
 import { createHash } from 'node:crypto';
 import { freePort } from '../../src/common/wait';
 import type { KubeObject } from '../../src/runtime/kube-client';
+import { MESSAGES } from '../../src/kms-instance-api/messages';
+import { decode as decodeMessage, encode } from '../../src/kms-instance-api/protobuf';
+import {
+  rawClientKey,
+  sendInstanceRequest,
+  signedInstanceRequest,
+} from '../helpers/instance-client';
 import { instanceSdkSuite, type SuiteTarget } from '../helpers/instance-sdk-suite';
 import { foreignClientKey, provision } from '../helpers/instance-provisioning';
 import { prepareSdk, runSdk, type Sdk } from '../helpers/instance-sdks';
@@ -113,5 +120,23 @@ test('after the MasterKey rotates, the Advance-flow Secret opens with the instan
   });
   await secretOpensWithEverySdk('Advance');
 }, 300_000);
+
+test('a client key created through one replica works at once on another', async () => {
+  const port = await freePort();
+  const second = await suite.start({ args: ['--kms-instance-listen', `127.0.0.1:${port}`] });
+  const p = await provision(target.openApi, target.keyId);
+  const key = rawClientKey(p.clients.good);
+  const body = encode(MESSAGES.GenerateRandom.request, { Length: 16 });
+  const res = await sendInstanceRequest(
+    `https://127.0.0.1:${port}`,
+    p.ca,
+    signedInstanceRequest(key, 'GenerateRandom', body),
+  );
+  expect(res.status).toBe(200);
+  expect((decodeMessage(MESSAGES.GenerateRandom.response, res.body).Random as Buffer).length).toBe(
+    16,
+  );
+  await second.stop();
+}, 120_000);
 
 leakScanTests(suite, () => lastSecret);
