@@ -86,6 +86,8 @@ export class InstanceApi {
       this.log(requestId, started, operation, 200, undefined, caller.clientKeyId);
     } catch (err) {
       this.sendError(res, requestId, started, operation, err);
+    } finally {
+      body.fill(0); // it may hold a caller's Plaintext (Encrypt)
     }
   }
 
