@@ -201,7 +201,7 @@ const INSTANCE_ACTIONS: Record<string, InstanceAction> = {
           CreateTime: doc.creationDate,
           StartDate: doc.creationDate,
           EndDate: '2099-12-31T23:59:59Z',
-          KeyNum: ctx.core.listKeys({ pageNumber: 1, pageSize: 1 }).totalCount,
+          KeyNum: ctx.core.instanceKeyCount(),
           SecretNum: '0',
           Spec: 1000,
           VpcNum: 0,

@@ -257,6 +257,11 @@ export class KmsCore {
     return key;
   }
 
+  /** How many keys the Instance API serves (GetKmsInstance's KeyNum). */
+  instanceKeyCount(): number {
+    return [...this.keys.values()].filter((key) => this.inInstance(key)).length;
+  }
+
   private inInstance(key: StoredKey): boolean {
     const id = this.kmsInstance?.id;
     return id !== undefined && (this.allKeysInInstance || key.dkmsInstanceId === id);

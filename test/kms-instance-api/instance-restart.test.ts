@@ -50,6 +50,8 @@ test('the KMS instance survives kill -9 of kms serve', async () => {
   const second = await startKms({ dataDir: first.dataDir, args });
   const again = await instanceOf(second);
   expect(again).toEqual({ instanceId: p.instanceId, ca: p.ca });
+  const got = await openApiClient(second)('GetKmsInstance', { KmsInstanceId: p.instanceId });
+  expect(got.KmsInstance.KeyNum).toBe(2); // the two keys provision() made in the instance
   const call = openApiClient(second);
   const clientKeyId = JSON.parse(p.clients.good.content).KeyId as string;
   expect((await call('GetClientKey', { ClientKeyId: clientKeyId })).ClientKeyId).toBe(clientKeyId);
