@@ -496,13 +496,18 @@ async function prepareInstance(url: string, instanceUrl: string): Promise<Instan
   };
 }
 
-async function instanceLoad(job: InstanceLoadJob): Promise<InstanceLoadResult> {
+/** Runs the instance load worker; `loadCpu` is the CPU seconds the worker used. */
+async function instanceLoad(
+  job: InstanceLoadJob,
+): Promise<InstanceLoadResult & { loadCpu: number }> {
   const worker = fork(path.join(__dirname, 'instance-load-worker.js'), [JSON.stringify(job)], {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
   return new Promise((resolve, reject) => {
-    let got: InstanceLoadResult | undefined;
-    worker.on('message', (message) => (got = message as InstanceLoadResult));
+    let got: (InstanceLoadResult & { loadCpu: number }) | undefined;
+    worker.on('message', (message) => {
+      got = { ...(message as InstanceLoadResult), loadCpu: cpuSeconds(worker.pid) };
+    });
     worker.once('error', reject);
     worker.once('exit', (code) =>
       got ? resolve(got) : reject(new Error(`instance load worker exited with ${code}`)),
@@ -535,7 +540,8 @@ async function benchInstance(): Promise<{ rps: number; p99: number; failed: numb
     );
     line(
       `         CPU: server ${(serverCpu * 100).toFixed(0)}% of a core ` +
-        `(${((serverCpu / rps) * 1e6).toFixed(0)} µs per request)`,
+        `(${((serverCpu / rps) * 1e6).toFixed(0)} µs per request), ` +
+        `load generator ${((r.loadCpu / r.seconds) * 100).toFixed(0)}% of a core`,
     );
     return { rps, p99: r.p99, failed: r.failed };
   } finally {
