@@ -134,6 +134,9 @@ async function operator(args: string[]): Promise<Stoppable> {
     },
     strict: true,
   });
+  if (values['kms-instance-host'] && !values['kms-instance-listen']) {
+    throw new UsageError('--kms-instance-host needs --kms-instance-listen');
+  }
   const namespace = values.namespace ?? 'datakey-system';
   if (!/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(namespace)) {
     throw new UsageError('--namespace must be a Kubernetes namespace name');
