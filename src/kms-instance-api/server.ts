@@ -3,11 +3,11 @@ import type * as http from 'node:http';
 import * as https from 'node:https';
 import { BodyError, clientErrorHandler, closeGracefully, listenOn, readBody } from '../common/http';
 import type { Logger } from '../common/logger';
-import { KmsCore } from '../kms/core';
-import { KmsError, invalidCiphertext, invalidParameter, missingParameter } from '../kms/errors';
+import type { KmsCore } from '../kms/core';
+import { KmsError, missingParameter } from '../kms/errors';
 import type { KmsInstance } from '../kms/instance';
-import { MAX_DATA_KEY_BYTES } from '../kms/validate';
 import { ERROR, MESSAGES, UNSUPPORTED_OPERATIONS, type OperationName } from './messages';
+import { OPERATIONS } from './operations';
 import { ProtobufError, decode, encode, type Message } from './protobuf';
 import { API_VERSION, PROTOBUF, contentSha256, stringToSign } from './signature';
 
@@ -21,8 +21,6 @@ import { API_VERSION, PROTOBUF, contentSha256, stringToSign } from './signature'
 
 export const MAX_BODY_BYTES = 64 * 1024;
 const SKEW_MS = 15 * 60 * 1000;
-const AES_GCM = 'AES_GCM';
-const DEFAULT_DATA_KEY_BYTES = 32;
 
 export interface InstanceApiOptions {
   core: KmsCore;
@@ -214,91 +212,16 @@ export class InstanceApi {
   }
 
   private run(name: OperationName, req: Message, caller: Authorised): Message {
-    const { core } = this.options;
-    switch (name) {
-      case 'GenerateRandom': {
-        this.authorise(caller, name, undefined);
-        return { Random: core.generateRandom(int(req, 'Length', DEFAULT_DATA_KEY_BYTES)) };
-      }
-      case 'GenerateDataKey': {
-        checkAlgorithm(req);
-        const keyId = this.keyOf(caller, name, req);
-        const r = core.generateDataKey({
-          keyId,
-          numberOfBytes: int(req, 'NumberOfBytes', DEFAULT_DATA_KEY_BYTES),
-          aad: bytes(req, 'Aad'),
-        });
-        return {
-          KeyId: r.keyId,
-          Iv: ivOfBlob(r.ciphertextBlob),
-          Plaintext: r.plaintext,
-          CiphertextBlob: r.ciphertextBlob,
-          Algorithm: AES_GCM,
-        };
-      }
-      case 'AdvanceGenerateDataKey': {
-        const keyId = this.keyOf(caller, name, req);
-        const r = core.advanceGenerateDataKey({
-          keyId,
-          numberOfBytes: int(req, 'NumberOfBytes', DEFAULT_DATA_KEY_BYTES),
-          aad: bytes(req, 'Aad'),
-        });
-        return {
-          KeyId: r.keyId,
-          Iv: r.iv,
-          Plaintext: r.plaintext,
-          CiphertextBlob: r.ciphertextBlob,
-          Algorithm: r.algorithm,
-          KeyVersionId: r.keyVersionId,
-        };
-      }
-      case 'Encrypt':
-      case 'AdvanceEncrypt': {
-        checkAlgorithm(req);
-        checkNoCallerIv(req);
-        const keyId = this.keyOf(caller, name, req);
-        const input = {
-          keyId,
-          plaintext: requiredBytes(req, 'Plaintext'),
-          aad: bytes(req, 'Aad'),
-        };
-        const r = name === 'Encrypt' ? core.encrypt(input) : core.advanceEncrypt(input);
-        return {
-          KeyId: r.keyId,
-          CiphertextBlob: r.ciphertextBlob,
-          Iv: ivOfBlob(r.ciphertextBlob),
-          Algorithm: AES_GCM,
-          KeyVersionId: name === 'AdvanceEncrypt' ? r.keyVersionId : undefined,
-        };
-      }
-      case 'Decrypt':
-      case 'AdvanceDecrypt': {
-        checkAlgorithm(req);
-        const blob = requiredBytes(req, 'CiphertextBlob');
-        const key = core.instanceKeyOfBlob(blob);
-        const named = text(req, 'KeyId');
-        if (named && core.instanceKey(named).keyId !== key.keyId) throw invalidCiphertext();
-        const iv = bytes(req, 'Iv');
-        if (iv && !iv.equals(ivOfBlob(blob))) throw invalidCiphertext('Iv');
-        this.authorise(caller, name, key.keyId);
-        const aad = bytes(req, 'Aad');
-        const r =
-          name === 'Decrypt'
-            ? core.decrypt({ ciphertextBlob: blob, aad })
-            : core.advanceDecrypt({ ciphertextBlob: blob, aad });
-        return {
-          KeyId: r.keyId,
-          Plaintext: r.plaintext,
-          Algorithm: AES_GCM,
-          KeyVersionId: name === 'AdvanceDecrypt' ? r.keyVersionId : undefined,
-        };
-      }
-    }
+    return OPERATIONS[name](req, {
+      core: this.options.core,
+      usableKey: (request) => this.keyOf(caller, name, request),
+      authorise: (keyId) => this.authorise(caller, name, keyId),
+    });
   }
 
   /** Resolves the request's KeyId to an instance key and authorises its use. */
   private keyOf(caller: Authorised, operation: string, req: Message): string {
-    const named = text(req, 'KeyId');
+    const named = (req.KeyId as string | undefined) ?? '';
     if (!named) throw missingParameter('KeyId');
     const key = this.options.core.instanceKey(named);
     this.authorise(caller, operation, key.keyId);
@@ -381,44 +304,6 @@ function decodeRequest(name: OperationName, body: Buffer): Message {
     throw err;
   }
 }
-
-const text = (m: Message, name: string) => (m[name] as string | undefined) ?? '';
-const bytes = (m: Message, name: string) => {
-  const value = m[name] as Buffer | undefined;
-  return value && value.length > 0 ? value : undefined;
-};
-
-function requiredBytes(m: Message, name: string): Buffer {
-  const value = bytes(m, name);
-  if (!value) throw missingParameter(name);
-  return value;
-}
-
-/** proto3 cannot tell 0 from unset: 0 means the default. */
-function int(m: Message, name: string, fallback: number): number {
-  const value = (m[name] as number | undefined) ?? 0;
-  if (value === 0) return fallback;
-  if (value < 1 || value > MAX_DATA_KEY_BYTES) {
-    throw invalidParameter(name, `It must be 1 to ${MAX_DATA_KEY_BYTES}.`);
-  }
-  return value;
-}
-
-function checkAlgorithm(m: Message): void {
-  const algorithm = text(m, 'Algorithm');
-  if (algorithm && algorithm !== AES_GCM) {
-    throw invalidParameter('Algorithm', 'Symmetric keys use AES_GCM.');
-  }
-  if (text(m, 'PaddingMode')) {
-    throw invalidParameter('PaddingMode', 'AES_GCM takes no padding mode.');
-  }
-}
-
-function checkNoCallerIv(m: Message): void {
-  if (bytes(m, 'Iv')) throw invalidParameter('Iv', 'The server chooses the IV.');
-}
-
-const ivOfBlob = (blob: Buffer): Buffer => KmsCore.ivOfBlob(blob) ?? Buffer.alloc(0);
 
 function zeroSecrets(response: Message): void {
   for (const name of ['Plaintext', 'Random']) {
