@@ -7,12 +7,14 @@ import {
   readFileSync,
   renameSync,
   rmSync,
+  statSync,
   writeFileSync,
 } from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { cacheRoot } from '../../src/devcluster/paths';
 import { makeTempDir } from './kms-process';
+import { sleep } from './wait';
 
 /**
  * The official KMS instance SDKs as test clients, each driven by one runner
@@ -42,20 +44,40 @@ function keyOf(files: string[]): string {
   return hash.digest('hex').slice(0, 16);
 }
 
-/** Builds into a temp folder beside the target and renames it: a killed build leaves nothing. */
+const LOCK_STALE_MS = 20 * 60_000;
+
+/**
+ * Builds into a temp folder beside the target and renames it: a killed build
+ * leaves nothing. A lock folder makes concurrent test files (the unit and the
+ * cluster projects run together) wait for one build instead of racing, which
+ * matters for Maven's shared local repository.
+ */
 async function cached(target: string, build: (dir: string) => Promise<void>): Promise<string> {
   if (existsSync(target)) return target;
   mkdirSync(path.dirname(target), { recursive: true });
-  const partial = `${target}.partial-${process.pid}`;
-  rmSync(partial, { recursive: true, force: true });
-  await build(partial);
-  try {
-    renameSync(partial, target);
-  } catch (err) {
-    rmSync(partial, { recursive: true, force: true });
-    if (!existsSync(target)) throw err;
+  const lock = `${target}.lock`;
+  for (;;) {
+    try {
+      mkdirSync(lock);
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      if (Date.now() - statSync(lock).mtimeMs > LOCK_STALE_MS)
+        rmSync(lock, { recursive: true, force: true });
+      await sleep(1000);
+      if (existsSync(target)) return target;
+    }
   }
-  return target;
+  try {
+    if (existsSync(target)) return target;
+    const partial = `${target}.partial-${process.pid}`;
+    rmSync(partial, { recursive: true, force: true });
+    await build(partial);
+    renameSync(partial, target);
+    return target;
+  } finally {
+    rmSync(lock, { recursive: true, force: true });
+  }
 }
 
 async function goRunner(): Promise<string[]> {
