@@ -218,9 +218,10 @@ export class KmsCore {
         await this.store.putInstance(fresh, true);
         return this.adoptInstance(fresh);
       } catch (err) {
-        const { instance } = await this.store.load();
-        if (!instance) throw err;
-        return this.adoptInstance(instance);
+        // Reload everything, not just the instance: the store's view must match the cache.
+        await this.loadFromStore();
+        if (!this.kmsInstance) throw err;
+        return this.kmsInstance;
       }
     });
   }
@@ -229,17 +230,31 @@ export class KmsCore {
     if (this.kmsInstance?.id === doc.instanceId) this.kmsInstance.replace(doc);
     else {
       this.kmsInstance = new KmsInstance(doc, this.rootKey, this.clock, (change) =>
-        this.mutate(async () => {
-          const current = this.kmsInstance as KmsInstance;
-          const draft = structuredClone(current.record);
-          const result = change(draft);
-          await this.store.putInstance(draft, false);
-          current.replace(draft);
-          return result;
-        }),
+        this.mutate(() => this.changeInstance(change)),
       );
     }
     return this.kmsInstance;
+  }
+
+  /**
+   * Writes one change of the instance record. When the write fails because
+   * another replica changed the record first, reloads and applies the change
+   * once more to the fresh record (the changes are pure functions of it).
+   */
+  private async changeInstance<T>(change: (draft: StoredInstance) => T): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      const current = this.kmsInstance as KmsInstance;
+      const draft = structuredClone(current.record);
+      const result = change(draft);
+      try {
+        await this.store.putInstance(draft, false);
+        current.replace(draft);
+        return result;
+      } catch (err) {
+        if (attempt > 0) throw err;
+        await this.loadFromStore();
+      }
+    }
   }
 
   /** The key behind a KeyId of an Instance API call: only keys of the instance are served. */

@@ -202,3 +202,30 @@ test('protobuf: round trip, proto3 defaults omitted, negative int32, malformed i
     expect(() => decode(schema, Buffer.from(hex, 'hex'))).toThrow(why);
   }
 });
+
+test('replicas: the loser of the create race adopts the instance; a failed write retries on the fresh record', async () => {
+  class ConflictingStore extends MemoryKeyStore {
+    failNext = false;
+    override async putInstance(...args: Parameters<MemoryKeyStore['putInstance']>) {
+      if (this.failNext) {
+        this.failNext = false;
+        throw new Error('Conflict: the object has been modified');
+      }
+      return super.putInstance(...args);
+    }
+  }
+  const store = new ConflictingStore();
+  const material = randomBytes(32);
+  const a = (await openCore(store, new RootKey(Buffer.from(material)))).core;
+  const b = (await openCore(store, new RootKey(material))).core;
+  const instanceA = await a.ensureInstance();
+  const instanceB = await b.ensureInstance();
+  expect(instanceB.id).toBe(instanceA.id);
+
+  await instanceA.createNetworkRule({ name: 'from-a' });
+  expect(() => instanceB.networkRule('from-a')).toThrow(KmsError); // b has not seen it yet
+  store.failNext = true; // as a resourceVersion conflict would
+  await instanceB.createNetworkRule({ name: 'from-b' });
+  const saved = (await store.load()).instance;
+  expect(saved?.networkRules.map((r) => r.name)).toEqual(['from-a', 'from-b']);
+});
