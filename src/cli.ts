@@ -8,15 +8,24 @@ const USAGE = `Usage: datakey <command> [options]
 
 Commands:
   kms serve --listen HOST:PORT --data-dir DIR [--tls-cert F --tls-key F] [--rate-limit N]
+            [--instance-listen HOST:PORT [--instance-host NAME]...]
       Serve the Alibaba-compatible KMS API. Credentials of the one account come from
       DATAKEY_ACCESS_KEY_ID and DATAKEY_ACCESS_KEY_SECRET. --rate-limit is calls per
-      second per account per operation (default 750, 0 = unlimited).
+      second per account per operation (default 750, 0 = unlimited). --instance-listen
+      also serves the KMS Instance API (dkms-gcs-0.2, TLS) of the server's one KMS
+      instance; its certificate, from the CA GetKmsInstance returns, covers the listen
+      address, localhost and every --instance-host NAME.
   operator [--kubeconfig F] [--namespace NS] [--kms-listen HOST:PORT] [--metrics-listen HOST:PORT]
+           [--kms-instance-listen HOST:PORT [--kms-instance-host NAME]...]
            [--root-key-file F] [--rewrap-rate N]
       Run the MasterKey and DataKey controllers (leader-elected). NS (default
       datakey-system) holds the operator's own state. In-cluster config or
       KUBECONFIG. --kms-listen also serves the KMS API over the embedded core
-      (credentials as for kms serve). /metrics, /healthz and /readyz are served on
+      (credentials as for kms serve). --kms-instance-listen also serves the KMS
+      Instance API of the core's built-in instance, which holds every MasterKey's
+      key; its certificate covers the listen address, localhost and every
+      --kms-instance-host NAME (repeatable; e.g. the Service's DNS name).
+      /metrics, /healthz and /readyz are served on
       --metrics-listen (default 0.0.0.0:8080). After a master key rotates, its
       DataKeys are re-wrapped at --rewrap-rate per second (default 100, 0 = unlimited).
       Pod injection (webhook and key delivery, TLS) is served on --webhook-listen
@@ -52,11 +61,11 @@ export interface Stoppable {
   stop(): Promise<void>;
 }
 
-export function parseListen(value: string | undefined): { host: string; port: number } {
+export function parseListen(value: string | undefined, flag = '--listen'): { host: string; port: number } {
   const match = value ? /^(\[[^\]]+\]|[^:]+):(\d{1,5})$/.exec(value) : null;
   const port = match ? Number(match[2]) : NaN;
   if (!match || port > 65535)
-    throw new UsageError('--listen must be HOST:PORT, e.g. 127.0.0.1:8080');
+    throw new UsageError(`${flag} must be HOST:PORT, e.g. 127.0.0.1:8080`);
   return { host: match[1].replace(/^\[|\]$/g, ''), port };
 }
 
@@ -85,10 +94,15 @@ async function kmsServe(args: string[]): Promise<KmsService> {
       'tls-cert': { type: 'string' },
       'tls-key': { type: 'string' },
       'rate-limit': { type: 'string' },
+      'instance-listen': { type: 'string' },
+      'instance-host': { type: 'string', multiple: true },
     },
     strict: true,
   });
   if (!values['data-dir']) throw new UsageError('--data-dir is required');
+  if (values['instance-host'] && !values['instance-listen']) {
+    throw new UsageError('--instance-host needs --instance-listen');
+  }
   if (Boolean(values['tls-cert']) !== Boolean(values['tls-key'])) {
     throw new UsageError('--tls-cert and --tls-key go together');
   }
@@ -101,6 +115,12 @@ async function kmsServe(args: string[]): Promise<KmsService> {
       values['rate-limit'] === undefined ? 750 : parseRate(values['rate-limit'], '--rate-limit'),
     tlsCertFile: values['tls-cert'],
     tlsKeyFile: values['tls-key'],
+    instanceListen: values['instance-listen']
+      ? {
+          ...parseListen(values['instance-listen'], '--instance-listen'),
+          hosts: values['instance-host'],
+        }
+      : undefined,
   });
 }
 
@@ -112,6 +132,8 @@ async function operator(args: string[]): Promise<Stoppable> {
       kubeconfig: { type: 'string' },
       namespace: { type: 'string' },
       'kms-listen': { type: 'string' },
+      'kms-instance-listen': { type: 'string' },
+      'kms-instance-host': { type: 'string', multiple: true },
       'metrics-listen': { type: 'string' },
       'root-key-file': { type: 'string' },
       'rewrap-rate': { type: 'string' },
@@ -123,6 +145,9 @@ async function operator(args: string[]): Promise<Stoppable> {
     },
     strict: true,
   });
+  if (values['kms-instance-host'] && !values['kms-instance-listen']) {
+    throw new UsageError('--kms-instance-host needs --kms-instance-listen');
+  }
   const namespace = values.namespace ?? 'datakey-system';
   if (!/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(namespace)) {
     throw new UsageError('--namespace must be a Kubernetes namespace name');
@@ -135,6 +160,12 @@ async function operator(args: string[]): Promise<Stoppable> {
     ...metricsListen(values['metrics-listen'] ?? '0.0.0.0:8080'),
     kmsListen: values['kms-listen']
       ? { ...parseListen(values['kms-listen']), credentials: credentialsFromEnv() }
+      : undefined,
+    kmsInstanceListen: values['kms-instance-listen']
+      ? {
+          ...parseListen(values['kms-instance-listen'], '--kms-instance-listen'),
+          hosts: values['kms-instance-host'],
+        }
       : undefined,
     rootKeyFile: values['root-key-file'],
     rewrapsPerSecond:

@@ -2,12 +2,14 @@
 # Host packages the local cluster's node needs: Debian's containerd + runc, the
 # CNI plugins, iptables and iproute2 (kube-proxy's rules, the bridge), a static
 # busybox for the test images, buildah to build the Dockerfile (npm run
-# image:build), and Lua 5.4 to run the Argo CD health checks in docs/argocd/ in
-# their tests; python3-venv where `python3 -m venv` cannot make a virtual
-# environment (the official-SDK suites, test/sdk/). Installs only what is
-# missing, and only as root with apt-get; otherwise says what to install.
+# image:build), Lua 5.4 to run the Argo CD health checks in docs/argocd/ in
+# their tests, and for the official-SDK and instance-SDK tests openssl (reads
+# client key files), python3-venv (the Python SDKs' own venvs), a JDK and Maven
+# (the Java SDKs). Installs only what is missing, and only as root with
+# apt-get; otherwise says what to install.
 set -euo pipefail
-node_pkgs=(containerd runc containernetworking-plugins iptables iproute2 busybox-static buildah lua5.4)
+node_pkgs=(containerd runc containernetworking-plugins iptables iproute2 busybox-static buildah lua5.4
+  openssl python3-venv openjdk-17-jdk-headless maven)
 missing=()
 for p in "${node_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -16,6 +16,11 @@
  * (c) Key generation stall: latency of sequential DescribeKey calls while 14
  *     RSA_2048 keys are created one after another, against the same probe idle.
  *
+ * (d) The KMS Instance API (`--instance-listen`): AdvanceGenerateDataKey over TLS
+ *     with a client key's RSA signature verified per request, from a load
+ *     generator in its own process (harness/bench/instance-load-worker.ts), after
+ *     provisioning the client key through the OpenAPI as an application would.
+ *
  * Environment: BENCH_SECONDS (HTTP run, default 30), BENCH_WARMUP_SECONDS (HTTP
  * warm-up, default 3), BENCH_CONNECTIONS (default 50), BENCH_CORE_SECONDS (per round,
  * default 3), BENCH_CORE_ROUNDS (default 5), BENCH_SERVER_NODE_ARGS (extra node
@@ -39,8 +44,10 @@ import type autocannon from 'autocannon';
 import { KmsCore } from '../../src/kms/core';
 import { RootKey } from '../../src/kms/root-key';
 import { MemoryKeyStore } from '../../src/kms/store';
+import type { InstanceLoadJob, InstanceLoadResult } from './instance-load-worker';
 import type { LoadJob } from './load-worker';
 import { RequestSigner } from './signed-request';
+import { privateKeyPemOfPkcs12 } from './worker-process';
 import { freePort, sleep } from '../../src/common/wait';
 import { repoRoot } from '../devcluster/paths';
 
@@ -242,7 +249,9 @@ function failOnEarlyExit(child: ChildProcess, name: string, stderr: () => string
 }
 let stopping = false;
 
-async function startKmsServer(): Promise<{ child: ChildProcess; url: string; dataDir: string }> {
+async function startKmsServer(
+  extraArgs: string[] = [],
+): Promise<{ child: ChildProcess; url: string; dataDir: string }> {
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'kms-bench-'));
   const port = await freePort();
   const devNull = openSync('/dev/null', 'w');
@@ -261,6 +270,7 @@ async function startKmsServer(): Promise<{ child: ChildProcess; url: string; dat
       dataDir,
       '--rate-limit',
       '0',
+      ...extraArgs,
     ],
     {
       env: {
@@ -534,6 +544,106 @@ async function benchKeygenStall(url: string, keyId: string): Promise<StallFigure
   return figures;
 }
 
+// ---- (d) the KMS Instance API ------------------------------------------------
+
+type Body = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+/** Provisions a client key through the OpenAPI, as an application would (docs/kms-api.md). */
+async function prepareInstance(url: string, instanceUrl: string): Promise<InstanceLoadJob> {
+  const signer = new RequestSigner(ACCESS_KEY_ID, ACCESS_KEY_SECRET);
+  const ok = async (action: string, params: Record<string, string> = {}): Promise<Body> => {
+    const r = await call(url, signer, action, params);
+    if (r.status !== 200) throw new Error(`${action} failed: ${JSON.stringify(r.body)}`);
+    return r.body;
+  };
+  let instanceId: string | undefined;
+  for (let i = 0; !instanceId; i++) {
+    instanceId = (await ok('ListKmsInstances')).KmsInstances.KmsInstance[0]?.KmsInstanceId;
+    if (!instanceId && i > 100) throw new Error('the server lists no KMS instance');
+    if (!instanceId) await sleep(100);
+  }
+  const ca = (await ok('GetKmsInstance', { KmsInstanceId: instanceId })).KmsInstance
+    .CaCertificateChainPem as string;
+  const keyId = (await ok('CreateKey', { DKMSInstanceId: instanceId })).KeyMetadata.KeyId as string;
+  await ok('CreateNetworkRule', { Name: 'loopback', SourcePrivateIp: '["127.0.0.1"]' });
+  await ok('CreatePolicy', {
+    Name: 'bench',
+    Permissions: '["RbacPermission/Template/CryptoServiceKeyUser"]',
+    Resources: `["key/${keyId}"]`,
+    AccessControlRules: '{"NetworkRules":["loopback"]}',
+  });
+  await ok('CreateApplicationAccessPoint', { Name: 'bench', Policies: '["bench"]' });
+  const password = `Bench-${randomBytes(6).toString('hex')}`;
+  const clientKey = await ok('CreateClientKey', { AapName: 'bench', Password: password });
+  return {
+    url: instanceUrl,
+    ca,
+    connections: CONNECTIONS,
+    seconds: WARMUP_SECONDS,
+    keyId,
+    clientKeyId: clientKey.ClientKeyId as string,
+    privateKeyPem: privateKeyPemOfPkcs12(
+      Buffer.from(clientKey.PrivateKeyData as string, 'base64'),
+      password,
+    ),
+  };
+}
+
+/** Runs the instance load worker; `loadCpu` is the CPU seconds the worker used. */
+async function instanceLoad(
+  job: InstanceLoadJob,
+): Promise<InstanceLoadResult & { loadCpu: number }> {
+  const worker = fork(path.join(__dirname, 'instance-load-worker.js'), [JSON.stringify(job)], {
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
+  return new Promise((resolve, reject) => {
+    let got: (InstanceLoadResult & { loadCpu: number }) | undefined;
+    worker.on('message', (message) => {
+      got = { ...(message as InstanceLoadResult), loadCpu: cpuSeconds(worker.pid) };
+    });
+    worker.once('error', reject);
+    worker.once('exit', (code) =>
+      got ? resolve(got) : reject(new Error(`instance load worker exited with ${code}`)),
+    );
+  });
+}
+
+async function benchInstance(): Promise<{ rps: number; p99: number; failed: number }> {
+  line(
+    `instance api, loopback TLS (${CONNECTIONS} keep-alive connections, ${HTTP_SECONDS} s ` +
+      `after ${WARMUP_SECONDS} s warm-up; AdvanceGenerateDataKey, RSA verification per request):`,
+  );
+  const instancePort = await freePort();
+  const server = await startKmsServer(['--instance-listen', `127.0.0.1:${instancePort}`]);
+  stopping = false;
+  try {
+    const job = await prepareInstance(server.url, `https://127.0.0.1:${instancePort}`);
+    const warm = await instanceLoad(job);
+    if (warm.ok === 0 || warm.failed > 0) {
+      throw new Error(`instance warm-up: ${warm.ok} ok, ${warm.failed} failed`);
+    }
+    line('  sanity: provisioned through the OpenAPI, warm-up all 200: ok');
+    const before = cpuSeconds(server.child.pid);
+    const r = await instanceLoad({ ...job, seconds: HTTP_SECONDS });
+    const serverCpu = (cpuSeconds(server.child.pid) - before) / r.seconds;
+    const rps = r.ok / r.seconds;
+    line(
+      `  kms    ${fmt(rps).padStart(7)} req/s (200 only)  latency p50 ${r.p50} ms, ` +
+        `p99 ${r.p99} ms, max ${r.max} ms; failed ${r.failed}`,
+    );
+    line(
+      `         CPU: server ${(serverCpu * 100).toFixed(0)}% of a core ` +
+        `(${((serverCpu / rps) * 1e6).toFixed(0)} µs per request), ` +
+        `load generator ${((r.loadCpu / r.seconds) * 100).toFixed(0)}% of a core`,
+    );
+    return { rps, p99: r.p99, failed: r.failed };
+  } finally {
+    stopping = true;
+    await stopChild(server.child);
+    rmSync(server.dataDir, { recursive: true, force: true });
+  }
+}
+
 async function main(): Promise<void> {
   line(
     `kms bench: node ${process.version}, ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? '?'}), ` +
@@ -541,9 +651,10 @@ async function main(): Promise<void> {
   );
   const core = await benchCore();
   const { kms, bare, acs3, acs3Bare, stall } = await benchHttp();
-  const failures = [kms, acs3]
-    .map((f) => f.result.non2xx + f.result.errors + f.result.timeouts)
-    .reduce((a, b) => a + b);
+  const instance = await benchInstance();
+  const failures =
+    [kms, acs3].map((f) => f.result.non2xx + f.result.errors + f.result.timeouts).reduce((a, b) => a + b) +
+    instance.failed;
   const bareFailures = [bare, acs3Bare]
     .map((f) => f.result.non2xx + f.result.errors + f.result.timeouts)
     .reduce((a, b) => a + b);
@@ -562,6 +673,8 @@ async function main(): Promise<void> {
     keygen_probe_idle_p50_ms: stall.idleP50,
     keygen_probe_p50_ms: stall.busyP50,
     keygen_probe_max_ms: stall.busyMax,
+    instance_advance_rps: Math.round(instance.rps),
+    instance_advance_p99_ms: instance.p99,
   };
   const goal = (ok: boolean) => (ok ? 'met' : 'MISSED');
   line('goals:');

@@ -1,5 +1,6 @@
 import autocannon from 'autocannon';
 import { RequestSigner } from './signed-request';
+import { runWorker } from './worker-process';
 
 /**
  * Load generator, run as a child process so autocannon never shares an event loop
@@ -20,10 +21,10 @@ export interface LoadJob {
   scheme: 'v1' | 'ACS3';
 }
 
-async function main(): Promise<void> {
+async function main(): Promise<autocannon.Result> {
   const job = JSON.parse(process.argv[2] ?? '') as LoadJob;
   const signer = new RequestSigner(job.accessKeyId, job.accessKeySecret);
-  const result = await autocannon({
+  return autocannon({
     url: job.url,
     connections: job.connections,
     pipelining: 1,
@@ -38,17 +39,6 @@ async function main(): Promise<void> {
       },
     ],
   });
-  await new Promise<void>((resolve, reject) =>
-    (process.send as NonNullable<typeof process.send>)(result, (err: Error | null) =>
-      err ? reject(err) : resolve(),
-    ),
-  );
 }
 
-main().then(
-  () => process.exit(0),
-  (err: Error) => {
-    console.error(`load worker: ${err.stack ?? err.message}`);
-    process.exit(1);
-  },
-);
+runWorker('load worker', main);

@@ -3,7 +3,7 @@ import * as net from 'node:net';
 import type { Logger } from '../common/logger';
 import { secretsPath } from '../api/paths';
 import { isConflict, isNotFound, type KubeClient, type KubeObject } from '../runtime/kube-client';
-import { issueCertificate, newKeyPair } from './x509';
+import { issueCertificate, newKeyPair } from '../common/x509';
 
 /**
  * The CA and serving certificate of the webhook and delivery endpoint. They

@@ -2,9 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import * as http from 'node:http';
 import * as https from 'node:https';
-import type { AddressInfo } from 'node:net';
-import type { Duplex } from 'node:stream';
-import { BodyError, closeGracefully, readBody } from '../common/http';
+import { BodyError, clientErrorHandler, closeGracefully, listenOn, readBody } from '../common/http';
 import { REDACT_PATHS, type Logger } from '../common/logger';
 import type { KmsCore } from '../kms/core';
 import { KmsError, missingParameter } from '../kms/errors';
@@ -238,7 +236,7 @@ export interface RunningServer {
 }
 
 /** Serves `api` over HTTP, or HTTPS when a certificate and key are given. */
-export function listen(api: KmsApi, options: ListenOptions): Promise<RunningServer> {
+export async function listen(api: KmsApi, options: ListenOptions): Promise<RunningServer> {
   const serverOptions = {
     maxHeaderSize: 64 * 1024,
     keepAliveTimeout: 30_000,
@@ -257,53 +255,18 @@ export function listen(api: KmsApi, options: ListenOptions): Promise<RunningServ
       : http.createServer(serverOptions, api.handle);
   server.on('clientError', answerClientError);
   const scheme = server instanceof https.Server ? 'https' : 'http';
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(options.port, options.host, () => {
-      server.off('error', reject);
-      const { address, port } = server.address() as AddressInfo;
-      const host = address.includes(':') ? `[${address}]` : address;
-      resolve({
-        server,
-        url: `${scheme}://${host}:${port}`,
-        close: (t) => closeGracefully(server, t),
-      });
-    });
-  });
+  const { url } = await listenOn(server, options.host, options.port, scheme);
+  return { server, url, close: (t) => closeGracefully(server, t) };
 }
 
-/**
- * Requests that Node's HTTP parser refuses before they reach the handler (headers
- * or URL over the size limit, bytes not allowed in the request line, unknown
- * methods, timeouts) still get an Alibaba error body, not Node's bare default.
- */
-function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
-  if (err.code === 'ECONNRESET' || !socket.writable) {
-    socket.destroy();
-    return;
-  }
-  const [status, code, message] =
-    err.code === 'HPE_HEADER_OVERFLOW'
-      ? [431, 'RequestHeaderFieldsTooLarge', 'The request line or headers exceed 64 KiB.']
-      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
-        ? [408, 'RequestTimeout', 'The request was not received in time.']
-        : [400, 'InvalidRequest', 'The request is not a well-formed HTTP request.'];
-  const requestId = randomUUID();
-  const body = JSON.stringify({
-    RequestId: requestId,
-    HostId: HOST_ID,
-    Code: code,
-    Message: message,
-  });
-  socket.end(
-    `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\n` +
-      'content-type: application/json;charset=utf-8\r\n' +
-      `content-length: ${Buffer.byteLength(body)}\r\n` +
-      `x-acs-request-id: ${requestId}\r\n` +
-      'connection: close\r\n\r\n' +
-      body,
-  );
-}
+/** Parser-refused requests get an Alibaba error body too. */
+const answerClientError = clientErrorHandler((_status, code, message, requestId) => ({
+  contentType: 'application/json;charset=utf-8',
+  body: Buffer.from(
+    JSON.stringify({ RequestId: requestId, HostId: HOST_ID, Code: code, Message: message }),
+  ),
+  headers: { 'x-acs-request-id': requestId },
+}));
 
 function kmsBodyError(err: BodyError): KmsError {
   return err.status === 413

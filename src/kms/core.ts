@@ -1,4 +1,4 @@
-import { generateKeyPair, randomUUID, type KeyObject } from 'node:crypto';
+import { generateKeyPair, randomBytes, randomUUID, type KeyObject } from 'node:crypto';
 import { BlobFormat, ivOf, openBlob, parseBlob, sealBlob, type ParsedBlob } from './blob';
 import { systemClock, formatKmsTime, type Clock } from './clock';
 import { randomKeyBytes, toSecretKey, zero } from './crypto';
@@ -26,6 +26,7 @@ import {
   type StoredKey,
   type StoredKeyVersion,
 } from './model';
+import { KmsInstance, newInstance, newInstanceKeyId, type StoredInstance } from './instance';
 import type { RootKey } from './root-key';
 import type { KeyStore } from './store';
 import {
@@ -57,6 +58,12 @@ export interface KmsCoreOptions {
    * seconds; a day unless a test shortens it on purpose (the 7-day minimum stays).
    */
   deletionDaySeconds?: number;
+  /**
+   * Operator mode: every key belongs to the core's one built-in KMS instance, so
+   * the Instance API serves them all; otherwise only keys created with
+   * DKMSInstanceId do, as in the real service.
+   */
+  allKeysInInstance?: boolean;
 }
 
 export interface KeyMetadata {
@@ -74,6 +81,7 @@ export interface KeyMetadata {
   nextRotationDate?: string;
   automaticRotation: 'Enabled' | 'Disabled' | 'Suspended';
   rotationInterval?: string;
+  dkmsInstanceId?: string;
 }
 
 export interface KeyVersionInfo {
@@ -110,13 +118,20 @@ export interface CreateKeyInput {
   keyUsage?: string;
   enableAutomaticRotation?: boolean;
   rotationInterval?: string;
+  /** Creates the key in the KMS instance (`kst-...`): its id is then `key-...`. */
+  dkmsInstanceId?: string;
 }
 
-export interface DataKeyInput {
+/** What a Standard-flow ciphertext is bound to: an EncryptionContext (OpenAPI) or raw Aad (Instance API). */
+export interface Binding {
+  encryptionContext?: EncryptionContext;
+  aad?: Buffer;
+}
+
+export interface DataKeyInput extends Binding {
   keyId: string;
   keySpec?: string;
   numberOfBytes?: number;
-  encryptionContext?: EncryptionContext;
   dryRun?: boolean;
 }
 
@@ -151,6 +166,8 @@ export class KmsCore {
   private readonly keys = new Map<string, StoredKey>();
   private readonly aliases = new Map<string, StoredAlias>();
   private readonly versions = new Map<string, LiveVersion>();
+  private readonly allKeysInInstance: boolean;
+  private kmsInstance?: KmsInstance;
   private mutationTail: Promise<unknown> = Promise.resolve();
 
   private constructor(options: KmsCoreOptions) {
@@ -159,6 +176,7 @@ export class KmsCore {
     this.clock = options.clock ?? systemClock;
     this.minRotationSeconds = options.minRotationIntervalSeconds ?? SECONDS_PER_WEEK;
     this.deletionDaySeconds = options.deletionDaySeconds ?? DAY_SECONDS;
+    this.allKeysInInstance = options.allKeysInInstance ?? false;
   }
 
   static async open(options: KmsCoreOptions): Promise<KmsCore> {
@@ -173,7 +191,7 @@ export class KmsCore {
   }
 
   private async loadFromStore(): Promise<void> {
-    const { keys, aliases } = await this.store.load();
+    const { keys, aliases, instance } = await this.store.load();
     const nextVersions = new Map<string, LiveVersion>();
     for (const key of keys) {
       for (const version of key.versions) {
@@ -186,6 +204,95 @@ export class KmsCore {
     for (const key of keys) this.keys.set(key.keyId, key);
     for (const alias of aliases) this.aliases.set(alias.aliasName, alias);
     for (const [id, live] of nextVersions) this.versions.set(id, live);
+    if (instance) this.adoptInstance(instance);
+  }
+
+  // ---- the KMS instance -----------------------------------------------------
+
+  /** The core's KMS instance, once `ensureInstance` has run (or the store held one). */
+  get instance(): KmsInstance | undefined {
+    return this.kmsInstance;
+  }
+
+  /**
+   * Creates the one KMS instance (id, CA) on first start and persists it; a
+   * second writer that lost the race (another replica) adopts the winner's.
+   */
+  ensureInstance(): Promise<KmsInstance> {
+    return this.mutate(async () => {
+      if (this.kmsInstance) return this.kmsInstance;
+      const fresh = newInstance(this.rootKey, this.clock.now());
+      try {
+        await this.store.putInstance(fresh, true);
+        return this.adoptInstance(fresh);
+      } catch (err) {
+        // Reload everything, not just the instance: the store's view must match the cache.
+        await this.loadFromStore();
+        if (!this.kmsInstance) throw err;
+        return this.kmsInstance;
+      }
+    });
+  }
+
+  private adoptInstance(doc: StoredInstance): KmsInstance {
+    if (this.kmsInstance?.id === doc.instanceId) this.kmsInstance.replace(doc);
+    else {
+      this.kmsInstance = new KmsInstance(doc, this.rootKey, this.clock, (change) =>
+        this.mutate(() => this.changeInstance(change)),
+      );
+    }
+    return this.kmsInstance;
+  }
+
+  /**
+   * Writes one change of the instance record. When the write fails because
+   * another replica changed the record first, reloads and applies the change
+   * once more to the fresh record (the changes are pure functions of it).
+   */
+  private async changeInstance<T>(change: (draft: StoredInstance) => T): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      const current = this.kmsInstance as KmsInstance;
+      const draft = structuredClone(current.record);
+      const result = change(draft);
+      try {
+        await this.store.putInstance(draft, false);
+        current.replace(draft);
+        return result;
+      } catch (err) {
+        if (attempt > 0) throw err;
+        await this.loadFromStore();
+      }
+    }
+  }
+
+  /** The key behind a KeyId of an Instance API call: only keys of the instance are served. */
+  instanceKey(keyIdOrAlias: string, parameter = 'KeyId'): StoredKey {
+    const key = this.resolveKey(keyIdOrAlias, parameter);
+    if (!this.inInstance(key)) throw keyNotFound(keyIdOrAlias);
+    return key;
+  }
+
+  /** The instance key whose version sealed `blob`; the blob itself is not opened. */
+  instanceKeyOfBlob(blob: Buffer, parameter = 'CiphertextBlob'): StoredKey {
+    const { live } = this.locateBlob(blob, parameter);
+    const key = this.keys.get(live.keyId) as StoredKey;
+    if (!this.inInstance(key)) throw invalidCiphertext(parameter);
+    return key;
+  }
+
+  /** How many keys the Instance API serves (GetKmsInstance's KeyNum). */
+  instanceKeyCount(): number {
+    return [...this.keys.values()].filter((key) => this.inInstance(key)).length;
+  }
+
+  private inInstance(key: StoredKey): boolean {
+    const id = this.kmsInstance?.id;
+    return id !== undefined && (this.allKeysInInstance || key.dkmsInstanceId === id);
+  }
+
+  generateRandom(length: number): Buffer {
+    checkRange('Length', length, 1, MAX_DATA_KEY_BYTES);
+    return randomBytes(length);
   }
 
   close(): Promise<void> {
@@ -209,6 +316,10 @@ export class KmsCore {
           ? 365 * DAY_SECONDS
           : undefined;
     if (input.keyId !== undefined && !UUID.test(input.keyId)) throw invalidParameter('KeyId');
+    const instanceId = input.dkmsInstanceId || undefined;
+    if (instanceId !== undefined && instanceId !== this.kmsInstance?.id) {
+      throw invalidParameter('DKMSInstanceId', 'No KMS instance has this id.');
+    }
     // RSA generation takes up to a second of CPU: it runs on the thread pool, outside the lock.
     const material = await generateMaterial(keySpec);
     try {
@@ -217,7 +328,8 @@ export class KmsCore {
         if (existing) return this.metadataOf(existing);
         const now = this.nowIso();
         const key: StoredKey = {
-          keyId: input.keyId ?? randomUUID(),
+          keyId: input.keyId ?? (instanceId ? newInstanceKeyId() : randomUUID()),
+          dkmsInstanceId: instanceId,
           description,
           keySpec,
           keyUsage,
@@ -436,7 +548,7 @@ export class KmsCore {
   generateDataKey(input: DataKeyInput): Sealed & { plaintext: Buffer } {
     const plaintext = this.prepareDataKey(input);
     try {
-      return { ...this.sealStandard(input.keyId, plaintext, input.encryptionContext), plaintext };
+      return { ...this.sealStandard(input.keyId, plaintext, input), plaintext };
     } catch (err) {
       zero(plaintext);
       throw err;
@@ -446,7 +558,7 @@ export class KmsCore {
   generateDataKeyWithoutPlaintext(input: DataKeyInput): Sealed {
     const plaintext = this.prepareDataKey(input);
     try {
-      return this.sealStandard(input.keyId, plaintext, input.encryptionContext);
+      return this.sealStandard(input.keyId, plaintext, input);
     } finally {
       zero(plaintext);
     }
@@ -473,16 +585,12 @@ export class KmsCore {
     }
   }
 
-  encrypt(input: {
-    keyId: string;
-    plaintext: Buffer;
-    encryptionContext?: EncryptionContext;
-    dryRun?: boolean;
-  }): Sealed {
+  encrypt(input: Binding & { keyId: string; plaintext: Buffer; dryRun?: boolean }): Sealed {
     checkPlaintext(input.plaintext);
+    checkAad(input.aad);
     const key = this.usableSymmetricKey(input.keyId);
     if (input.dryRun) throw dryRunOperation();
-    return this.sealStandard(key.keyId, input.plaintext, input.encryptionContext);
+    return this.sealStandard(key.keyId, input.plaintext, input);
   }
 
   advanceEncrypt(input: {
@@ -498,11 +606,8 @@ export class KmsCore {
     return this.sealAdvance(key.keyId, input.plaintext, input.aad);
   }
 
-  decrypt(input: {
-    ciphertextBlob: Buffer;
-    encryptionContext?: EncryptionContext;
-    dryRun?: boolean;
-  }): Opened {
+  decrypt(input: Binding & { ciphertextBlob: Buffer; dryRun?: boolean }): Opened {
+    checkAad(input.aad);
     const { parsed, live } = this.locateBlob(input.ciphertextBlob, 'CiphertextBlob');
     if (parsed.format !== BlobFormat.Standard) {
       throw invalidParameter(
@@ -510,12 +615,7 @@ export class KmsCore {
         'It was produced by the Advance flow; use AdvanceDecrypt.',
       );
     }
-    const opened = this.openWith(
-      live,
-      parsed,
-      contextBytes(input.encryptionContext),
-      'CiphertextBlob',
-    );
+    const opened = this.openWith(live, parsed, bindingBytes(input), 'CiphertextBlob');
     return input.dryRun ? discardForDryRun(opened.plaintext) : opened;
   }
 
@@ -595,6 +695,7 @@ export class KmsCore {
   // ---- internals ----------------------------------------------------------
 
   private prepareDataKey(input: DataKeyInput): Buffer {
+    checkAad(input.aad);
     const bytes =
       input.numberOfBytes !== undefined
         ? checkRange('NumberOfBytes', input.numberOfBytes, 1, MAX_DATA_KEY_BYTES)
@@ -612,17 +713,21 @@ export class KmsCore {
     return randomKeyBytes(input.numberOfBytes);
   }
 
-  private sealStandard(keyId: string, plaintext: Buffer, context?: EncryptionContext): Sealed {
+  private sealStandard(
+    keyId: string,
+    plaintext: Buffer,
+    binding: Binding,
+  ): Sealed & { iv: Buffer } {
     const key = this.usableSymmetricKey(keyId);
     const initial = this.versionOf(key, 'initial');
-    const { blob } = sealBlob(
+    const { blob, iv } = sealBlob(
       initial.aes as KeyObject,
       initial.keyVersionId,
       BlobFormat.Standard,
       plaintext,
-      contextBytes(context),
+      bindingBytes(binding),
     );
-    return { keyId: key.keyId, keyVersionId: initial.keyVersionId, ciphertextBlob: blob };
+    return { keyId: key.keyId, keyVersionId: initial.keyVersionId, ciphertextBlob: blob, iv };
   }
 
   private sealAdvance(keyId: string, plaintext: Buffer, aad: Buffer | undefined): SealedAdvance {
@@ -812,6 +917,7 @@ export class KmsCore {
       automaticRotation: rotation,
       rotationInterval:
         key.rotationIntervalSeconds !== undefined ? `${key.rotationIntervalSeconds}s` : undefined,
+      dkmsInstanceId: this.inInstance(key) ? this.kmsInstance?.id : undefined,
     };
   }
 }
@@ -860,6 +966,10 @@ function checkAad(aad: Buffer | undefined, parameter = 'Aad'): void {
     throw invalidParameter(parameter, `It must be at most ${MAX_AAD_BYTES} bytes.`);
   }
 }
+
+/** Raw Aad (Instance API) wins; otherwise the canonical EncryptionContext (OpenAPI). */
+const bindingBytes = (binding: Binding): Buffer =>
+  binding.aad ?? contextBytes(binding.encryptionContext);
 
 const contextBytes = (context: EncryptionContext | undefined): Buffer => {
   const canonical = canonicalEncryptionContext(context);

@@ -4,13 +4,16 @@ import * as path from 'node:path';
 import { pidAlive, processStart } from '../common/process';
 import type { StoredAlias, StoredKey } from './model';
 import { ROOT_KEY_BYTES } from './root-key';
-import type { KeyStore } from './store';
+import type { StoredInstance } from './instance';
+import type { KeyStore, StoreContents } from './store';
 
 /**
- * One JSON file per key and per alias. A write goes to a temporary file that is
+ * One JSON file per key and per alias, and `instance.json` for the KMS instance. A write goes to a temporary file that is
  * fsynced, renamed over the record and followed by an fsync of the folder, so a
  * `kill -9` at any instant leaves either the old or the new record, never a torn one.
  */
+const INSTANCE_FILE = 'instance.json';
+
 export class FileKeyStore implements KeyStore {
   private constructor(
     private readonly dir: string,
@@ -27,11 +30,39 @@ export class FileKeyStore implements KeyStore {
     return new FileKeyStore(root, lockPath);
   }
 
-  async load(): Promise<{ keys: StoredKey[]; aliases: StoredAlias[] }> {
+  async load(): Promise<StoreContents> {
     return {
       keys: await this.readRecords<StoredKey>('keys'),
       aliases: await this.readRecords<StoredAlias>('aliases'),
+      instance: await this.readInstance(),
     };
+  }
+
+  /** One process owns the folder (the lock), so `create` needs no extra check. */
+  putInstance(instance: StoredInstance): Promise<void> {
+    return writeDurably(path.join(this.dir, INSTANCE_FILE), JSON.stringify(instance));
+  }
+
+  private async readInstance(): Promise<StoredInstance | undefined> {
+    const file = path.join(this.dir, INSTANCE_FILE);
+    for (const name of await fs.readdir(this.dir)) {
+      // Left by a write killed before its rename: never acknowledged.
+      if (name.startsWith(`${INSTANCE_FILE}.`) && name.endsWith('.tmp')) {
+        await fs.rm(path.join(this.dir, name), { force: true });
+      }
+    }
+    let text: string;
+    try {
+      text = await fs.readFile(file, 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw err;
+    }
+    try {
+      return JSON.parse(text) as StoredInstance;
+    } catch (err) {
+      throw new Error(`key store record ${file} is unreadable: ${(err as Error).message}`);
+    }
   }
 
   putKey(key: StoredKey): Promise<void> {

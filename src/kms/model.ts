@@ -40,6 +40,8 @@ export interface StoredKey {
   automaticRotation: boolean;
   rotationIntervalSeconds?: number;
   lastRotationDate?: string;
+  /** The KMS instance the key belongs to (`kst-...`), for keys created with DKMSInstanceId. */
+  dkmsInstanceId?: string;
   /** versions[0] is the initial version, the last one is the primary version. */
   versions: StoredKeyVersion[];
 }

@@ -15,6 +15,11 @@ import {
 } from '../injection/injection';
 import { KmsCore, RootKey, loadOrCreateRootKey } from '../kms';
 import { KmsApi, listen, type Credentials, type RunningServer } from '../kms-api/server';
+import {
+  startInstanceApi,
+  type InstanceListenOptions,
+  type RunningInstanceApi,
+} from '../kms-instance-api/server';
 import { EventRecorder } from '../runtime/events';
 import { Informer } from '../runtime/informer';
 import { KubeClient, isConflict, isNotFound, type KubeObject } from '../runtime/kube-client';
@@ -30,6 +35,8 @@ export interface OperatorOptions {
   metricsHost: string;
   metricsPort: number;
   kmsListen?: { host: string; port: number; credentials: Credentials };
+  /** The KMS Instance API over the core's built-in instance, which holds every key. */
+  kmsInstanceListen?: InstanceListenOptions;
   rootKeyFile?: string;
   identity?: string;
   workers?: number;
@@ -72,6 +79,7 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
     rootKey: new RootKey(rootMaterial),
     minRotationIntervalSeconds: options.minRotationIntervalSeconds,
     deletionDaySeconds: options.deletionDaySeconds,
+    allKeysInInstance: options.kmsInstanceListen !== undefined,
   });
 
   const metrics = new OperatorMetrics();
@@ -161,6 +169,11 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
         options.kmsListen,
       )
     : undefined;
+  // Replicas share the key store: a client key created through another replica
+  // is picked up by a reload when a request names it.
+  const instanceServer: RunningInstanceApi | undefined = options.kmsInstanceListen
+    ? await startInstanceApi(core, options.kmsInstanceListen, logger, () => core.reload())
+    : undefined;
   logger.info({ namespace }, 'operator started');
 
   return {
@@ -176,6 +189,7 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
       await injection?.stop();
       for (const informer of informers) informer.stop();
       await kmsServer?.close();
+      await instanceServer?.close();
       await new Promise((resolve) => metricsServer.close(resolve));
       await core.close();
       logger.info('operator stopped');

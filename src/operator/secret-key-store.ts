@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import type { KeyStore, StoredAlias, StoredKey } from '../kms';
+import type { KeyStore, StoreContents, StoredAlias, StoredInstance, StoredKey } from '../kms';
 import { ROOT_KEY_BYTES } from '../kms';
 import { isConflict, isNotFound, type KubeClient, type KubeObject } from '../runtime/kube-client';
 import { secretsPath } from '../api/paths';
@@ -30,12 +30,13 @@ export class SecretKeyStore implements KeyStore {
     return secretsPath(this.namespace);
   }
 
-  async load(): Promise<{ keys: StoredKey[]; aliases: StoredAlias[] }> {
+  async load(): Promise<StoreContents> {
     const list = await this.client.list<SecretObject>(this.collection(), {
       labelSelector: STORE_LABEL,
     });
     const keys: StoredKey[] = [];
     const aliases: StoredAlias[] = [];
+    let instance: StoredInstance | undefined;
     this.versions.clear();
     for (const secret of list.items) {
       const raw = secret.data?.[RECORD_FIELD];
@@ -45,8 +46,9 @@ export class SecretKeyStore implements KeyStore {
       if (secret.metadata.labels?.[STORE_LABEL] === 'key') keys.push(record as StoredKey);
       else if (secret.metadata.labels?.[STORE_LABEL] === 'alias')
         aliases.push(record as StoredAlias);
+      else if (secret.metadata.labels?.[STORE_LABEL] === 'instance') instance = record;
     }
-    return { keys, aliases };
+    return { keys, aliases, instance };
   }
 
   putKey(key: StoredKey): Promise<void> {
@@ -65,9 +67,19 @@ export class SecretKeyStore implements KeyStore {
     return this.remove(aliasSecretName(aliasName));
   }
 
+  /** `create` posts without a resourceVersion: a replica that lost the race gets a conflict. */
+  putInstance(instance: StoredInstance, create: boolean): Promise<void> {
+    if (create) this.versions.delete(INSTANCE_SECRET);
+    return this.put(INSTANCE_SECRET, 'instance', instance);
+  }
+
   async close(): Promise<void> {}
 
-  private async put(name: string, kind: 'key' | 'alias', record: object): Promise<void> {
+  private async put(
+    name: string,
+    kind: 'key' | 'alias' | 'instance',
+    record: object,
+  ): Promise<void> {
     const resourceVersion = this.versions.get(name);
     const body = {
       apiVersion: 'v1',
@@ -100,6 +112,8 @@ export class SecretKeyStore implements KeyStore {
   }
 }
 
+/** The built-in KMS instance: id, wrapped CA key, network rules, policies, access points, client keys. */
+const INSTANCE_SECRET = 'datakey-kms-instance';
 const keySecretName = (keyId: string) => `datakey-kms-key-${keyId}`;
 const aliasSecretName = (aliasName: string) =>
   `datakey-kms-alias-${createHash('sha256').update(aliasName).digest('hex').slice(0, 40)}`;

@@ -86,6 +86,7 @@ describe.each(HELMS)('%s', (_label, major) => {
     [['--set', 'image.repository=Not A Repo'], '/image/repository', 'pattern'],
     [['--set', 'replicas=3'], "additional properties 'replicas'", 'not allowed'],
     [['--set', 'podDisruptionBudget.minAvailable=0'], '/podDisruptionBudget/minAvailable', ''],
+    [['--set', 'kmsInstanceApi.port=70000'], '/kmsInstanceApi/port', 'maximum'],
   ])('values.schema.json refuses %j with a message naming the value', async (args, names, why) => {
     const r = await helm(major, ['template', 'datakey-operator', CHART, ...args]);
     expect(r.code).not.toBe(0);
@@ -258,6 +259,35 @@ describe('rendered objects (helm 3; helm 4 renders the same)', () => {
         ports: [{ port: 8080, protocol: 'TCP' }],
       },
     ]);
+  });
+
+  test('KMS Instance API (kmsInstanceApi.enabled): flags, container port 9444, its Service on kmsInstanceApi.port', async () => {
+    expect(objects.some((o) => o.metadata.name === 'datakey-operator-kms-instance')).toBe(false);
+    expect(container(one(objects, 'Deployment')).args).not.toContain('--kms-instance-listen');
+    const on = await render('helm', {
+      args: [
+        '--set',
+        'kmsInstanceApi.enabled=true,kmsInstanceApi.port=8443,networkPolicy.enabled=true',
+      ],
+    });
+    const c = container(one(on, 'Deployment'));
+    const svc = 'datakey-operator-kms-instance';
+    const flags = c.args.join(' ');
+    expect(flags).toContain('--kms-instance-listen 0.0.0.0:9444');
+    for (const host of [
+      svc,
+      `${svc}.${RELEASE_NS}.svc`,
+      `${svc}.${RELEASE_NS}.svc.cluster.local`,
+    ]) {
+      expect(flags).toContain(`--kms-instance-host ${host} `.trimEnd());
+    }
+    expect(c.ports).toContainEqual({ name: 'kms-instance', containerPort: 9444, protocol: 'TCP' });
+    const service = one(on, 'Service', svc).spec as Json;
+    expect(service.ports).toEqual([
+      { name: 'kms-instance', port: 8443, targetPort: 'kms-instance', protocol: 'TCP' },
+    ]);
+    const np = one(on, 'NetworkPolicy').spec as { ingress: { ports: Json[] }[] };
+    expect(np.ingress[0].ports).toContainEqual({ port: 9444, protocol: 'TCP' });
   });
 
   test('ServiceMonitor (when enabled) scrapes the metrics Service only', async () => {

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import * as http from 'node:http';
 import { signAcs3Request } from '../../src/kms-api/acs3';
 import { startKms, type KmsProcess } from '../helpers/kms-process';
+import { fuzzSeed, prng, type Rng } from '../helpers/prng';
 import {
   encodeParams,
   kmsTimestamp,
@@ -24,33 +25,11 @@ import {
  * explores new inputs, and KMS_FUZZ_SEED=<seed printed in a failure> replays one.
  */
 
-const SEED_SETTING = process.env.KMS_FUZZ_SEED ?? '20261123';
-const SEED = SEED_SETTING === 'random' ? Math.floor(Math.random() * 2 ** 31) : Number(SEED_SETTING);
+const SEED = fuzzSeed(20261123);
 const REQUESTS = Number(process.env.KMS_FUZZ_REQUESTS ?? 2000);
 const CONCURRENCY = 8;
 const PER_REQUEST_TIMEOUT_MS = 5_000;
 const TIME_BUDGET_MS = 40_000;
-
-/** mulberry32: small, fast, good enough for fuzzing. */
-function prng(seed: number) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  const int = (n: number) => Math.floor(next() * n);
-  return {
-    next,
-    int,
-    bool: (p = 0.5) => next() < p,
-    pick: <T>(items: readonly T[]): T => items[int(items.length)],
-    bytes: (n: number) => Buffer.from(Array.from({ length: n }, () => int(256))),
-  };
-}
-type Rng = ReturnType<typeof prng>;
 
 const ACTIONS = [
   'CreateKey',

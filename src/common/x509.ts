@@ -2,12 +2,13 @@ import * as crypto from 'node:crypto';
 import * as net from 'node:net';
 
 /**
- * Just enough DER to issue the webhook's CA and serving certificates with
- * ECDSA P-256 in-process: the image has no openssl binary, and the X.509
- * libraries on npm pull in a reflect-metadata polyfill and a DI container.
+ * Just enough DER to issue CAs and TLS certificates signed with ECDSA P-256
+ * in-process (the webhook's, the KMS instance's): the image has no openssl
+ * binary, and the X.509 libraries on npm pull in a reflect-metadata polyfill
+ * and a DI container. The DER helpers also build the instance's PKCS#12 files.
  */
 
-function tlv(tag: number, content: Buffer): Buffer {
+export function tlv(tag: number, content: Buffer): Buffer {
   const n = content.length;
   let length: Buffer;
   if (n < 0x80) length = Buffer.from([n]);
@@ -19,20 +20,20 @@ function tlv(tag: number, content: Buffer): Buffer {
   return Buffer.concat([Buffer.from([tag]), length, content]);
 }
 
-const sequence = (...items: Buffer[]) => tlv(0x30, Buffer.concat(items));
-const set = (...items: Buffer[]) => tlv(0x31, Buffer.concat(items));
-const octetString = (b: Buffer) => tlv(0x04, b);
-const explicit = (n: number, inner: Buffer) => tlv(0xa0 + n, inner);
+export const sequence = (...items: Buffer[]) => tlv(0x30, Buffer.concat(items));
+export const set = (...items: Buffer[]) => tlv(0x31, Buffer.concat(items));
+export const octetString = (b: Buffer) => tlv(0x04, b);
+export const explicit = (n: number, inner: Buffer) => tlv(0xa0 + n, inner);
 const booleanTrue = () => tlv(0x01, Buffer.from([0xff]));
 
-function integer(unsigned: Buffer): Buffer {
+export function integer(unsigned: Buffer): Buffer {
   let i = 0;
   while (i < unsigned.length - 1 && unsigned[i] === 0) i++;
   const b = unsigned.subarray(i);
   return tlv(0x02, b[0] & 0x80 ? Buffer.concat([Buffer.from([0]), b]) : b);
 }
 
-function oid(dotted: string): Buffer {
+export function oid(dotted: string): Buffer {
   const [a, b, ...rest] = dotted.split('.').map(Number);
   const out = [40 * a + b];
   for (const arc of rest) {
@@ -104,6 +105,8 @@ export interface CertificateRequest {
   isCA: boolean;
   /** DNS names and IP addresses (server certificates). */
   hosts?: string[];
+  /** Extended key usage of a leaf certificate; default server. */
+  usage?: 'server' | 'client';
 }
 
 export interface Issuer {
@@ -124,8 +127,11 @@ export function issueCertificate(request: CertificateRequest, issuer: Issuer): s
     extension('2.5.29.35', sequence(tlv(0x80, keyIdentifier(issuerSpki)))),
   ];
   if (!request.isCA) {
-    extensions.push(extension('2.5.29.37', sequence(oid('1.3.6.1.5.5.7.3.1'))));
-    extensions.push(extension('2.5.29.17', subjectAltNames(request.hosts ?? [])));
+    const purpose = request.usage === 'client' ? '1.3.6.1.5.5.7.3.2' : '1.3.6.1.5.5.7.3.1';
+    extensions.push(extension('2.5.29.37', sequence(oid(purpose))));
+    if (request.usage !== 'client') {
+      extensions.push(extension('2.5.29.17', subjectAltNames(request.hosts ?? [])));
+    }
   }
   const tbs = sequence(
     explicit(0, integer(Buffer.from([2]))),
