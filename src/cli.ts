@@ -61,7 +61,10 @@ export interface Stoppable {
   stop(): Promise<void>;
 }
 
-export function parseListen(value: string | undefined, flag = '--listen'): { host: string; port: number } {
+export function parseListen(
+  value: string | undefined,
+  flag = '--listen',
+): { host: string; port: number } {
   const match = value ? /^(\[[^\]]+\]|[^:]+):(\d{1,5})$/.exec(value) : null;
   const port = match ? Number(match[2]) : NaN;
   if (!match || port > 65535)

@@ -653,8 +653,9 @@ async function main(): Promise<void> {
   const { kms, bare, acs3, acs3Bare, stall } = await benchHttp();
   const instance = await benchInstance();
   const failures =
-    [kms, acs3].map((f) => f.result.non2xx + f.result.errors + f.result.timeouts).reduce((a, b) => a + b) +
-    instance.failed;
+    [kms, acs3]
+      .map((f) => f.result.non2xx + f.result.errors + f.result.timeouts)
+      .reduce((a, b) => a + b) + instance.failed;
   const bareFailures = [bare, acs3Bare]
     .map((f) => f.result.non2xx + f.result.errors + f.result.timeouts)
     .reduce((a, b) => a + b);
