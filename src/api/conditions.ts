@@ -40,6 +40,8 @@ export const MasterKeyEvent = {
 
 export const DataKeyEvent = {
   Generated: 'Generated',
+  /** A new generation: a fresh data key, on the regenerate annotation or the schedule. */
+  Regenerated: 'Regenerated',
   Rewrapped: 'Rewrapped',
   SecretRestored: 'SecretRestored',
   DataKeyReissued: 'DataKeyReissued',

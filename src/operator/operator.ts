@@ -94,7 +94,10 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
   const manager = new Manager(
     [
       new MasterKeyController(ctx),
-      new DataKeyController(ctx, { rewrapsPerSecond: options.rewrapsPerSecond }),
+      new DataKeyController(ctx, {
+        rewrapsPerSecond: options.rewrapsPerSecond,
+        minRegenerationSeconds: options.minRotationIntervalSeconds,
+      }),
     ],
     {
       workers: options.workers ?? 4,

@@ -35,6 +35,7 @@ export interface KubeObject {
     annotations?: Record<string, string>;
     finalizers?: string[];
     deletionTimestamp?: string;
+    creationTimestamp?: string;
     ownerReferences?: unknown[];
   };
   [field: string]: unknown;

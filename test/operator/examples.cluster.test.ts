@@ -78,13 +78,22 @@ test.each([
       }),
     ]);
     expect(Object.keys(secret.data ?? {}).sort()).toEqual(
-      ['ciphertextBlob', 'encryptionContext', 'flow', 'keyId', 'keyVersionId'].sort(),
+      [
+        'ciphertextBlob',
+        'encryptionContext',
+        'flow',
+        'generation',
+        'generations',
+        'keyId',
+        'keyVersionId',
+      ].sort(),
     );
     const data = secret.data as Record<string, string>;
     expect(decode(data.flow)).toBe('Standard');
     expect(decode(data.keyId)).toBe(dk.status?.keyId);
     expect(decode(data.keyVersionId)).toBe(dk.status?.keyVersionId);
-    expect(dk.status?.ciphertextBlob).toBe(data.ciphertextBlob);
+    expect(dk.status?.ciphertextBlob).toBe(decode(data.ciphertextBlob));
+    expect(secret.metadata.labels?.['kms.datakey.io/layout']).toBe('2');
     // The context is canonical JSON: the user's context plus the identity binding.
     const context = JSON.parse(decode(data.encryptionContext)) as Record<string, string>;
     expect(context).toEqual({
