@@ -45,6 +45,13 @@ export const DataKeyEvent = {
   Rewrapped: 'Rewrapped',
   SecretRestored: 'SecretRestored',
   DataKeyReissued: 'DataKeyReissued',
+  /** Warning: workloads asking to restart on regeneration cannot be rolled (RBAC). */
+  WorkloadRestartForbidden: 'WorkloadRestartForbidden',
+} as const;
+
+/** Events on Deployments, StatefulSets and DaemonSets rolled after a regeneration. */
+export const WorkloadEvent = {
+  RestartedForDataKey: 'RestartedForDataKey',
 } as const;
 
 /** Events on the pods that pod injection serves. */

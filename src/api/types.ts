@@ -7,6 +7,14 @@ export const API_VERSION = `${GROUP}/${VERSION}`;
 export const ANNOTATION_ROTATE = `${GROUP}/rotate`;
 export const ANNOTATION_REGENERATE = `${GROUP}/regenerate`;
 export const LABEL_DATAKEY = `${GROUP}/datakey`;
+/** On a pod (template): the DataKeys injected into it, comma-separated. */
+export const ANNOTATION_INJECT = `${GROUP}/inject`;
+/** On a workload's pod template: roll the workload when an injected DataKey regenerates. */
+export const ANNOTATION_RESTART_ON_REGENERATE = `${GROUP}/restart-on-regenerate`;
+/** Set on the pod template to roll a workload, as `kubectl rollout restart` does. */
+export const ANNOTATION_RESTARTED_AT = `${GROUP}/restartedAt`;
+/** On the workload: the generation of each DataKey it was last rolled for (JSON). */
+export const ANNOTATION_RESTARTED_FOR = `${GROUP}/restarted-for`;
 /** The Secret layout a DataKey's Secret is written in (values as the KMS API's strings, generations). */
 export const LABEL_LAYOUT = `${GROUP}/layout`;
 export const SECRET_LAYOUT = '2';

@@ -1,4 +1,5 @@
 import * as path from 'node:path';
+import { ANNOTATION_INJECT } from '../api/types';
 import { parseDuration } from '../common/duration';
 
 /**
@@ -6,7 +7,7 @@ import { parseDuration } from '../common/duration';
  * no I/O, so every case is tested on fixtures without a cluster.
  */
 
-export const ANNOTATION_INJECT = 'kms.datakey.io/inject';
+export { ANNOTATION_INJECT };
 export const ANNOTATION_INJECT_PATH = 'kms.datakey.io/inject-path';
 /** `init` (default): a one-shot init container; `sidecar`: a native sidecar that keeps the files current. */
 export const ANNOTATION_INJECT_MODE = 'kms.datakey.io/inject-mode';

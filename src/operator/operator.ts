@@ -5,6 +5,7 @@ import { LABEL_DATAKEY, type MasterKey } from '../api/types';
 import { createLogger, type Logger } from '../common/logger';
 import type { ControllerContext } from '../controllers/context';
 import { DataKeyController } from '../controllers/datakey-controller';
+import { WorkloadController } from '../controllers/workload-controller';
 import { MasterKeyController } from '../controllers/masterkey-controller';
 import type { DataKeyObject, SecretObject } from '../datakey';
 import type { InjectionContext } from '../injection/context';
@@ -98,6 +99,7 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
         rewrapsPerSecond: options.rewrapsPerSecond,
         minRegenerationSeconds: options.minRotationIntervalSeconds,
       }),
+      new WorkloadController(ctx),
     ],
     {
       workers: options.workers ?? 4,
