@@ -280,41 +280,28 @@ export interface CrdOptions {
 }
 
 export function buildCrds(options: CrdOptions = {}): { file: string; crd: Schema }[] {
+  const minSeconds = options.minRotationSeconds ?? MIN_ROTATION_SECONDS;
   return [
     {
       file: 'kms.datakey.io_masterkeys.yaml',
-      crd: crd(
-        'MasterKey',
-        'masterkeys',
-        'mk',
-        'Cluster',
-        masterKeySchema(options.minRotationSeconds ?? MIN_ROTATION_SECONDS),
-        [
-          readyColumn,
-          { name: 'Key ID', type: 'string', jsonPath: '.status.keyId' },
-          { name: 'Primary Version', type: 'string', jsonPath: '.status.primaryKeyVersion' },
-          ageColumn,
-        ],
-      ),
+      crd: crd('MasterKey', 'masterkeys', 'mk', 'Cluster', masterKeySchema(minSeconds), [
+        readyColumn,
+        { name: 'Key ID', type: 'string', jsonPath: '.status.keyId' },
+        { name: 'Primary Version', type: 'string', jsonPath: '.status.primaryKeyVersion' },
+        ageColumn,
+      ]),
     },
     {
       file: 'kms.datakey.io_datakeys.yaml',
-      crd: crd(
-        'DataKey',
-        'datakeys',
-        'dk',
-        'Namespaced',
-        dataKeySchema(options.minRotationSeconds ?? MIN_ROTATION_SECONDS),
-        [
-          readyColumn,
-          { name: 'Master Key', type: 'string', jsonPath: '.spec.masterKeyRef.name' },
-          { name: 'Key Version', type: 'string', jsonPath: '.status.keyVersionId' },
-          { name: 'Flow', type: 'string', jsonPath: '.status.flow' },
-          { name: 'Generation', type: 'integer', jsonPath: '.status.currentGeneration' },
-          { name: 'Secret', type: 'string', jsonPath: '.status.secretName', priority: 1 },
-          ageColumn,
-        ],
-      ),
+      crd: crd('DataKey', 'datakeys', 'dk', 'Namespaced', dataKeySchema(minSeconds), [
+        readyColumn,
+        { name: 'Master Key', type: 'string', jsonPath: '.spec.masterKeyRef.name' },
+        { name: 'Key Version', type: 'string', jsonPath: '.status.keyVersionId' },
+        { name: 'Flow', type: 'string', jsonPath: '.status.flow' },
+        { name: 'Generation', type: 'integer', jsonPath: '.status.currentGeneration' },
+        { name: 'Secret', type: 'string', jsonPath: '.status.secretName', priority: 1 },
+        ageColumn,
+      ]),
     },
   ];
 }

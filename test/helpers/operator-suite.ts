@@ -60,6 +60,17 @@ export interface GenerationEntry {
   creationTime: string;
 }
 
+/** The keys of a Standard-flow DataKey Secret (layout 2), sorted. */
+export const STANDARD_SECRET_KEYS = [
+  'ciphertextBlob',
+  'encryptionContext',
+  'flow',
+  'generation',
+  'generations',
+  'keyId',
+  'keyVersionId',
+];
+
 /** The Secret's `generations` (layout 2). */
 export const generationsOf = (secret: SecretObject): GenerationEntry[] =>
   JSON.parse(decode(secret.data?.generations)) as GenerationEntry[];

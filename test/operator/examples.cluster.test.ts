@@ -4,6 +4,7 @@
 import * as path from 'node:path';
 import {
   REPO,
+  STANDARD_SECRET_KEYS,
   client,
   dataKeysPath,
   decode,
@@ -77,17 +78,7 @@ test.each([
         controller: true,
       }),
     ]);
-    expect(Object.keys(secret.data ?? {}).sort()).toEqual(
-      [
-        'ciphertextBlob',
-        'encryptionContext',
-        'flow',
-        'generation',
-        'generations',
-        'keyId',
-        'keyVersionId',
-      ].sort(),
-    );
+    expect(Object.keys(secret.data ?? {}).sort()).toEqual(STANDARD_SECRET_KEYS);
     const data = secret.data as Record<string, string>;
     expect(decode(data.flow)).toBe('Standard');
     expect(decode(data.keyId)).toBe(dk.status?.keyId);

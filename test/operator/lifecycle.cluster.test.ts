@@ -10,6 +10,7 @@ import {
   client,
   dataKey,
   dataKeysPath,
+  STANDARD_SECRET_KEYS,
   decode,
   decryptSecret,
   eventsFor,
@@ -33,15 +34,7 @@ let op: OperatorProcess;
 let control: SecretObject | undefined;
 const dkPath = (name: string) => `${dataKeysPath(suite.ns)}/${name}`;
 const secretPath = (name: string) => `${secretsPath(suite.ns)}/${name}`;
-const LAYOUT = [
-  'ciphertextBlob',
-  'encryptionContext',
-  'flow',
-  'generation',
-  'generations',
-  'keyId',
-  'keyVersionId',
-];
+const LAYOUT = STANDARD_SECRET_KEYS;
 
 beforeAll(async () => {
   op = await suite.start();
