@@ -41,7 +41,10 @@ export class WorkloadController implements ManagedController {
 
   async reconcile(key: string): Promise<ReconcileOutcome> {
     const dataKey = this.ctx.dataKeys.get(key);
-    if (!dataKey || dataKey.metadata.deletionTimestamp) return ready();
+    if (!dataKey || dataKey.metadata.deletionTimestamp) {
+      this.handled.delete(key);
+      return ready();
+    }
     const namespace = dataKey.metadata.namespace as string;
     const secret = this.ctx.secrets.get(`${namespace}/${secretNameOf(dataKey)}`);
     const stored = generationsFromSecret(secret);
