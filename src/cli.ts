@@ -41,7 +41,7 @@ Commands:
                                       datakey-operator-webhook-tls in NS)
         [--agent-image IMAGE]         image of the injected agent (default
                                       $DATAKEY_AGENT_IMAGE or datakey.local/datakey-operator:dev)
-  agent --url URL --keys a,b --dir DIR --token-file F [--timeout 2m]
+  agent --url URL --keys a,b --dir DIR --token-file F [--timeout 2m] [--refresh-interval 30s]
       The init container injected into annotated pods: proves the pod's identity
       with its projected token, fetches the named DataKeys over TLS (CA in
       DATAKEY_AGENT_CA) and writes each, mode 0400, into DIR, which must be a tmpfs.
