@@ -28,7 +28,7 @@ import {
 import { KmsError, RateLimiter } from '../kms';
 import { setCondition } from '../runtime/conditions';
 import { keyOf } from '../runtime/informer';
-import { isNotFound, type KubeObject } from '../runtime/kube-client';
+import { isConflict, isNotFound, type KubeObject } from '../runtime/kube-client';
 import type { ManagedController, Watch } from '../runtime/manager';
 import { NotReady, ready, type ReconcileOutcome } from '../runtime/outcome';
 import { kmsCall, type ControllerContext } from './context';
@@ -71,6 +71,8 @@ interface FoundGenerations {
   secret?: SecretObject;
   /** Every generation in the Secret opened: it was only behind (an interrupted write, the first layout). */
   secretBehind: boolean;
+  /** The Secret was created in this reconcile and holds `generations` (the first data key). */
+  secretStored?: boolean;
 }
 
 /**
@@ -84,6 +86,18 @@ export class DataKeyController implements ManagedController {
   readonly watches: ReturnType<typeof dataKeyWatches>;
   private readonly rewrapBudget: RateLimiter;
   private readonly minRegenerationSeconds: number;
+  /**
+   * Secrets whose create answered 409 while the label-selected cache had none:
+   * one exists without our label, so these names are read from the API server.
+   */
+  private readonly secretsToRead = new Set<string>();
+  /**
+   * Secrets this controller created that its cache has not shown yet
+   * (client-go's "expectations"): a reconcile woken by the status write that
+   * follows does not take the Secret for missing. An informer add or delete of
+   * the name ends the expectation.
+   */
+  private readonly createdSecrets = new Map<string, SecretObject>();
 
   constructor(
     private readonly ctx: ControllerContext,
@@ -92,6 +106,9 @@ export class DataKeyController implements ManagedController {
     this.rewrapBudget = new RateLimiter(options.rewrapsPerSecond ?? DEFAULT_REWRAPS_PER_SECOND);
     this.minRegenerationSeconds = options.minRegenerationSeconds ?? MIN_ROTATION_SECONDS;
     this.watches = dataKeyWatches(ctx);
+    ctx.secrets.on((event, secret) => {
+      if (event !== 'update') this.createdSecrets.delete(keyOf(secret));
+    });
   }
 
   allKeys(): string[] {
@@ -100,17 +117,21 @@ export class DataKeyController implements ManagedController {
 
   async reconcile(key: string): Promise<ReconcileOutcome> {
     let dataKey = this.ctx.dataKeys.get(key);
-    if (!dataKey || dataKey.metadata.deletionTimestamp) return ready();
+    if (!dataKey || dataKey.metadata.deletionTimestamp) {
+      this.secretsToRead.delete(key);
+      return ready();
+    }
     try {
       const found = await this.ensureGenerations(dataKey);
       dataKey = found.dataKey;
       let { generations } = found;
-      let changed = found.generated;
+      // Re-wrapped or regenerated after ensureGenerations (a Secret it stored is behind).
+      let rewritten = false;
       const keyId = generations[0].keyId;
       if (needsRewrap(generations, this.primaryVersion(keyId))) {
         if (!this.rewrapBudget.tryTake('rewrap', 'all')) return ready(REWRAP_RETRY_MS);
         ({ dataKey, generations } = await this.rewrap(dataKey, generations));
-        changed = true;
+        rewritten = true;
       }
       const due = regenerationDue(
         dataKey,
@@ -120,9 +141,12 @@ export class DataKeyController implements ManagedController {
       );
       if (due) {
         ({ dataKey, generations } = await this.regenerate(dataKey, generations, due));
-        changed = true;
+        rewritten = true;
       }
-      await this.ensureSecret(dataKey, found.secret, generations, changed, found.secretBehind);
+      if (!found.secretStored || rewritten) {
+        const changed = found.generated || rewritten;
+        await this.ensureSecret(dataKey, found.secret, generations, changed, found.secretBehind);
+      }
       const current = currentOf(generations);
       await this.writeReady(dataKey, generations, {
         type: ConditionType.Ready,
@@ -182,6 +206,10 @@ export class DataKeyController implements ManagedController {
     if (kept.length > 0 && currentOf(kept).generation === currentNumber - 1) {
       return { dataKey, generations: kept, generated: false, secret, secretBehind };
     }
+    const token = dataKey.metadata.annotations?.[ANNOTATION_REGENERATE];
+    if (currentNumber === 1 && !secret) {
+      return { ...(await this.issueFirst(dataKey, keyId, token)), generated: true };
+    }
     if (currentNumber > 1) {
       this.ctx.events.record(
         dataKey,
@@ -191,10 +219,73 @@ export class DataKeyController implements ManagedController {
       );
     }
     const issued = await this.addGeneration(dataKey, kept, keyId, currentNumber, {
-      token: dataKey.metadata.annotations?.[ANNOTATION_REGENERATE],
+      token,
       scheduled: false,
     });
     return { ...issued, generated: true, secret, secretBehind: false };
+  }
+
+  /**
+   * The first data key of a DataKey nothing holds a key for yet, stored by the
+   * Secret's exclusive create: the create is the one place two issuers (a
+   * replica on a stale cache, a run killed before its status write) meet, and
+   * only one create succeeds. A 409 drops the fresh key before anything stored
+   * it, and the retry reads the Secret that is there. Once the create succeeds
+   * the Secret holds the key: a run killed before the status write finds it
+   * there and keeps it. The status (generations, the token it answers, Ready)
+   * follows in the reconcile's one status write.
+   */
+  private async issueFirst(
+    dataKey: DataKeyObject,
+    keyId: string,
+    token: string | undefined,
+  ): Promise<Omit<FoundGenerations, 'generated'>> {
+    const fresh: WrappedGeneration = {
+      ...this.generate(dataKey, keyId),
+      generation: 1,
+      creationTime: new Date().toISOString(),
+    };
+    const secret = await this.createSecret(dataKey, secretManifest(dataKey, [fresh]));
+    this.ctx.events.record(
+      dataKey,
+      'Normal',
+      DataKeyEvent.Generated,
+      `Data key generated under key version ${fresh.keyVersionId} (${fresh.flow} flow)`,
+    );
+    const status = {
+      ...dataKey.status,
+      regenerateTokensSeen: tokensSeenWith(dataKey.status?.regenerateTokensSeen, token),
+    };
+    return {
+      dataKey: { ...dataKey, status },
+      generations: [fresh],
+      secret,
+      secretBehind: false,
+      secretStored: true,
+    };
+  }
+
+  /**
+   * Creates a Secret the cache does not hold. A 409 means one exists without our
+   * label (or one appeared meanwhile): never a takeover; the name is read from
+   * the API server from now on and the reconcile is retried.
+   */
+  private async createSecret(
+    dataKey: DataKeyObject,
+    manifest: SecretObject,
+  ): Promise<SecretObject> {
+    const key = `${dataKey.metadata.namespace}/${secretNameOf(dataKey)}`;
+    try {
+      const created = await this.ctx.client.create<SecretObject>(
+        secretsPath(dataKey.metadata.namespace as string),
+        manifest,
+      );
+      if (!this.ctx.secrets.get(key)) this.createdSecrets.set(key, created);
+      return created;
+    } catch (err) {
+      if (isConflict(err)) this.secretsToRead.add(key);
+      throw err;
+    }
   }
 
   /** Verifies a stored ciphertext inside the core; the plaintext is zeroed at once. */
@@ -369,9 +460,15 @@ export class DataKeyController implements ManagedController {
 
   private async readSecret(dataKey: DataKeyObject): Promise<SecretObject | undefined> {
     const namespace = dataKey.metadata.namespace as string;
-    const cached = this.ctx.secrets.get(`${namespace}/${secretNameOf(dataKey)}`);
-    if (cached) return cached;
-    // Not in the (label-selected) cache: it may still exist without our label.
+    const key = `${namespace}/${secretNameOf(dataKey)}`;
+    const cached = this.ctx.secrets.get(key) ?? this.createdSecrets.get(key);
+    if (cached) {
+      this.secretsToRead.delete(key);
+      return cached;
+    }
+    // The synced, label-selected cache proves no labelled Secret: one without our
+    // label is found by the create's 409 (createSecret), which marks it to be read.
+    if (!this.secretsToRead.has(key)) return undefined;
     try {
       return await this.ctx.client.get<SecretObject>(secretsPath(namespace, secretNameOf(dataKey)));
     } catch (err) {
@@ -403,8 +500,7 @@ export class DataKeyController implements ManagedController {
     if (decision.action === 'refuse') throw new NotReady(decision.outcome);
     if (decision.action === 'none') return;
     if (decision.action === 'create' || !secret) {
-      // A create fails (409) if a Secret appeared meanwhile: never a takeover.
-      await this.ctx.client.create(secretsPath(namespace), manifest);
+      await this.createSecret(dataKey, manifest);
       if (decision.restored) this.secretRestored(dataKey, `Secret ${name} was missing`);
       return;
     }
