@@ -89,7 +89,11 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
     client,
     core,
     masterKeys: new Informer<MasterKey & KubeObject>(client, { path: masterKeysPath() }, logger),
-    dataKeys: new Informer<DataKeyObject>(client, { path: dataKeysPath() }, logger),
+    dataKeys: new Informer<DataKeyObject>(
+      client,
+      { path: dataKeysPath(), strip: withoutLastApplied },
+      logger,
+    ),
     secrets: new Informer<SecretObject>(
       client,
       { path: secretsPath(), labelSelector: LABEL_DATAKEY },
@@ -203,6 +207,17 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
 }
 
 /** Reconciles counted and timed; a failure logged, and a conflict (perhaps in the key store) reloads it. */
+/**
+ * kubectl's client-side apply keeps a whole copy of the object in an annotation
+ * no controller reads: the DataKey cache drops it (a DataKey applied with
+ * kubectl would otherwise be held twice). Only status is ever written from a
+ * cached DataKey, so nothing writes the annotation away. (Secrets keep theirs:
+ * a Secret is replaced from its cached metadata.)
+ */
+function withoutLastApplied(object: KubeObject): void {
+  delete object.metadata.annotations?.['kubectl.kubernetes.io/last-applied-configuration'];
+}
+
 function reconcileHooks(core: KmsCore, metrics: OperatorMetrics, logger: Logger): ManagerHooks {
   return {
     // Another replica may have led since this core loaded the key store: the keys

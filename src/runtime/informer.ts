@@ -8,7 +8,7 @@ export type InformerHandler<T extends KubeObject> = (
   old?: T,
 ) => void;
 
-export interface InformerOptions {
+export interface InformerOptions<T extends KubeObject = KubeObject> {
   /** Collection path, e.g. /apis/kms.datakey.io/v1alpha1/datakeys. */
   path: string;
   labelSelector?: string;
@@ -18,6 +18,8 @@ export interface InformerOptions {
   watchdogMs?: number;
   backoffBaseMs?: number;
   backoffMaxMs?: number;
+  /** Drops, in place, fields no reader of this cache uses, before an object is cached. */
+  strip?: (object: T) => void;
 }
 
 /**
@@ -39,7 +41,7 @@ export class Informer<T extends KubeObject> {
 
   constructor(
     private readonly client: KubeClient,
-    private readonly options: InformerOptions,
+    private readonly options: InformerOptions<T>,
     private readonly logger: Logger,
   ) {}
 
@@ -151,6 +153,7 @@ export class Informer<T extends KubeObject> {
     // managedFields are often the larger part of an object and nothing here reads
     // them: the cache does not keep them (as client-go's informers commonly do).
     delete (object.metadata as { managedFields?: unknown }).managedFields;
+    this.options.strip?.(object);
     const key = keyOf(object);
     const old = this.cache.get(key);
     if (type === 'DELETED') {
