@@ -4,8 +4,10 @@
  *
  * (a) In process: the core's GenerateDataKey and Decrypt against a CSPRNG draw of
  *     32 bytes + an AES-256-GCM seal of them under a random 12-byte IV, and the
- *     matching open. Each is run for a fixed time per round, rounds interleaved,
- *     median taken.
+ *     matching open. Also the path injection takes for every key file
+ *     (`openWrapped`: Decrypt with a DataKey's bound EncryptionContext, Standard
+ *     flow; AdvanceDecrypt with its bound Aad, Advance flow), against the same open.
+ *     Each is run for a fixed time per round, rounds interleaved, median taken.
  * (b) Over loopback HTTP: the real server (`node dist/cli.js kms serve
  *     --rate-limit 0`, a child process, its log to /dev/null) driven by autocannon
  *     (another child process) with signed GenerateDataKeyWithoutPlaintext requests,
@@ -41,6 +43,8 @@ import { mkdtempSync, openSync, readFileSync, rmSync, closeSync } from 'node:fs'
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type autocannon from 'autocannon';
+import type { DataKey } from '../../src/api/types';
+import { boundAad, boundContext, openWrapped } from '../../src/datakey';
 import { KmsCore } from '../../src/kms/core';
 import { RootKey } from '../../src/kms/root-key';
 import { MemoryKeyStore } from '../../src/kms/store';
@@ -136,7 +140,19 @@ interface CoreFigures {
   decrypt: number;
   seal: number;
   open: number;
+  /** Injection's open of a DataKey's Standard / Advance blob (openWrapped). */
+  injectDecrypt: number;
+  injectAdvanceDecrypt: number;
 }
+
+/** A DataKey as injection sees it: its identity is what the blobs are bound to. */
+const BENCH_DATAKEY: DataKey = {
+  apiVersion: 'kms.datakey.io/v1alpha1',
+  kind: 'DataKey',
+  metadata: { name: 'orders', namespace: 'shop' },
+  spec: { masterKeyRef: { name: 'bench' }, encryptionContext: { app: 'orders' } },
+};
+const NO_COUNT = { inc: () => undefined };
 
 async function benchCore(): Promise<CoreFigures> {
   const core = await KmsCore.open({
@@ -151,8 +167,25 @@ async function benchCore(): Promise<CoreFigures> {
     () => core.generateDataKeyWithoutPlaintext({ keyId }).ciphertextBlob,
   );
   const sealedRing = Array.from({ length: RING }, () => bareSeal(bareKey));
+  const boundBlobs = Array.from({ length: RING }, () => ({
+    flow: 'Standard' as const,
+    ...core.generateDataKeyWithoutPlaintext({
+      keyId,
+      encryptionContext: boundContext(BENCH_DATAKEY),
+    }),
+  }));
+  const advanceBlobs = Array.from({ length: RING }, () => ({
+    flow: 'Advance' as const,
+    ...core.advanceGenerateDataKeyWithoutPlaintext({
+      keyId,
+      numberOfBytes: 32,
+      aad: boundAad(BENCH_DATAKEY),
+    }),
+  }));
   let b = 0;
   let s = 0;
+  let i = 0;
+  let a = 0;
 
   // Sanity: both paths round-trip before anything is timed.
   const check = core.generateDataKey({ keyId });
@@ -175,6 +208,12 @@ async function benchCore(): Promise<CoreFigures> {
     decrypt: () => {
       core.decrypt({ ciphertextBlob: blobs[b++ & (RING - 1)] }).plaintext.fill(0);
     },
+    injectDecrypt: () => {
+      openWrapped(core, BENCH_DATAKEY, boundBlobs[i++ & (RING - 1)], NO_COUNT).fill(0);
+    },
+    injectAdvanceDecrypt: () => {
+      openWrapped(core, BENCH_DATAKEY, advanceBlobs[a++ & (RING - 1)], NO_COUNT).fill(0);
+    },
   };
   const names = Object.keys(ops) as (keyof CoreFigures)[];
   for (const name of names) opsPerSecond(ops[name], Math.min(1, CORE_SECONDS)); // warm-up
@@ -183,6 +222,8 @@ async function benchCore(): Promise<CoreFigures> {
     generate: [],
     open: [],
     decrypt: [],
+    injectDecrypt: [],
+    injectAdvanceDecrypt: [],
   };
   // Rounds interleave the four, so drifting machine load hits all of them alike.
   for (let r = 0; r < CORE_ROUNDS; r++) {
@@ -196,6 +237,8 @@ async function benchCore(): Promise<CoreFigures> {
     decrypt: median(samples.decrypt),
     seal: median(samples.seal),
     open: median(samples.open),
+    injectDecrypt: median(samples.injectDecrypt),
+    injectAdvanceDecrypt: median(samples.injectAdvanceDecrypt),
   };
   line(`core, in process (${CORE_ROUNDS} rounds x ${CORE_SECONDS} s, median):`);
   line(
@@ -210,6 +253,13 @@ async function benchCore(): Promise<CoreFigures> {
   );
   line(`  baseline open            ${fmt(figures.open).padStart(9)} ops/s (${spread('open')})`);
   line(`    -> Decrypt / open = ${(figures.decrypt / figures.open).toFixed(3)}`);
+  line(
+    `  injection's Decrypt (bound context)  ${fmt(figures.injectDecrypt).padStart(9)} ops/s (${spread('injectDecrypt')})`,
+  );
+  line(
+    `  injection's AdvanceDecrypt (Aad)     ${fmt(figures.injectAdvanceDecrypt).padStart(9)} ops/s (${spread('injectAdvanceDecrypt')})`,
+  );
+  line(`    -> injection's Decrypt / open = ${(figures.injectDecrypt / figures.open).toFixed(3)}`);
   return figures;
 }
 
@@ -663,6 +713,10 @@ async function main(): Promise<void> {
     core_ops_s: Math.round(core.generate),
     crypto_ops_s: Math.round(core.seal),
     core_vs_crypto: round(core.generate / core.seal, 3),
+    core_decrypt_ops_s: Math.round(core.decrypt),
+    inject_decrypt_ops_s: Math.round(core.injectDecrypt),
+    inject_advance_decrypt_ops_s: Math.round(core.injectAdvanceDecrypt),
+    inject_decrypt_vs_open: round(core.injectDecrypt / core.open, 3),
     http_rps: Math.round(kms.rps),
     http_p99_ms: kms.result.latency.p99,
     bare_rps: Math.round(bare.rps),

@@ -4,25 +4,37 @@
 // as a child process in a fresh namespace, creates one MasterKey, then creates
 // BENCH_N DataKeys (default 1000) concurrently through the API into a fresh
 // namespace and measures the time until all of them are Ready, the operator's
-// peak RSS and the API requests it made. Progress goes to stderr; the last line
-// on stdout is one JSON object: {"n","ready_s","per_s","rss_mb","api_requests","rewrap_s"}
-// (rewrap_s: seconds to re-wrap all N after one rotation, at the default rate).
+// peak RSS and the API requests it made. Then, in the same run and against the
+// same API server:
+// - restart: the operator is stopped and started again over the N Ready DataKeys;
+//   a watch of the namespace counts every write to its DataKeys, Secrets and
+//   Events (there must be none) while the new operator reaches steady state
+//   (every DataKey reconciled once), compared with one full list of both;
+// - re-wrap: one rotation, timed until all N are on the new primary, with the
+//   restarted operator's re-wrap rate unlimited (--rewrap-rate 0);
+// - floor: with the operator stopped, one KubeClient (the operator's own client
+//   settings) creates N Secrets and merge-patches N DataKey statuses, each as large
+//   as the operator's, with the operator's 4 workers as concurrency: the 2N writes
+//   any correct design needs. ready_vs_floor = ready_s / floor_s.
+// Progress goes to stderr; the last line on stdout is one JSON object (see Result).
 //
 // Environment: BENCH_N (DataKeys), BENCH_CONCURRENCY (creates in flight, default 50),
 // BENCH_TIMEOUT_S (wait for Ready, default 300), BENCH_CPU_PROF=DIR (run the
-// operator under node --cpu-prof, profile written to DIR on exit).
+// operator under node --cpu-prof, profiles written to DIR on exit and summarized
+// on stderr: where the operator's CPU went).
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
-import { API_VERSION, type DataKey, type MasterKey } from '../../src/api/types';
+import { API_VERSION, LABEL_DATAKEY, type DataKey, type MasterKey } from '../../src/api/types';
 import { dataKeysPath, masterKeysPath } from '../../src/api/paths';
 import { down, up } from '../devcluster/cluster';
 import { repoRoot } from '../devcluster/paths';
 import { KubeClient, isNotFound, type KubeObject } from '../../src/runtime/kube-client';
 import { eventually, freePort, httpGet, sleep } from '../../src/common/wait';
+import { summarizeCpuProfiles } from './cpu-profile';
 
 const run = promisify(execFile);
 
@@ -30,6 +42,8 @@ const N = intEnv('BENCH_N', 1000);
 const CONCURRENCY = intEnv('BENCH_CONCURRENCY', 50);
 const TIMEOUT_MS = intEnv('BENCH_TIMEOUT_S', 300) * 1000;
 const CPU_PROF_DIR = process.env.BENCH_CPU_PROF;
+/** The operator's default number of reconcile workers: the floor's concurrency. */
+const OPERATOR_WORKERS = 4;
 
 const DATAKEYS = (ns: string) => dataKeysPath(ns);
 const MASTERKEYS = masterKeysPath();
@@ -55,6 +69,15 @@ const load = () =>
 function metricValue(text: string, name: string): number | undefined {
   const m = new RegExp(`^${name} ([0-9.e+-]+)$`, 'm').exec(text);
   return m ? Number(m[1]) : undefined;
+}
+
+/** Sum of a counter's samples whose labels contain `labels` (e.g. controller="datakey"). */
+function metricSum(text: string, name: string, labels: string): number {
+  let sum = 0;
+  for (const m of text.matchAll(new RegExp(`^${name}\\{([^}]*)\\} ([0-9.e+-]+)$`, 'gm'))) {
+    if (m[1].includes(labels)) sum += Number(m[2]);
+  }
+  return sum;
 }
 
 function isReady(obj: { status?: { conditions?: { type: string; status: string }[] } }): boolean {
@@ -137,7 +160,13 @@ interface Operator {
   exited: Promise<number | null>;
 }
 
-function startOperator(kubeconfig: string, namespace: string, port: number, logFile: string) {
+function startOperator(
+  kubeconfig: string,
+  namespace: string,
+  port: number,
+  logFile: string,
+  extraArgs: string[] = [],
+) {
   const out = fs.openSync(logFile, 'a');
   const nodeArgs = CPU_PROF_DIR
     ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(CPU_PROF_DIR)}`]
@@ -154,6 +183,7 @@ function startOperator(kubeconfig: string, namespace: string, port: number, logF
       namespace,
       '--metrics-listen',
       `127.0.0.1:${port}`,
+      ...extraArgs,
     ],
     { stdio: ['ignore', out, out] },
   );
@@ -173,12 +203,25 @@ async function stopOperator(op: Operator): Promise<void> {
   }
 }
 
-async function operatorRequests(op: Operator): Promise<number> {
+async function operatorMetric(op: Operator, name: string): Promise<number> {
   const { body } = await httpGet(op.metricsUrl);
-  const value = metricValue(body, 'datakey_kube_api_requests_total');
-  if (value === undefined)
-    throw new Error('the operator exposes no datakey_kube_api_requests_total');
+  const value = metricValue(body, name);
+  if (value === undefined) throw new Error(`the operator exposes no ${name}`);
   return value;
+}
+
+const operatorRequests = (op: Operator) => operatorMetric(op, 'datakey_kube_api_requests_total');
+
+/** Waits until the operator's API request count has not moved for three samples. */
+async function quietRequests(op: Operator): Promise<number> {
+  let requests = await operatorRequests(op);
+  for (let quiet = 0, i = 0; quiet < 3 && i < 50; i++) {
+    await sleep(200);
+    const now = await operatorRequests(op);
+    quiet = now === requests ? quiet + 1 : 0;
+    requests = now;
+  }
+  return requests;
 }
 
 async function deleteAndWait(client: KubeClient, path: string, timeoutMs: number) {
@@ -201,7 +244,7 @@ async function deleteAndWait(client: KubeClient, path: string, timeoutMs: number
 
 /**
  * Rotates the master key (annotation) and times until every DataKey is on the
- * new primary version in the Advance flow, at the operator's default re-wrap rate.
+ * new primary version in the Advance flow, at the running operator's re-wrap rate.
  */
 async function timeRewrap(
   client: KubeClient,
@@ -241,17 +284,159 @@ async function timeRewrap(
 
 interface Result {
   n: number;
+  /** First create to all N Ready. */
   ready_s: number | null;
   per_s: number | null;
+  /** The raw write floor in the same run (2N writes at the operator's concurrency). */
+  floor_s: number;
+  ready_vs_floor: number | null;
+  /** Peak RSS of the operator during the creates, and its RSS once leading, before them. */
   rss_mb: number;
+  rss_idle_mb: number;
+  heap_used_mb: number;
   api_requests: number;
+  requests_per_datakey: number;
+  /** CPU seconds during the creates: the operator, kube-apiserver, etcd; machine busy %. */
+  cpu_s: Record<string, number>;
+  machine_busy_pct: number;
+  /** Operator restarted over the N Ready DataKeys. */
+  restart: RestartCost | null;
+  /** Seconds to re-wrap all N after one rotation at an unlimited re-wrap rate. */
   rewrap_s: number | null;
+  load_avg: string;
+}
+
+interface RestartCost {
+  /** Writes seen by watches: DataKeys and Secrets in the data namespace, Events anywhere. */
+  writes: Record<string, number>;
+  /** Process start to every DataKey reconciled once. */
+  steady_s: number;
+  /** One full list of the DataKeys and the labelled Secrets (both at once, as the informers do). */
+  list_s: number;
+  steady_vs_list: number;
+  /** API requests the restarted operator made up to steady state (lease renewals included). */
+  requests: number;
+  rss_mb: number;
+}
+
+/** Counts ADDED/MODIFIED/DELETED events of some collections from now on. */
+async function countWrites(client: KubeClient, paths: Record<string, string>) {
+  const writes: Record<string, number> = {};
+  const watches: AbortController[] = [];
+  for (const [what, collection] of Object.entries(paths)) {
+    writes[what] = 0;
+    const { resourceVersion } = (await client.list(collection, { limit: 1 })).metadata;
+    watches.push(
+      await client.watch(
+        collection,
+        { watch: true, resourceVersion },
+        (type) => {
+          if (type !== 'BOOKMARK') writes[what]++;
+        },
+        () => undefined,
+      ),
+    );
+  }
+  return { writes, stop: () => watches.forEach((w) => w.abort()) };
+}
+
+/**
+ * Starts a second operator over the N Ready DataKeys and times it to steady
+ * state: leading, and every DataKey reconciled once. No write may happen.
+ */
+async function measureRestart(
+  client: KubeClient,
+  dataNs: string,
+  start: () => Promise<Operator>,
+): Promise<{ operator: Operator; cost: RestartCost }> {
+  const counter = await countWrites(client, {
+    datakeys: DATAKEYS(dataNs),
+    secrets: `/api/v1/namespaces/${dataNs}/secrets`,
+    events: '/api/v1/events',
+  });
+  const listStarted = performance.now();
+  await Promise.all([
+    client.list(dataKeysPath()),
+    client.list('/api/v1/secrets', { labelSelector: LABEL_DATAKEY }),
+  ]);
+  const listS = (performance.now() - listStarted) / 1000;
+
+  const t0 = performance.now();
+  const operator = await start();
+  const sampler = new RssSampler(operator.child.pid as number);
+  await eventually('the restarted operator to reach steady state', TIMEOUT_MS, async () => {
+    if (operator.child.exitCode !== null) throw new Error('the restarted operator exited');
+    const body = await httpGet(operator.metricsUrl).then(
+      (r) => r.body,
+      () => '',
+    );
+    return metricValue(body, 'datakey_leader') === 1 &&
+      metricSum(body, 'datakey_reconcile_total', 'controller="datakey"') >= N
+      ? true
+      : undefined;
+  });
+  const steadyS = (performance.now() - t0) / 1000;
+  const requests = await quietRequests(operator);
+  await sleep(2000); // late writes would show in the watches now
+  counter.stop();
+  const cost: RestartCost = {
+    writes: counter.writes,
+    steady_s: round(steadyS, 2),
+    list_s: round(listS, 2),
+    steady_vs_list: round(steadyS / listS, 2),
+    requests,
+    rss_mb: round(sampler.stop(), 1),
+  };
+  log(`restart: ${JSON.stringify(cost)}`);
+  return { operator, cost };
+}
+
+/**
+ * The raw write floor: with no operator running, a fresh client with the
+ * operator's settings creates one Secret per DataKey (in a namespace of its
+ * own, with the same data as the operator's) and merge-patches each DataKey's
+ * status (the same status, resourceVersion-guarded, one condition message
+ * changed so that it is a real write), `OPERATOR_WORKERS` DataKeys at a time.
+ */
+async function measureFloor(kubeconfig: string, dataNs: string, floorNs: string): Promise<number> {
+  const client = KubeClient.fromEnvironment(kubeconfig);
+  const dataKeys = (await client.list<DataKey & KubeObject>(DATAKEYS(dataNs))).items;
+  const secrets = new Map(
+    (await client.list<KubeObject>(`/api/v1/namespaces/${dataNs}/secrets`)).items.map((s) => [
+      s.metadata.name,
+      s,
+    ]),
+  );
+  const t0 = performance.now();
+  await pool(dataKeys.length, OPERATOR_WORKERS, async (i) => {
+    const dk = dataKeys[i];
+    const template = secrets.get(dk.spec.secretName ?? dk.metadata.name);
+    await client.create(`/api/v1/namespaces/${floorNs}/secrets`, {
+      apiVersion: 'v1',
+      kind: 'Secret',
+      metadata: { name: dk.metadata.name, namespace: floorNs },
+      type: template?.type,
+      data: template?.data,
+    });
+    const status = dk.status ?? {};
+    await client.mergePatch(`${DATAKEYS(dataNs)}/${dk.metadata.name}/status`, {
+      metadata: { resourceVersion: dk.metadata.resourceVersion },
+      status: {
+        ...status,
+        conditions: (status.conditions ?? []).map((c) => ({ ...c, message: `${c.message}.` })),
+      },
+    });
+  });
+  const floorS = (performance.now() - t0) / 1000;
+  log(`floor: ${2 * dataKeys.length} writes in ${floorS.toFixed(2)}s`);
+  return floorS;
 }
 
 async function main(): Promise<Result> {
   const id = randomBytes(3).toString('hex');
   const operatorNs = `opbench-op-${id}`;
   const dataNs = `opbench-dk-${id}`;
+  const floorNs = `opbench-floor-${id}`;
   const masterKeyName = `opbench-${id}`;
   log(`N=${N}, ${CONCURRENCY} creates in flight; load average ${load()}`);
 
@@ -265,6 +450,7 @@ async function main(): Promise<Result> {
   let sampler: RssSampler | undefined;
   let masterKeyCreated = false;
   let dataNsCreated = false;
+  let floorNsCreated = false;
   try {
     await kubectl('apply', '--server-side', '--force-conflicts', '-f', path.join(repoRoot, 'crds'));
     await kubectl(
@@ -276,6 +462,7 @@ async function main(): Promise<Result> {
     );
 
     const logFile = path.join(os.tmpdir(), `opbench-operator-${id}.log`);
+    const profileSince = Date.now();
     operator = startOperator(cluster.kubeconfig, operatorNs, await freePort(), logFile);
     const pid = operator.child.pid as number;
     sampler = new RssSampler(pid);
@@ -302,6 +489,9 @@ async function main(): Promise<Result> {
         : undefined,
     );
     log(`MasterKey ${masterKeyName} Ready`);
+    sampler.sample();
+    const rssIdleMb = sampler.stop();
+    sampler = new RssSampler(pid);
 
     await client.create('/api/v1/namespaces', {
       apiVersion: 'v1',
@@ -379,6 +569,9 @@ async function main(): Promise<Result> {
       (100 * (machine.busy - cpuBefore.machine.busy)) /
       Math.max(1, machine.total - cpuBefore.machine.total);
     const operatorCpuS = processCpuS(pid) - cpuBefore.operator;
+    const cpuS: Record<string, number> = { operator: round(operatorCpuS, 1) };
+    for (const [name, seconds] of Object.entries(cpuOf()))
+      cpuS[name] = round(seconds - cpuBefore.controlPlane[name], 1);
     const controlPlaneCpu = Object.entries(cpuOf())
       .map(([name, s]) => `${name} ${(s - cpuBefore.controlPlane[name]).toFixed(1)}`)
       .join(', ');
@@ -389,31 +582,61 @@ async function main(): Promise<Result> {
     );
 
     // Let trailing work (events, re-reconciles of the last updates) finish, then count.
-    let requests = await operatorRequests(operator);
-    for (let quiet = 0, i = 0; quiet < 3 && i < 50; i++) {
-      await sleep(200);
-      const now = await operatorRequests(operator);
-      quiet = now === requests ? quiet + 1 : 0;
-      requests = now;
-    }
-    const apiRequests = requests - requestsBefore;
+    const apiRequests = (await quietRequests(operator)) - requestsBefore;
     const rssMb = sampler.stop();
     sampler = undefined;
+    const heapUsedMb =
+      (await operatorMetric(operator, 'datakey_process_nodejs_heap_size_used_bytes')) / 2 ** 20;
 
     if (readyS === null) log(`only ${ready.size}/${N} Ready after ${TIMEOUT_MS / 1000}s`);
     else log(`all ${N} Ready ${readyS.toFixed(2)}s after the first create`);
     log(
-      `operator: peak RSS ${rssMb.toFixed(1)} MB, ${apiRequests} API requests ` +
+      `operator: peak RSS ${rssMb.toFixed(1)} MB (${rssIdleMb.toFixed(1)} MB idle), heap used ` +
+        `${heapUsedMb.toFixed(1)} MB, ${apiRequests} API requests ` +
         `(${(apiRequests / N).toFixed(2)} per DataKey); load average ${loadBefore} before, ${loadAfter} after`,
     );
-    const rewrapS = readyS === null ? null : await timeRewrap(client, masterKeyName, dataNs);
+
+    let restart: RestartCost | null = null;
+    let rewrapS: number | null = null;
+    if (readyS !== null) {
+      await stopOperator(operator);
+      const restarted = await measureRestart(client, dataNs, async () => {
+        operator = startOperator(cluster.kubeconfig, operatorNs, await freePort(), logFile, [
+          '--rewrap-rate',
+          '0',
+        ]);
+        return operator;
+      });
+      restart = restarted.cost;
+      rewrapS = await timeRewrap(client, masterKeyName, dataNs);
+    }
+    await stopOperator(operator);
+
+    await client.create('/api/v1/namespaces', {
+      apiVersion: 'v1',
+      kind: 'Namespace',
+      metadata: { name: floorNs },
+    });
+    floorNsCreated = true;
+    const floorS = await measureFloor(cluster.kubeconfig, dataNs, floorNs);
+    if (CPU_PROF_DIR) summarizeCpuProfiles(CPU_PROF_DIR, profileSince, log);
+
     return {
       n: N,
       ready_s: readyS === null ? null : round(readyS, 2),
       per_s: readyS === null ? null : round(N / readyS, 1),
+      floor_s: round(floorS, 2),
+      ready_vs_floor: readyS === null ? null : round(readyS / floorS, 2),
       rss_mb: round(rssMb, 1),
+      rss_idle_mb: round(rssIdleMb, 1),
+      heap_used_mb: round(heapUsedMb, 1),
       api_requests: apiRequests,
+      requests_per_datakey: round(apiRequests / N, 2),
+      cpu_s: cpuS,
+      machine_busy_pct: round(busyPct, 0),
+      restart,
       rewrap_s: rewrapS === null ? null : round(rewrapS, 2),
+      load_avg: loadAfter,
     };
   } finally {
     sampler?.stop();
@@ -441,6 +664,11 @@ async function main(): Promise<Result> {
       });
       await step(`deleting namespace ${dataNs}`, () =>
         deleteAndWait(client, `/api/v1/namespaces/${dataNs}`, 180_000),
+      );
+    }
+    if (floorNsCreated) {
+      await step(`deleting namespace ${floorNs}`, () =>
+        deleteAndWait(client, `/api/v1/namespaces/${floorNs}`, 180_000),
       );
     }
     if (masterKeyCreated) {
