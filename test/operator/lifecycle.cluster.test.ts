@@ -200,4 +200,33 @@ describe('a deleted or tampered Secret is restored with the same ciphertext', ()
   });
 });
 
+// The first data key is stored by the Secret's exclusive create, and a Secret the
+// label-selected cache does not hold is not read first. Here the cache holds no
+// Secret (label removed) and status records no key (wiped): a fresh key is
+// generated, the create answers 409 and the Secret that is there is read and kept.
+test('label removed and status wiped: the key in the Secret is kept, not replaced', async () => {
+  const name = 'unlisted';
+  const original = await readyDataKey(name);
+  await client.mergePatch(secretPath(name), {
+    metadata: { labels: { 'kms.datakey.io/datakey': null } },
+  });
+  await client.mergePatch(`${dkPath(name)}/status`, { status: null });
+  const restored = await eventually(`${name} Ready again, labelled`, 30_000, async () => {
+    const dk = await client.get<DataKeyObject>(dkPath(name));
+    const s = await client.get<SecretObject>(secretPath(name));
+    return readyOf(dk)?.status === 'True' &&
+      dk.status?.ciphertextBlob &&
+      s.metadata.labels?.['kms.datakey.io/datakey'] === name
+      ? { dk, s }
+      : undefined;
+  });
+  expect(restored.s.data?.ciphertextBlob).toBe(original.data?.ciphertextBlob);
+  expect(restored.dk.status?.ciphertextBlob).toBe(decode(original.data?.ciphertextBlob));
+  expect(await eventsFor(suite.ns, name, 'DataKeyReissued')).toEqual([]);
+  // One Generated event, counted once: the key dropped on the 409 was never announced.
+  const generated = await eventsFor(suite.ns, name, 'Generated');
+  expect(generated.map((e) => e.count ?? 1)).toEqual([1]);
+  expect((await decryptSecret(op, restored.s)).length).toBe(32);
+});
+
 leakScanTests(suite, () => control);
