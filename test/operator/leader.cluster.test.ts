@@ -1,7 +1,9 @@
-// Two replicas in one operator namespace: only the leader reconciles; after a
-// kill -9 of the leader the other takes over once the lease expires, and new
-// DataKeys become Ready.
+// Two replicas in one operator namespace: only the leader reconciles; both serve
+// the KMS API, each opening data keys made through the other; after a kill -9 of
+// the leader the other takes over once the lease expires, and new DataKeys become
+// Ready.
 import { hostname } from 'node:os';
+import RPCClient from '@alicloud/pop-core';
 import type { KubeObject } from '../../src/runtime/kube-client';
 import type { OperatorProcess } from '../helpers/operator-process';
 import {
@@ -73,6 +75,53 @@ test('exactly one replica leads, holds the Lease, and only it reconciles', async
   expect(await states()).toEqual([1, 0]);
   expect(await reconciles(leader)).toBeGreaterThanOrEqual(names.length + 1);
   expect(await reconciles(follower)).toBe(0);
+});
+
+/** The official pop-core client, at its defaults, against one replica's KMS API. */
+function kmsOf(op: OperatorProcess): RPCClient {
+  return new RPCClient({
+    endpoint: op.kmsUrl as string,
+    apiVersion: '2016-01-20',
+    accessKeyId: op.accessKeyId,
+    accessKeySecret: op.accessKeySecret,
+  });
+}
+
+test('both replicas answer Decrypt through their KMS API for a data key made through the other', async () => {
+  const mk = await client.get<KubeObject & { status?: { keyId?: string } }>(
+    `${masterKeysPath}/${MK}`,
+  );
+  const keyId = mk.status?.keyId as string;
+  const context = JSON.stringify({ test: suite.id });
+  for (const [through, other] of [
+    [leader, follower],
+    [follower, leader],
+  ]) {
+    // A follower learns a new master key from the shared key store by its periodic reload.
+    const made = await eventually('GenerateDataKey through one replica', 45_000, () =>
+      kmsOf(through).request<{ Plaintext: string; CiphertextBlob: string }>(
+        'GenerateDataKey',
+        { KeyId: keyId, EncryptionContext: context },
+        { method: 'POST' },
+      ),
+    );
+    const opened = await eventually('Decrypt through the other', 45_000, () =>
+      kmsOf(other).request<{ Plaintext: string; KeyId: string }>(
+        'Decrypt',
+        { CiphertextBlob: made.CiphertextBlob, EncryptionContext: context },
+        { method: 'POST' },
+      ),
+    );
+    expect(opened.KeyId).toBe(keyId);
+    expect(opened.Plaintext).toBe(made.Plaintext);
+    expect(Buffer.from(opened.Plaintext, 'base64').length).toBe(32);
+  }
+  // And a DataKey's Secret, made by the leader's controller, opens through both.
+  const secret = await client.get<SecretObject>(`${secretsPath(suite.ns)}/one`);
+  const [byLeader, byFollower] = await Promise.all(
+    [leader, follower].map((op) => decryptSecret(op, secret)),
+  );
+  expect(byFollower.equals(byLeader)).toBe(true);
 });
 
 test('kill -9 of the leader: the follower takes over within the lease duration; new DataKeys become Ready', async () => {
