@@ -17,7 +17,7 @@ Commands:
       address, localhost and every --instance-host NAME.
   operator [--kubeconfig F] [--namespace NS] [--kms-listen HOST:PORT] [--metrics-listen HOST:PORT]
            [--kms-instance-listen HOST:PORT [--kms-instance-host NAME]...]
-           [--root-key-file F] [--rewrap-rate N]
+           [--root-key-file F] [--rewrap-rate N] [--workers N]
       Run the MasterKey and DataKey controllers (leader-elected). NS (default
       datakey-system) holds the operator's own state. In-cluster config or
       KUBECONFIG. --kms-listen also serves the KMS API over the embedded core
@@ -28,6 +28,7 @@ Commands:
       /metrics, /healthz and /readyz are served on
       --metrics-listen (default 0.0.0.0:8080). After a master key rotates, its
       DataKeys are re-wrapped at --rewrap-rate per second (default 100, 0 = unlimited).
+      Reconciles run on --workers workers (default 4, at most 64).
       Pod injection (webhook and key delivery, TLS) is served on --webhook-listen
       (default 0.0.0.0:9443, none = off):
         [--webhook-service NAME]      in a cluster: the Service of that port; the webhook
@@ -75,6 +76,12 @@ export function parseListen(
 function parseRate(value: string, flag: string): number {
   if (!/^\d{1,9}$/.test(value))
     throw new UsageError(`${flag} must be a whole number (0 = unlimited)`);
+  return Number(value);
+}
+
+function parseWorkers(value: string): number {
+  if (!/^\d{1,2}$/.test(value) || Number(value) < 1 || Number(value) > 64)
+    throw new UsageError('--workers must be a whole number from 1 to 64');
   return Number(value);
 }
 
@@ -140,6 +147,7 @@ async function operator(args: string[]): Promise<Stoppable> {
       'metrics-listen': { type: 'string' },
       'root-key-file': { type: 'string' },
       'rewrap-rate': { type: 'string' },
+      workers: { type: 'string' },
       // Test-only: allow rotation intervals under 7 days.
       'min-rotation-interval': { type: 'string' },
       // Test-only: shorten one day of a deletion window (the 7-day minimum stays).
@@ -175,6 +183,7 @@ async function operator(args: string[]): Promise<Stoppable> {
       values['rewrap-rate'] === undefined
         ? undefined
         : parseRate(values['rewrap-rate'], '--rewrap-rate'),
+    workers: values.workers === undefined ? undefined : parseWorkers(values.workers),
     minRotationIntervalSeconds: testDuration(
       values['min-rotation-interval'],
       '--min-rotation-interval',

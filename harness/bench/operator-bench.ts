@@ -14,11 +14,12 @@
 //   restarted operator's re-wrap rate unlimited (--rewrap-rate 0);
 // - floor: with the operator stopped, one KubeClient (the operator's own client
 //   settings) creates N Secrets and merge-patches N DataKey statuses, each as large
-//   as the operator's, with the operator's 4 workers as concurrency: the 2N writes
+//   as the operator's, with the operator's workers as concurrency: the 2N writes
 //   any correct design needs. ready_vs_floor = ready_s / floor_s.
 // Progress goes to stderr; the last line on stdout is one JSON object (see Result).
 //
 // Environment: BENCH_N (DataKeys), BENCH_CONCURRENCY (creates in flight, default 50),
+// BENCH_WORKERS (the operator's --workers and the floor's concurrency; default the operator's),
 // BENCH_TIMEOUT_S (wait for Ready, default 300), BENCH_CPU_PROF=DIR (run the
 // operator under node --cpu-prof, profiles written to DIR on exit and summarized
 // on stderr: where the operator's CPU went).
@@ -35,6 +36,7 @@ import { repoRoot } from '../devcluster/paths';
 import { KubeClient, isNotFound, type KubeObject } from '../../src/runtime/kube-client';
 import { eventually, freePort, httpGet, sleep } from '../../src/common/wait';
 import { summarizeCpuProfiles } from './cpu-profile';
+import { DEFAULT_WORKERS } from '../../src/operator/operator';
 
 const run = promisify(execFile);
 
@@ -42,8 +44,9 @@ const N = intEnv('BENCH_N', 1000);
 const CONCURRENCY = intEnv('BENCH_CONCURRENCY', 50);
 const TIMEOUT_MS = intEnv('BENCH_TIMEOUT_S', 300) * 1000;
 const CPU_PROF_DIR = process.env.BENCH_CPU_PROF;
-/** The operator's default number of reconcile workers: the floor's concurrency. */
-const OPERATOR_WORKERS = 4;
+/** The operator's reconcile workers (--workers), and the floor's concurrency. */
+const OPERATOR_WORKERS = intEnv('BENCH_WORKERS', DEFAULT_WORKERS);
+const WORKER_ARGS = process.env.BENCH_WORKERS ? ['--workers', String(OPERATOR_WORKERS)] : [];
 
 const DATAKEYS = (ns: string) => dataKeysPath(ns);
 const MASTERKEYS = masterKeysPath();
@@ -183,6 +186,7 @@ function startOperator(
       namespace,
       '--metrics-listen',
       `127.0.0.1:${port}`,
+      ...WORKER_ARGS,
       ...extraArgs,
     ],
     { stdio: ['ignore', out, out] },
@@ -276,7 +280,8 @@ async function timeRewrap(
         return seconds;
       }
     }
-    await sleep(250);
+    // A full list of N DataKeys is itself load on the API server: look less often at large N.
+    await sleep(Math.max(250, N / 10));
   }
   log(`re-wrap did not finish within ${TIMEOUT_MS / 1000}s`);
   return null;
@@ -284,6 +289,7 @@ async function timeRewrap(
 
 interface Result {
   n: number;
+  workers: number;
   /** First create to all N Ready. */
   ready_s: number | null;
   per_s: number | null;
@@ -440,7 +446,8 @@ async function main(): Promise<Result> {
   const masterKeyName = `opbench-${id}`;
   log(`N=${N}, ${CONCURRENCY} creates in flight; load average ${load()}`);
 
-  const cluster = await up({ log: (m) => log(`devcluster: ${m}`) });
+  // The control plane only: the operator needs no node, and the machine's one node is shared.
+  const cluster = await up({ node: false, log: (m) => log(`devcluster: ${m}`) });
   log(`control plane ${cluster.reused ? 'reused' : 'started'}; kubeconfig ${cluster.kubeconfig}`);
   const client = KubeClient.fromEnvironment(cluster.kubeconfig);
   const kubectl = (...args: string[]) =>
@@ -623,6 +630,7 @@ async function main(): Promise<Result> {
 
     return {
       n: N,
+      workers: OPERATOR_WORKERS,
       ready_s: readyS === null ? null : round(readyS, 2),
       per_s: readyS === null ? null : round(N / readyS, 1),
       floor_s: round(floorS, 2),

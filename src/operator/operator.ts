@@ -61,6 +61,9 @@ export interface RunningOperator {
   stop(): Promise<void>;
 }
 
+/** Reconcile workers of the leader, shared by all controllers. */
+export const DEFAULT_WORKERS = 4;
+
 /**
  * Starts the operator: caches warm on every replica, reconciling (and key
  * maintenance) only on the leader. Losing the lease stops the workers at once;
@@ -114,7 +117,7 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
       new WorkloadController(ctx),
     ],
     {
-      workers: options.workers ?? 4,
+      workers: options.workers ?? DEFAULT_WORKERS,
       logger,
       hooks: reconcileHooks(core, metrics, logger),
       tasks: [keyMaintenance(core, ctx.masterKeys, logger, options.maintenanceIntervalMs)],
