@@ -152,7 +152,9 @@ export class DataKeyController implements ManagedController {
         type: ConditionType.Ready,
         status: 'True',
         reason: DataKeyReason.DataKeyReady,
-        message: `Secret ${secretNameOf(dataKey)} holds the ciphertext of generation ${current.generation} (${current.flow} flow)`,
+        // Not the flow or key version (status.flow, status.keyVersionId say them): a
+        // re-wrap, which leaves the data keys as they are, then needs no second status write.
+        message: `Secret ${secretNameOf(dataKey)} holds the ciphertext of generation ${current.generation}`,
         observedGeneration: dataKey.metadata.generation,
       });
       return ready(this.untilNextRegeneration(dataKey, current));
