@@ -81,7 +81,7 @@ export class Informer<T extends KubeObject> {
   private async relist(): Promise<void> {
     if (this.stopped) return;
     try {
-      const list = await this.client.list<T>(this.options.path, {
+      const list = await this.client.listPaged<T>(this.options.path, {
         labelSelector: this.options.labelSelector,
       });
       this.replaceAll(list.items);

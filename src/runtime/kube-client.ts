@@ -77,6 +77,28 @@ export class KubeClient {
     return this.request('GET', path, { query });
   }
 
+  /**
+   * A list read in pages of `pageSize` (limit/continue, as client-go's reflector
+   * does), so that a large collection is never one response body held whole in
+   * memory while it is parsed. The pages come from one consistent snapshot; its
+   * resourceVersion is the last page's.
+   */
+  async listPaged<T extends KubeObject>(
+    path: string,
+    query: Query = {},
+    pageSize = 500,
+  ): Promise<KubeList<T>> {
+    const items: T[] = [];
+    let page: KubeList<T>;
+    let next: string | undefined;
+    do {
+      page = await this.list<T>(path, { ...query, limit: pageSize, continue: next });
+      for (const item of page.items) items.push(item);
+      next = page.metadata.continue || undefined;
+    } while (next);
+    return { metadata: { resourceVersion: page.metadata.resourceVersion }, items };
+  }
+
   create<T extends KubeObject>(path: string, body: unknown): Promise<T> {
     return this.request('POST', path, { body });
   }

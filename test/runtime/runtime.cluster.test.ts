@@ -56,6 +56,24 @@ describe('KubeClient', () => {
     expect(updated.data.value).toBe('two');
   });
 
+  test('listPaged reads a collection in pages: every item once, and a resourceVersion', async () => {
+    const names = Array.from({ length: 7 }, (_, i) => `paged-${i}`);
+    for (const n of names) await client.create(configMaps, configMap(n, n));
+    let pages = 0;
+    const counting = KubeClient.fromEnvironment();
+    const list = counting.list.bind(counting);
+    counting.list = (path, query) => {
+      pages++;
+      return list(path, query);
+    };
+    const paged = await counting.listPaged<KubeObject>(configMaps, { labelSelector: '' }, 3);
+    const got = paged.items.map((i) => i.metadata.name).filter((n) => n.startsWith('paged-'));
+    expect(got.sort()).toEqual(names);
+    expect(paged.items.length).toBe(new Set(paged.items.map((i) => i.metadata.name)).size);
+    expect(pages).toBe(Math.ceil(paged.items.length / 3));
+    expect(Number(paged.metadata.resourceVersion)).toBeGreaterThan(0);
+  });
+
   test('keeps one TLS connection alive across sequential requests', async () => {
     const fresh = KubeClient.fromEnvironment();
     const agent = (fresh as unknown as { agent: https.Agent }).agent;
