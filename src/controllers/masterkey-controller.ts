@@ -92,6 +92,15 @@ export class MasterKeyController {
   private async syncKey(masterKey: MasterKeyObject): Promise<KeyMetadata> {
     const { spec } = masterKey;
     const core = this.ctx.core;
+    // A key this MasterKey already had and the store lost is restored, never made anew:
+    // a new key under the same id would not open any data key wrapped by the old one.
+    const known = masterKey.status?.keyId;
+    if (known && !core.hasKey(known)) {
+      throw new MasterKeyNotReady(
+        'KeyMissingFromStore',
+        `Key ${known} is missing from the key store: restore it from a backup (it is never created again)`,
+      );
+    }
     let meta = await kmsCall(this.ctx, 'CreateKey', () =>
       core.createKey({
         keyId: masterKey.metadata.uid,

@@ -11,7 +11,7 @@ import {
   type InjectionOptions,
   type RunningInjection,
 } from '../injection/injection';
-import { KmsCore, RootKey, loadOrCreateRootKey } from '../kms';
+import type { KmsCore } from '../kms';
 import { KmsApi, listen, type Credentials, type RunningServer } from '../kms-api/server';
 import { EventRecorder } from '../runtime/events';
 import { Informer, keyOf } from '../runtime/informer';
@@ -19,7 +19,7 @@ import { KubeClient, isConflict, isNotFound, type KubeObject } from '../runtime/
 import { LeaderElector } from '../runtime/leader-election';
 import { WorkQueue, runWorkers, type ReconcileResult } from '../runtime/workqueue';
 import { OperatorMetrics, serveMetrics } from './metrics';
-import { SecretKeyStore, loadOrCreateRootKeySecret } from './secret-key-store';
+import { KeyStoreGuard } from './key-store-guard';
 
 export interface OperatorOptions {
   kubeconfig?: string;
@@ -61,16 +61,31 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
   const namespace = options.namespace;
   await ensureNamespace(client, namespace);
 
-  const rootMaterial = options.rootKeyFile
-    ? await loadOrCreateRootKey(options.rootKeyFile)
-    : await loadOrCreateRootKeySecret(client, namespace);
-  const core = await KmsCore.open({
-    store: new SecretKeyStore(client, namespace),
-    rootKey: new RootKey(rootMaterial),
-    minRotationIntervalSeconds: options.minRotationIntervalSeconds,
-  });
-
+  // /readyz answers from the start: while the stored state is damaged it says why.
   const metrics = new OperatorMetrics();
+  let started = false;
+  let stopping = false;
+  const guard: KeyStoreGuard = new KeyStoreGuard({
+    client,
+    namespace,
+    rootKeyFile: options.rootKeyFile,
+    logger,
+    expectedKeyIds: () => keysNamedByMasterKeys(ctx),
+    onRecovered: () => {
+      for (const name of keysFor(ctx, 'masterkey')) masterKeyLoop.queue.add(name);
+    },
+  });
+  const metricsServer: Server = await serveMetrics(
+    metrics,
+    {
+      live: () => true,
+      ready: () => (stopping ? 'stopping' : (guard.problem ?? (started || 'starting'))),
+    },
+    options.metricsHost,
+    options.metricsPort,
+  );
+  const core = await guard.open();
+
   metrics.countKubeRequests(client);
   const ctx: ControllerContext = {
     client,
@@ -161,15 +176,6 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
   );
   elector.start();
 
-  // Followers serving --kms-listen keep their view of the key store fresh.
-  const followerReload = setInterval(() => {
-    if (!leading)
-      core
-        .reload()
-        .catch((err: Error) => logger.warn({ err: err.message }, 'key store reload failed'));
-  }, 30_000);
-  followerReload.unref();
-
   const gauges = setInterval(() => {
     for (const loop of loops) metrics.queueDepth.set({ controller: loop.name }, loop.queue.length);
     const counts = { True: 0, False: 0, Unknown: 0 };
@@ -185,13 +191,6 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
   const injection: RunningInjection | undefined = options.injection
     ? await startInjection(ctx, namespace, options.injection)
     : undefined;
-  let stopping = false;
-  const metricsServer: Server = await serveMetrics(
-    metrics,
-    { live: () => true, ready: () => !stopping },
-    options.metricsHost,
-    options.metricsPort,
-  );
   let kmsServer: RunningServer | undefined;
   if (options.kmsListen) {
     const api = new KmsApi({
@@ -202,6 +201,7 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
     });
     kmsServer = await listen(api, options.kmsListen);
   }
+  started = true;
   logger.info({ namespace }, 'operator started');
 
   return {
@@ -210,7 +210,7 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
     async stop() {
       stopping = true;
       clearInterval(gauges);
-      clearInterval(followerReload);
+      guard.stop();
       await elector.stop();
       await stopWorkers();
       await injection?.stop();
@@ -256,6 +256,18 @@ async function runLoop(
       );
     },
   );
+}
+
+/** The keys that MasterKeys (not being deleted) have: the store must hold each. */
+function* keysNamedByMasterKeys(
+  ctx: ControllerContext,
+): Iterable<{ keyId: string; owner: string }> {
+  for (const mk of ctx.masterKeys.list()) {
+    const keyId = mk.status?.keyId;
+    if (keyId && !mk.metadata.deletionTimestamp) {
+      yield { keyId, owner: `MasterKey ${mk.metadata.name}` };
+    }
+  }
 }
 
 function keysFor(ctx: ControllerContext, controller: string): string[] {
