@@ -104,7 +104,7 @@ function post(
   token: string,
   pathname: string,
   body: unknown,
-): Promise<{ status: number; body: Record<string, unknown> }> {
+): Promise<{ status: number; body: Record<string, unknown>; retryAfterMs?: number }> {
   const payload = JSON.stringify(body);
   return new Promise((resolve, reject) => {
     const req = https.request(
@@ -131,7 +131,11 @@ function post(
             parsed = { message: `unexpected answer (HTTP ${res.statusCode})` };
           }
           raw.fill(0);
-          resolve({ status: res.statusCode ?? 0, body: parsed });
+          resolve({
+            status: res.statusCode ?? 0,
+            body: parsed,
+            retryAfterMs: retryAfterMs(res.headers['retry-after']),
+          });
         });
         res.on('error', reject);
       },
@@ -143,6 +147,13 @@ function post(
 }
 
 const RETRYABLE = new Set([409, 429, 502, 503, 504]);
+const MAX_DELAY_MS = 10_000;
+
+/** Retry-After in seconds (the delivery endpoint's form), capped like the backoff. */
+function retryAfterMs(header: string | undefined): number | undefined {
+  if (!header || !/^\d{1,4}$/.test(header)) return undefined;
+  return Math.min(Number(header) * 1000, 60_000);
+}
 
 /** Asks until the keys come, a definitive refusal comes, or the time is up. */
 async function fetchKeys(o: AgentOptions, token: string): Promise<Map<string, Buffer>> {
@@ -150,6 +161,7 @@ async function fetchKeys(o: AgentOptions, token: string): Promise<Map<string, Bu
   let delayMs = 1000;
   for (;;) {
     let why: string;
+    let waitMs = delayMs;
     try {
       const answer = await post(o, token, DELIVER_PATH, {
         keys: o.keys,
@@ -159,16 +171,18 @@ async function fetchKeys(o: AgentOptions, token: string): Promise<Map<string, Bu
       if (answer.status === 200) return keysOf(answer.body, o.keys);
       why = String(answer.body.message ?? `HTTP ${answer.status}`);
       if (!RETRYABLE.has(answer.status)) throw new AgentError(why);
+      // The server says when to come back (429): not sooner than that.
+      waitMs = Math.max(delayMs, answer.retryAfterMs ?? 0);
     } catch (err) {
       if (err instanceof AgentError) throw err;
       why = `cannot reach ${o.url}: ${(err as Error).message}`;
     }
-    if (Date.now() + delayMs > deadline) {
+    if (Date.now() + waitMs > deadline) {
       throw new AgentError(`gave up after ${o.timeoutMs / 1000} s: ${why}`);
     }
-    say(`waiting: ${why}; next try in ${delayMs / 1000} s`);
-    await sleep(delayMs);
-    delayMs = Math.min(delayMs * 2, 10_000);
+    say(`waiting: ${why}; next try in ${waitMs / 1000} s`);
+    await sleep(waitMs);
+    delayMs = Math.min(delayMs * 2, MAX_DELAY_MS);
   }
 }
 

@@ -67,7 +67,7 @@ export class OperatorMetrics {
   });
   readonly deliveries = new Counter({
     name: 'datakey_deliveries_total',
-    help: 'Requests of in-pod agents for data keys, by result (delivered, unauthenticated, forbidden, not_ready, invalid, error).',
+    help: 'Requests of in-pod agents for data keys, by result (delivered, unauthenticated, forbidden, not_ready, invalid, throttled, error).',
     labelNames: ['result'],
     registers: [this.registry],
   });
