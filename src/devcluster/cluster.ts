@@ -788,6 +788,16 @@ export async function down(opts: DownOptions = {}): Promise<void> {
 
 // ------------------------------------------------------------ fault injection
 
+/** True once pid is a zombie or gone: every file and socket it held is closed. */
+function exitedCompletely(pid: number): boolean {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === 'Z';
+  } catch {
+    return true;
+  }
+}
+
 /** The live, verified process of a component of the control plane in `stateDir`. */
 export function componentProcess(stateDir: string, name: string): ProcessRecord {
   const s = readState(path.resolve(stateDir));
@@ -812,7 +822,8 @@ export async function restartComponent(
   if (!s) throw new Error(`no cluster state in ${dir}`);
   const args = fs.readFileSync(`/proc/${old.pid}/cmdline`, 'utf8').split('\0').slice(1, -1);
   process.kill(old.pid, 'SIGKILL');
-  while (isOurProcess(old)) await new Promise((r) => setTimeout(r, 50));
+  // Not only no longer "ours" (its cmdline empties early in exit): gone, its ports closed.
+  while (!exitedCompletely(old.pid)) await new Promise((r) => setTimeout(r, 50));
   const started = startProcess(name, old.binary, editArgs(args), dir);
   s.processes = s.processes.map((p) => (p.name === name ? started.record : p));
   writeState(dir, s);

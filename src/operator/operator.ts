@@ -87,8 +87,10 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
   const core = await guard.open();
 
   metrics.countKubeRequests(client);
+  // The controllers write only while this replica holds a fresh lease (see
+  // LeaderElector.writeFence); reads, the key store and injection are not fenced.
   const ctx: ControllerContext = {
-    client,
+    client: client.withWriteFence(() => elector.writeFence()),
     core,
     masterKeys: new Informer<MasterKey & KubeObject>(client, { path: masterKeysPath() }, logger),
     dataKeys: new Informer<DataKey & KubeObject>(
@@ -189,7 +191,7 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
 
   // Before /readyz answers: a Service routes admissions only to replicas that serve them.
   const injection: RunningInjection | undefined = options.injection
-    ? await startInjection(ctx, namespace, options.injection)
+    ? await startInjection({ ...ctx, client }, namespace, options.injection)
     : undefined;
   let kmsServer: RunningServer | undefined;
   if (options.kmsListen) {

@@ -14,6 +14,8 @@ export interface FaultFigures {
   leaks?: number;
   /** Seconds from the end of the fault until everything was Ready again. */
   converge_s?: number;
+  /** Writes a resumed stale leader attempted and its write fence refused unsent. */
+  fenced_writes?: number;
 }
 
 export function recordFigures(figures: FaultFigures): void {
@@ -38,6 +40,7 @@ export function summarize(jsonLines: string) {
     crashes: sum('crashes'),
     '5xx': sum('5xx'),
     leaks: sum('leaks'),
+    fenced_writes: sum('fenced_writes'),
     max_converge_s: converge.length ? Math.max(...converge) : null,
     records: records.length,
   };
