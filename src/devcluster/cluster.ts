@@ -807,14 +807,13 @@ export function componentProcess(stateDir: string, name: string): ProcessRecord 
 }
 
 /**
- * kill -9 of one control-plane component (etcd or kube-apiserver) and a start of
- * the same binary with the same flags (`editArgs` may change them), recorded in
- * the state so that down() stops the new process; waits until it serves again.
+ * kill -9 of one control-plane component (etcd or kube-apiserver) and a start
+ * of the same binary with the same flags, recorded in the state so that down()
+ * stops the new process; waits until it serves again.
  */
 export async function restartComponent(
   stateDir: string,
   name: 'etcd' | 'kube-apiserver',
-  editArgs: (args: string[]) => string[] = (a) => a,
 ): Promise<void> {
   const dir = path.resolve(stateDir);
   const s = readState(dir);
@@ -823,8 +822,12 @@ export async function restartComponent(
   const args = fs.readFileSync(`/proc/${old.pid}/cmdline`, 'utf8').split('\0').slice(1, -1);
   process.kill(old.pid, 'SIGKILL');
   // Not only no longer "ours" (its cmdline empties early in exit): gone, its ports closed.
-  while (!exitedCompletely(old.pid)) await new Promise((r) => setTimeout(r, 50));
-  const started = startProcess(name, old.binary, editArgs(args), dir);
+  const deadline = Date.now() + 60_000;
+  while (!exitedCompletely(old.pid)) {
+    if (Date.now() > deadline) throw new Error(`${name} (pid ${old.pid}) did not exit on SIGKILL`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const started = startProcess(name, old.binary, args, dir);
   s.processes = s.processes.map((p) => (p.name === name ? started.record : p));
   writeState(dir, s);
   const pki = path.join(dir, 'pki');
