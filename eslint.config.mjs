@@ -2,7 +2,16 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', 'coverage/**', 'charts/**', '**/*.js'] },
+  {
+    ignores: [
+      'dist/**',
+      'dist-harness/**',
+      'node_modules/**',
+      'coverage/**',
+      'charts/**',
+      '**/*.js',
+    ],
+  },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
@@ -17,7 +26,13 @@ export default tseslint.config(
     },
   },
   {
-    files: ['test/**/*.ts', 'tools/**/*.ts', 'src/bench/**/*.ts', 'src/cli.ts'],
+    files: [
+      'test/**/*.ts',
+      'tools/**/*.ts',
+      'harness/bench/**/*.ts',
+      'harness/cli.ts',
+      'src/cli.ts',
+    ],
     rules: { 'no-console': 'off' },
   },
 );

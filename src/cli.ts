@@ -1,23 +1,31 @@
 #!/usr/bin/env node
-import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import type { KmsService } from './kms-api/serve';
-import { parseRotationInterval } from './kms/validate';
+import { parseDuration } from './common/duration';
 // Each command loads only its own modules: the agent, an init container, starts in a blink.
 
 const USAGE = `Usage: datakey <command> [options]
 
 Commands:
   kms serve --listen HOST:PORT --data-dir DIR [--tls-cert F --tls-key F] [--rate-limit N]
+            [--instance-listen HOST:PORT [--instance-host NAME]...]
       Serve the Alibaba-compatible KMS API. Credentials of the one account come from
       DATAKEY_ACCESS_KEY_ID and DATAKEY_ACCESS_KEY_SECRET. --rate-limit is calls per
-      second per account per operation (default 750, 0 = unlimited).
+      second per account per operation (default 750, 0 = unlimited). --instance-listen
+      also serves the KMS Instance API (dkms-gcs-0.2, TLS) of the server's one KMS
+      instance; its certificate, from the CA GetKmsInstance returns, covers the listen
+      address, localhost and every --instance-host NAME.
   operator [--kubeconfig F] [--namespace NS] [--kms-listen HOST:PORT] [--metrics-listen HOST:PORT]
+           [--kms-instance-listen HOST:PORT [--kms-instance-host NAME]...]
            [--root-key-file F] [--rewrap-rate N]
       Run the MasterKey and DataKey controllers (leader-elected). NS (default
       datakey-system) holds the operator's own state. In-cluster config or
       KUBECONFIG. --kms-listen also serves the KMS API over the embedded core
-      (credentials as for kms serve). /metrics, /healthz and /readyz are served on
+      (credentials as for kms serve). --kms-instance-listen also serves the KMS
+      Instance API of the core's built-in instance, which holds every MasterKey's
+      key; its certificate covers the listen address, localhost and every
+      --kms-instance-host NAME (repeatable; e.g. the Service's DNS name).
+      /metrics, /healthz and /readyz are served on
       --metrics-listen (default 0.0.0.0:8080). After a master key rotates, its
       DataKeys are re-wrapped at --rewrap-rate per second (default 100, 0 = unlimited).
       Pod injection (webhook and key delivery, TLS) is served on --webhook-listen
@@ -40,7 +48,7 @@ Commands:
       with its projected token, fetches the named DataKeys over TLS (CA in
       DATAKEY_AGENT_CA) and writes each, mode 0400, into DIR, which must be a tmpfs.
   dev [--once] [--kms-listen HOST:PORT] [--webhook-listen HOST:PORT]
-      The product on its embedded defaults (npm run dev): starts the local control
+      Development build only (npm run dev in a checkout; not in the image): starts the local control
       plane, installs the CRDs, runs the operator with the KMS API on
       127.0.0.1:18080 (a development credential in ./.datakey-dev/credentials.env),
       applies examples/, waits until they are Ready and prints them. With a node,
@@ -49,17 +57,20 @@ Commands:
       --once exits after that; otherwise it runs until Ctrl-C.
 `;
 
-class UsageError extends Error {}
+export class UsageError extends Error {}
 
-interface Stoppable {
+export interface Stoppable {
   stop(): Promise<void>;
 }
 
-function parseListen(value: string | undefined): { host: string; port: number } {
+export function parseListen(
+  value: string | undefined,
+  flag = '--listen',
+): { host: string; port: number } {
   const match = value ? /^(\[[^\]]+\]|[^:]+):(\d{1,5})$/.exec(value) : null;
   const port = match ? Number(match[2]) : NaN;
   if (!match || port > 65535)
-    throw new UsageError('--listen must be HOST:PORT, e.g. 127.0.0.1:8080');
+    throw new UsageError(`${flag} must be HOST:PORT, e.g. 127.0.0.1:8080`);
   return { host: match[1].replace(/^\[|\]$/g, ''), port };
 }
 
@@ -67,6 +78,16 @@ function parseRate(value: string, flag: string): number {
   if (!/^\d{1,9}$/.test(value))
     throw new UsageError(`${flag} must be a whole number (0 = unlimited)`);
   return Number(value);
+}
+
+/** A test-only duration flag (lowers a product minimum); undefined when not given. */
+function testDuration(value: string | undefined, flag: string): number | undefined {
+  if (!value) return undefined;
+  const seconds = parseDuration(value, { minSeconds: 1, maxSeconds: 365 * 86400 });
+  if (seconds === undefined) {
+    throw new UsageError(`${flag} must be an integer followed by d, h, m or s, from 1s to 365d`);
+  }
+  return seconds;
 }
 
 async function kmsServe(args: string[]): Promise<KmsService> {
@@ -78,10 +99,15 @@ async function kmsServe(args: string[]): Promise<KmsService> {
       'tls-cert': { type: 'string' },
       'tls-key': { type: 'string' },
       'rate-limit': { type: 'string' },
+      'instance-listen': { type: 'string' },
+      'instance-host': { type: 'string', multiple: true },
     },
     strict: true,
   });
   if (!values['data-dir']) throw new UsageError('--data-dir is required');
+  if (values['instance-host'] && !values['instance-listen']) {
+    throw new UsageError('--instance-host needs --instance-listen');
+  }
   if (Boolean(values['tls-cert']) !== Boolean(values['tls-key'])) {
     throw new UsageError('--tls-cert and --tls-key go together');
   }
@@ -94,6 +120,12 @@ async function kmsServe(args: string[]): Promise<KmsService> {
       values['rate-limit'] === undefined ? 750 : parseRate(values['rate-limit'], '--rate-limit'),
     tlsCertFile: values['tls-cert'],
     tlsKeyFile: values['tls-key'],
+    instanceListen: values['instance-listen']
+      ? {
+          ...parseListen(values['instance-listen'], '--instance-listen'),
+          hosts: values['instance-host'],
+        }
+      : undefined,
   });
 }
 
@@ -105,15 +137,22 @@ async function operator(args: string[]): Promise<Stoppable> {
       kubeconfig: { type: 'string' },
       namespace: { type: 'string' },
       'kms-listen': { type: 'string' },
+      'kms-instance-listen': { type: 'string' },
+      'kms-instance-host': { type: 'string', multiple: true },
       'metrics-listen': { type: 'string' },
       'root-key-file': { type: 'string' },
       'rewrap-rate': { type: 'string' },
       // Test-only: allow rotation intervals under 7 days.
       'min-rotation-interval': { type: 'string' },
+      // Test-only: shorten one day of a deletion window (the 7-day minimum stays).
+      'deletion-day': { type: 'string' },
       ...injection.INJECTION_FLAGS,
     },
     strict: true,
   });
+  if (values['kms-instance-host'] && !values['kms-instance-listen']) {
+    throw new UsageError('--kms-instance-host needs --kms-instance-listen');
+  }
   const namespace = values.namespace ?? 'datakey-system';
   if (!/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(namespace)) {
     throw new UsageError('--namespace must be a Kubernetes namespace name');
@@ -127,14 +166,22 @@ async function operator(args: string[]): Promise<Stoppable> {
     kmsListen: values['kms-listen']
       ? { ...parseListen(values['kms-listen']), credentials: credentialsFromEnv() }
       : undefined,
+    kmsInstanceListen: values['kms-instance-listen']
+      ? {
+          ...parseListen(values['kms-instance-listen'], '--kms-instance-listen'),
+          hosts: values['kms-instance-host'],
+        }
+      : undefined,
     rootKeyFile: values['root-key-file'],
     rewrapsPerSecond:
       values['rewrap-rate'] === undefined
         ? undefined
         : parseRate(values['rewrap-rate'], '--rewrap-rate'),
-    minRotationIntervalSeconds: values['min-rotation-interval']
-      ? parseRotationInterval(values['min-rotation-interval'], 1)
-      : undefined,
+    minRotationIntervalSeconds: testDuration(
+      values['min-rotation-interval'],
+      '--min-rotation-interval',
+    ),
+    deletionDaySeconds: testDuration(values['deletion-day'], '--deletion-day'),
     injection: injectionFromFlags(injection, values, namespace),
   });
   return running;
@@ -160,32 +207,10 @@ function metricsListen(value: string): { metricsHost: string; metricsPort: numbe
   return { metricsHost: host, metricsPort: port };
 }
 
-/** The product's main job on its embedded defaults (npm run dev). */
-async function dev(args: string[]): Promise<Stoppable> {
-  const { values } = parseArgs({
-    args,
-    options: {
-      once: { type: 'boolean' },
-      'kms-listen': { type: 'string' },
-      'webhook-listen': { type: 'string' },
-    },
-    strict: true,
-  });
-  const { runDev } = await import('./devcluster/dev');
-  const session = await runDev({
-    once: values.once ?? false,
-    root: path.resolve(__dirname, '..'),
-    kmsListen: parseListen(values['kms-listen'] ?? '127.0.0.1:18080'),
-    webhookListen: parseListen(values['webhook-listen'] ?? '0.0.0.0:18443'),
-  });
-  if (values.once) {
-    await session.operator.stop();
-    process.exit(0);
-  }
-  return session.operator;
-}
+/** Commands a build adds to the product's: the development build adds `dev`. */
+export type ExtraCommands = Record<string, (args: string[]) => Promise<Stoppable>>;
 
-async function main(argv: string[]): Promise<void> {
+async function main(argv: string[], extra: ExtraCommands): Promise<void> {
   const [command, sub, ...rest] = argv;
   let service: Stoppable;
   if (command === 'kms' && sub === 'serve') service = await kmsServe(rest);
@@ -195,7 +220,12 @@ async function main(argv: string[]): Promise<void> {
     const { runAgent } = await import('./injection/agent');
     process.exitCode = await runAgent(sub === undefined ? [] : [sub, ...rest]);
     return;
-  } else if (command === 'dev') service = await dev(sub === undefined ? [] : [sub, ...rest]);
+  } else if (command !== undefined && Object.hasOwn(extra, command))
+    service = await extra[command](sub === undefined ? [] : [sub, ...rest]);
+  else if (command === 'dev')
+    throw new UsageError(
+      'datakey dev is not in this build: it belongs to the development build (npm run dev in a checkout of the repository)',
+    );
   else if (command === undefined || command === '--help' || command === 'help') {
     process.stdout.write(USAGE);
     return;
@@ -217,8 +247,13 @@ async function main(argv: string[]): Promise<void> {
   process.on('SIGINT', () => stop('SIGINT'));
 }
 
-main(process.argv.slice(2)).catch((err: Error) => {
-  console.error(`datakey: ${err.message}`);
-  if (err instanceof UsageError) console.error(`Run 'datakey --help' for usage.`);
-  process.exit(err instanceof UsageError ? 2 : 1);
-});
+/** Runs `datakey` with the product's commands and those a build adds. */
+export function runCli(argv: string[], extra: ExtraCommands = {}): void {
+  main(argv, extra).catch((err: Error) => {
+    console.error(`datakey: ${err.message}`);
+    if (err instanceof UsageError) console.error(`Run 'datakey --help' for usage.`);
+    process.exit(err instanceof UsageError ? 2 : 1);
+  });
+}
+
+if (require.main === module) runCli(process.argv.slice(2));

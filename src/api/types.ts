@@ -7,6 +7,8 @@ export const API_VERSION = `${GROUP}/${VERSION}`;
 export const ANNOTATION_ROTATE = `${GROUP}/rotate`;
 export const LABEL_DATAKEY = `${GROUP}/datakey`;
 export const SECRET_TYPE = `${GROUP}/datakey`;
+/** The field manager of every write the operator makes. */
+export const FIELD_MANAGER = 'datakey-operator';
 
 export interface Condition {
   type: string;

@@ -1,44 +1,50 @@
-import { isDeepStrictEqual } from 'node:util';
+import { ConditionType, DataKeyEvent, DataKeyReason } from '../api/conditions';
+import { dataKeysPath, secretsPath } from '../api/paths';
 import {
+  GROUP,
   LABEL_DATAKEY,
   type Condition,
-  type DataKey,
   type DataKeyStatus,
   type MasterKey,
 } from '../api/types';
-import { KmsError, RateLimiter } from '../kms';
-import { isNotFound, type KubeObject } from '../runtime/kube-client';
-import type { ReconcileResult } from '../runtime/workqueue';
-import { findCondition, setCondition } from './conditions';
-import { dataKeysPath, kmsCall, secretsPath, statusPatch, type ControllerContext } from './context';
 import {
   boundAad,
   boundContext,
+  openWrapped,
   secretManifest,
   secretNameOf,
+  statusFields,
   wrappedFromSecret,
+  wrappedFromStatus,
+  type DataKeyObject,
+  type SecretObject,
   type WrappedDataKey,
-  decryptOperation,
-  openWrapped,
-} from './datakey-secret';
+} from '../datakey';
+import { KmsError, RateLimiter } from '../kms';
+import { setCondition } from '../runtime/conditions';
+import { keyOf } from '../runtime/informer';
+import { isNotFound, type KubeObject } from '../runtime/kube-client';
+import type { ManagedController, Watch } from '../runtime/manager';
+import { NotReady, ready, type ReconcileOutcome } from '../runtime/outcome';
+import { kmsCall, type ControllerContext } from './context';
+import {
+  dataKeyBytes,
+  generationFlow,
+  isOwnedBy,
+  masterKeyBlocks,
+  needsRewrap,
+  secretAction,
+  storedCopiesInOrder,
+} from './datakey-policy';
+import { mattersToDataKeys } from './masterkey-policy';
+import { writeStatus } from './status';
 
-type DataKeyObject = DataKey & KubeObject;
-type SecretObject = KubeObject & { data?: Record<string, string>; type?: string };
-
-/** Waiting on something outside this object (a MasterKey): retried on a slow timer and on MasterKey events. */
-const WAIT_MS = 30_000;
-const DATA_KEY_SPEC_BYTES = { AES_256: 32, AES_128: 16 } as const;
 export const DEFAULT_REWRAPS_PER_SECOND = 100;
 const REWRAP_RETRY_MS = 200;
 
-class NotReady extends Error {
-  constructor(
-    readonly reason: string,
-    message: string,
-    readonly retry: 'backoff' | 'wait',
-  ) {
-    super(message);
-  }
+export interface DataKeyControllerOptions {
+  /** Re-wraps per second after a rotation, across all DataKeys (0 = unlimited). */
+  rewrapsPerSecond?: number;
 }
 
 /**
@@ -46,12 +52,9 @@ class NotReady extends Error {
  * bound to the DataKey's identity, and that its Secret holds that ciphertext.
  * The plaintext is never requested: generation is *WithoutPlaintext.
  */
-export interface DataKeyControllerOptions {
-  /** Re-wraps per second after a rotation, across all DataKeys (0 = unlimited). */
-  rewrapsPerSecond?: number;
-}
-
-export class DataKeyController {
+export class DataKeyController implements ManagedController {
+  readonly name = 'datakey';
+  readonly watches: ReturnType<typeof dataKeyWatches>;
   private readonly rewrapBudget: RateLimiter;
 
   constructor(
@@ -59,95 +62,85 @@ export class DataKeyController {
     options: DataKeyControllerOptions = {},
   ) {
     this.rewrapBudget = new RateLimiter(options.rewrapsPerSecond ?? DEFAULT_REWRAPS_PER_SECOND);
+    this.watches = dataKeyWatches(ctx);
   }
 
-  async reconcile(key: string): Promise<ReconcileResult | void> {
-    const dataKey = this.ctx.dataKeys.get(key);
-    if (!dataKey || dataKey.metadata.deletionTimestamp) return;
+  allKeys(): string[] {
+    return this.ctx.dataKeys.list().map(keyOf);
+  }
+
+  async reconcile(key: string): Promise<ReconcileOutcome> {
+    let dataKey = this.ctx.dataKeys.get(key);
+    if (!dataKey || dataKey.metadata.deletionTimestamp) return ready();
     try {
       const found = await this.ensureDataKey(dataKey);
+      dataKey = found.dataKey;
       let { wrapped } = found;
-      if (!found.generated && wrapped.keyVersionId !== this.primaryVersion(wrapped.keyId)) {
-        if (!this.rewrapBudget.tryTake('rewrap', 'all')) return { requeueAfterMs: REWRAP_RETRY_MS };
-        wrapped = await this.rewrap(dataKey, wrapped);
+      if (needsRewrap(wrapped, found.generated, this.primaryVersion(wrapped.keyId))) {
+        if (!this.rewrapBudget.tryTake('rewrap', 'all')) return ready(REWRAP_RETRY_MS);
+        ({ dataKey, wrapped } = await this.rewrap(dataKey, wrapped));
       }
-      const changed = found.generated || wrapped !== found.wrapped;
-      await this.ensureSecret(dataKey, found.secret, wrapped, changed);
-      await this.writeStatus(dataKey, wrapped, {
-        type: 'Ready',
+      const keyChanged = found.generated || wrapped !== found.wrapped;
+      await this.ensureSecret(dataKey, found.secret, wrapped, keyChanged);
+      await this.writeReady(dataKey, wrapped, {
+        type: ConditionType.Ready,
         status: 'True',
-        reason: 'DataKeyReady',
+        reason: DataKeyReason.DataKeyReady,
         message: `Secret ${secretNameOf(dataKey)} holds the ciphertext (${wrapped.flow} flow)`,
         observedGeneration: dataKey.metadata.generation,
       });
+      return ready();
     } catch (err) {
       if (!(err instanceof NotReady)) throw err;
-      await this.writeStatus(dataKey, undefined, {
-        type: 'Ready',
+      await this.writeReady(dataKey, undefined, {
+        type: ConditionType.Ready,
         status: 'False',
-        reason: err.reason,
-        message: err.message,
+        reason: err.outcome.reason,
+        message: err.outcome.message,
         observedGeneration: dataKey.metadata.generation,
       });
-      if (err.retry === 'backoff') throw err;
-      return { requeueAfterMs: WAIT_MS };
+      return err.outcome;
     }
   }
 
   /** The existing data key from any intact copy, or a new one only when none is left. */
-  private async ensureDataKey(
-    dataKey: DataKeyObject,
-  ): Promise<{ wrapped: WrappedDataKey; generated: boolean; secret?: SecretObject }> {
-    const masterKey = this.readyMasterKey(dataKey);
+  private async ensureDataKey(dataKey: DataKeyObject): Promise<{
+    dataKey: DataKeyObject;
+    wrapped: WrappedDataKey;
+    generated: boolean;
+    secret?: SecretObject;
+  }> {
+    const masterKey = this.ctx.masterKeys.get(dataKey.spec.masterKeyRef.name);
+    const blocked = masterKeyBlocks(dataKey, masterKey);
+    if (blocked) throw new NotReady(blocked);
+    const keyId = (masterKey as MasterKey).status?.keyId as string;
     const secret = await this.readSecret(dataKey);
-    const candidates = [
-      secret && this.ownedBy(secret, dataKey) ? wrappedFromSecret(secret.data) : undefined,
-      this.wrappedFromStatus(dataKey),
-    ].filter((c): c is WrappedDataKey => c !== undefined);
-    // After a crash mid re-wrap the status copy may be newer than the Secret: prefer the primary version.
-    const primary = this.primaryVersion(masterKey.status?.keyId as string);
-    candidates.sort(
-      (a, b) => Number(b.keyVersionId === primary) - Number(a.keyVersionId === primary),
+    const candidates = storedCopiesInOrder(
+      {
+        secret: secret && isOwnedBy(secret, dataKey) ? wrappedFromSecret(secret.data) : undefined,
+        status: wrappedFromStatus(dataKey.status),
+      },
+      this.primaryVersion(keyId),
     );
     for (const candidate of candidates) {
-      if (this.opens(dataKey, candidate)) return { wrapped: candidate, generated: false, secret };
+      if (this.opens(dataKey, candidate))
+        return { dataKey, wrapped: candidate, generated: false, secret };
     }
     if (candidates.length > 0) {
       this.ctx.events.record(
         dataKey,
         'Warning',
-        'DataKeyReissued',
+        DataKeyEvent.DataKeyReissued,
         'No stored copy of the ciphertext opens any more (tampered); a new data key is issued',
       );
     }
-    return { wrapped: await this.generate(dataKey, masterKey), generated: true, secret };
-  }
-
-  private readyMasterKey(dataKey: DataKeyObject): MasterKey {
-    const name = dataKey.spec.masterKeyRef.name;
-    const masterKey = this.ctx.masterKeys.get(name);
-    if (!masterKey || masterKey.metadata.deletionTimestamp) {
-      throw new NotReady('MasterKeyNotFound', `MasterKey ${name} does not exist`, 'wait');
-    }
-    if (masterKey.spec.enabled === false) {
-      throw new NotReady('MasterKeyDisabled', `MasterKey ${name} is disabled`, 'wait');
-    }
-    if (
-      !masterKey.status?.keyId ||
-      findCondition(masterKey.status.conditions, 'Ready')?.status !== 'True'
-    ) {
-      throw new NotReady('MasterKeyNotReady', `MasterKey ${name} is not Ready yet`, 'wait');
-    }
-    return masterKey;
+    return { ...(await this.generate(dataKey, keyId)), generated: true, secret };
   }
 
   /** Verifies a stored ciphertext inside the core; the plaintext is zeroed at once. */
   private opens(dataKey: DataKeyObject, wrapped: WrappedDataKey): boolean {
     try {
-      const plaintext = kmsCall(this.ctx, decryptOperation(wrapped.flow), () =>
-        openWrapped(this.ctx.core, dataKey, wrapped),
-      );
-      plaintext.fill(0);
+      openWrapped(this.ctx.core, dataKey, wrapped, this.ctx.metrics.kmsCalls).fill(0);
       return true;
     } catch (err) {
       if (err instanceof KmsError && err.code === 'InvalidParameter') return false;
@@ -155,18 +148,18 @@ export class DataKeyController {
     }
   }
 
-  private async generate(dataKey: DataKeyObject, masterKey: MasterKey): Promise<WrappedDataKey> {
-    const keyId = masterKey.status?.keyId as string;
-    const bytes =
-      dataKey.spec.numberOfBytes ?? DATA_KEY_SPEC_BYTES[dataKey.spec.keySpec ?? 'AES_256'];
+  private async generate(
+    dataKey: DataKeyObject,
+    keyId: string,
+  ): Promise<{ dataKey: DataKeyObject; wrapped: WrappedDataKey }> {
+    const numberOfBytes = dataKeyBytes(dataKey);
     let wrapped: WrappedDataKey;
     try {
-      // A rotated master key must use the Advance flow, or rotation would not take effect.
-      if (this.hasRotated(keyId)) {
+      if (generationFlow(this.hasRotated(keyId)) === 'Advance') {
         const sealed = kmsCall(this.ctx, 'AdvanceGenerateDataKeyWithoutPlaintext', () =>
           this.ctx.core.advanceGenerateDataKeyWithoutPlaintext({
             keyId,
-            numberOfBytes: bytes,
+            numberOfBytes,
             aad: boundAad(dataKey),
           }),
         );
@@ -175,7 +168,7 @@ export class DataKeyController {
         const sealed = kmsCall(this.ctx, 'GenerateDataKeyWithoutPlaintext', () =>
           this.ctx.core.generateDataKeyWithoutPlaintext({
             keyId,
-            numberOfBytes: bytes,
+            numberOfBytes,
             encryptionContext: boundContext(dataKey),
           }),
         );
@@ -184,27 +177,27 @@ export class DataKeyController {
     } catch (err) {
       throw kmsNotReady(err);
     }
-    // The status copy is written first (with a resourceVersion precondition): if
-    // this fails, the key was never stored anywhere and nothing is replaced.
-    await this.ctx.client.mergePatch(
-      `${dataKeysPath(dataKey.metadata.namespace as string)}/${dataKey.metadata.name}/status`,
-      statusPatch(dataKey, { ...this.statusFields(dataKey, wrapped) }),
-    );
+    // The status copy is written first: if this fails, the key was never stored
+    // anywhere and nothing is replaced.
+    const written = await this.storeInStatus(dataKey, wrapped);
     this.ctx.events.record(
       dataKey,
       'Normal',
-      'Generated',
+      DataKeyEvent.Generated,
       `Data key generated under key version ${wrapped.keyVersionId} (${wrapped.flow} flow)`,
     );
-    return wrapped;
+    return { dataKey: written, wrapped };
   }
 
   /**
    * Moves the data key to the primary version in the Advance flow, inside the
    * core (the plaintext never leaves it). The new ciphertext is stored in status
-   * first, with a resourceVersion precondition; the Secret follows in one write.
+   * first; the Secret follows in one write.
    */
-  private async rewrap(dataKey: DataKeyObject, wrapped: WrappedDataKey): Promise<WrappedDataKey> {
+  private async rewrap(
+    dataKey: DataKeyObject,
+    wrapped: WrappedDataKey,
+  ): Promise<{ dataKey: DataKeyObject; wrapped: WrappedDataKey }> {
     const started = performance.now();
     let rewrapped: WrappedDataKey;
     try {
@@ -221,19 +214,16 @@ export class DataKeyController {
       this.ctx.metrics.rewraps.inc({ result: 'error' });
       throw kmsNotReady(err);
     }
-    await this.ctx.client.mergePatch(
-      `${dataKeysPath(dataKey.metadata.namespace as string)}/${dataKey.metadata.name}/status`,
-      statusPatch(dataKey, this.statusFields(dataKey, rewrapped)),
-    );
+    const written = await this.storeInStatus(dataKey, rewrapped);
     this.ctx.metrics.rewraps.inc({ result: 'success' });
     this.ctx.metrics.rewrapSeconds.observe((performance.now() - started) / 1000);
     this.ctx.events.record(
       dataKey,
       'Normal',
-      'Rewrapped',
+      DataKeyEvent.Rewrapped,
       `Re-wrapped from key version ${wrapped.keyVersionId} (${wrapped.flow}) to the primary version ${rewrapped.keyVersionId} (Advance); the data key is unchanged`,
     );
-    return rewrapped;
+    return { dataKey: written, wrapped: rewrapped };
   }
 
   private primaryVersion(keyId: string): string {
@@ -251,21 +241,11 @@ export class DataKeyController {
     if (cached) return cached;
     // Not in the (label-selected) cache: it may still exist without our label.
     try {
-      return await this.ctx.client.get<SecretObject>(
-        `${secretsPath(namespace)}/${secretNameOf(dataKey)}`,
-      );
+      return await this.ctx.client.get<SecretObject>(secretsPath(namespace, secretNameOf(dataKey)));
     } catch (err) {
       if (isNotFound(err)) return undefined;
       throw err;
     }
-  }
-
-  private ownedBy(secret: SecretObject, dataKey: DataKeyObject): boolean {
-    const owners = (secret.metadata.ownerReferences ?? []) as {
-      uid?: string;
-      controller?: boolean;
-    }[];
-    return owners.some((o) => o.controller && o.uid === dataKey.metadata.uid);
   }
 
   /**
@@ -273,66 +253,52 @@ export class DataKeyController {
    * was absent there, it is not read again: the create below fails (409) if one
    * appeared since, and the reconcile is retried from a fresh read. An existing
    * Secret is read again before it is overwritten, as its owner may have changed.
-   * `changed`: the data key was just generated or re-wrapped, so a differing
+   * `keyChanged`: the data key was just generated or re-wrapped, so a differing
    * Secret is expected (no SecretRestored event).
    */
   private async ensureSecret(
     dataKey: DataKeyObject,
     readBefore: SecretObject | undefined,
     wrapped: WrappedDataKey,
-    changed: boolean,
+    keyChanged: boolean,
   ): Promise<void> {
     const namespace = dataKey.metadata.namespace as string;
     const name = secretNameOf(dataKey);
     const secret = readBefore && (await this.readSecret(dataKey));
-    if (secret && !this.ownedBy(secret, dataKey)) {
-      throw new NotReady(
-        'SecretConflict',
-        `Secret ${name} exists and is not owned by this DataKey; it is left untouched`,
-        'wait',
-      );
-    }
     const manifest = secretManifest(dataKey, wrapped);
-    if (
-      secret &&
-      secret.type === manifest.type &&
-      secret.metadata.labels?.[LABEL_DATAKEY] === dataKey.metadata.name &&
-      isDeepStrictEqual(secret.data, manifest.data)
-    )
-      return;
-    if (!secret) {
+    const decision = secretAction(dataKey, secret, manifest, keyChanged);
+    if (decision.action === 'refuse') throw new NotReady(decision.outcome);
+    if (decision.action === 'none') return;
+    if (decision.action === 'create' || !secret) {
       // A create fails (409) if a Secret appeared meanwhile: never a takeover.
       await this.ctx.client.create(secretsPath(namespace), manifest);
-      if (!changed) {
-        this.ctx.events.record(
-          dataKey,
-          'Warning',
-          'SecretRestored',
-          `Secret ${name} was missing; restored with the same data key`,
-        );
-      }
-    } else {
-      // One full replace (guarded by resourceVersion), not an apply: blob, version,
-      // flow and the decryption fields change together, and keys another field
-      // manager added would survive an apply, so the Secret would never match the layout.
-      await this.ctx.client.replace(`${secretsPath(namespace)}/${name}`, {
-        ...manifest,
-        metadata: {
-          ...secret.metadata,
-          labels: { ...secret.metadata.labels, ...manifest.metadata.labels },
-          ownerReferences: manifest.metadata.ownerReferences,
-          resourceVersion: secret.metadata.resourceVersion,
-        },
-      });
-      if (!changed && !this.isOlderCopy(dataKey, secret, wrapped)) {
-        this.ctx.events.record(
-          dataKey,
-          'Warning',
-          'SecretRestored',
-          `Secret ${name} was changed; restored with the same data key`,
-        );
-      }
+      if (decision.restored) this.secretRestored(dataKey, `Secret ${name} was missing`);
+      return;
     }
+    // One full replace (guarded by resourceVersion), not an apply: blob, version,
+    // flow and the decryption fields change together, and keys another field
+    // manager added would survive an apply, so the Secret would never match the layout.
+    await this.ctx.client.replace(secretsPath(namespace, name), {
+      ...manifest,
+      metadata: {
+        ...secret.metadata,
+        labels: { ...secret.metadata.labels, ...manifest.metadata.labels },
+        ownerReferences: manifest.metadata.ownerReferences,
+        resourceVersion: secret.metadata.resourceVersion,
+      },
+    });
+    if (decision.restored && !this.isOlderCopy(dataKey, secret, wrapped)) {
+      this.secretRestored(dataKey, `Secret ${name} was changed`);
+    }
+  }
+
+  private secretRestored(dataKey: DataKeyObject, what: string): void {
+    this.ctx.events.record(
+      dataKey,
+      'Warning',
+      DataKeyEvent.SecretRestored,
+      `${what}; restored with the same data key`,
+    );
   }
 
   /** The Secret still held the key under an older version (a re-wrap interrupted after its status write). */
@@ -349,59 +315,79 @@ export class DataKeyController {
     );
   }
 
-  private wrappedFromStatus(dataKey: DataKeyObject): WrappedDataKey | undefined {
-    const status = dataKey.status;
-    if (!status?.ciphertextBlob || !status.keyId || !status.keyVersionId || !status.flow)
-      return undefined;
-    const blob = Buffer.from(status.ciphertextBlob, 'base64');
-    return {
-      keyId: status.keyId,
-      keyVersionId: status.keyVersionId,
-      flow: status.flow,
-      ciphertextBlob: blob,
-      iv: status.flow === 'Advance' ? Buffer.from(blob.subarray(37, 49)) : undefined,
-    };
+  /** Stores a new ciphertext in status (its second copy) before the Secret is written. */
+  private storeInStatus(dataKey: DataKeyObject, wrapped: WrappedDataKey): Promise<DataKeyObject> {
+    return this.patchStatus(dataKey, { ...dataKey.status, ...statusFields(dataKey, wrapped) });
   }
 
-  private statusFields(dataKey: DataKeyObject, wrapped: WrappedDataKey): DataKeyStatus {
-    return {
-      keyId: wrapped.keyId,
-      keyVersionId: wrapped.keyVersionId,
-      flow: wrapped.flow,
-      secretName: secretNameOf(dataKey),
-      ciphertextBlob: wrapped.ciphertextBlob.toString('base64'),
-    };
-  }
-
-  /** Writes status only when it changes. */
-  private async writeStatus(
+  private writeReady(
     dataKey: DataKeyObject,
     wrapped: WrappedDataKey | undefined,
-    ready: Omit<Condition, 'lastTransitionTime'>,
-  ): Promise<void> {
+    condition: Omit<Condition, 'lastTransitionTime'>,
+  ): Promise<DataKeyObject> {
     const current = dataKey.status ?? {};
-    const next: DataKeyStatus = {
+    return this.patchStatus(dataKey, {
       ...current,
-      ...(wrapped ? this.statusFields(dataKey, wrapped) : {}),
+      ...(wrapped ? statusFields(dataKey, wrapped) : {}),
       observedGeneration: dataKey.metadata.generation,
-      conditions: setCondition(current.conditions, ready),
-    };
-    if (isDeepStrictEqual(stripTimes(next), stripTimes(current))) return;
-    await this.ctx.client.mergePatch(
-      `${dataKeysPath(dataKey.metadata.namespace as string)}/${dataKey.metadata.name}/status`,
-      { status: next },
+      conditions: setCondition(current.conditions, condition),
+    });
+  }
+
+  private patchStatus(dataKey: DataKeyObject, next: DataKeyStatus): Promise<DataKeyObject> {
+    return writeStatus(
+      this.ctx.client,
+      dataKeysPath(dataKey.metadata.namespace, dataKey.metadata.name),
+      dataKey,
+      next,
     );
   }
 }
 
-function stripTimes(status: DataKeyStatus): unknown {
-  return {
-    ...status,
-    conditions: status.conditions?.map(({ lastTransitionTime: _t, ...rest }) => rest),
-  };
-}
-
 function kmsNotReady(err: unknown): Error {
   if (!(err instanceof KmsError)) return err as Error;
-  return new NotReady('KMSError', `${err.code}: ${err.message}`, 'backoff');
+  return NotReady.retry(DataKeyReason.KMSError, `${err.code}: ${err.message}`);
+}
+
+/**
+ * What wakes the DataKey controller: its DataKeys; a MasterKey change that
+ * matters to them (key, version, readiness, spec, deletion); a change of a
+ * Secret it owns.
+ */
+export function dataKeyWatches(
+  ctx: ControllerContext,
+): [Watch<DataKeyObject>, Watch<MasterKey & KubeObject>, Watch<SecretObject>] {
+  return [
+    { informer: ctx.dataKeys, keysFor: (_event, dk) => [keyOf(dk)] },
+    {
+      informer: ctx.masterKeys,
+      keysFor: (_event, mk, old) =>
+        old && !mattersToDataKeys(old, mk)
+          ? []
+          : ctx.dataKeys
+              .list()
+              .filter((dk) => dk.spec.masterKeyRef.name === mk.metadata.name)
+              .map(keyOf),
+    },
+    { informer: ctx.secrets, keysFor: (_event, secret) => ownersOfSecret(secret) },
+  ];
+}
+
+/**
+ * The DataKeys a Secret event concerns. A Secret whose label was removed leaves
+ * the label-selected watch as a delete of the object *without* the label: its
+ * controller reference still names the owner.
+ */
+export function ownersOfSecret(secret: SecretObject): string[] {
+  const controller = (
+    secret.metadata.ownerReferences as
+      { kind?: string; name?: string; controller?: boolean; apiVersion?: string }[] | undefined
+  )?.find((o) => o.controller && o.kind === 'DataKey' && o.apiVersion?.startsWith(`${GROUP}/`));
+  const owner = secret.metadata.labels?.[LABEL_DATAKEY] ?? controller?.name;
+  const keys: string[] = [];
+  if (owner) keys.push(`${secret.metadata.namespace}/${owner}`);
+  if (controller?.name && controller.name !== owner) {
+    keys.push(`${secret.metadata.namespace}/${controller.name}`);
+  }
+  return keys;
 }

@@ -1,91 +1,99 @@
-import { isDeepStrictEqual } from 'node:util';
+import { ConditionType, MasterKeyEvent, MasterKeyReason } from '../api/conditions';
+import { masterKeysPath } from '../api/paths';
 import {
   ANNOTATION_ROTATE,
   type Condition,
   type MasterKey,
   type MasterKeyStatus,
 } from '../api/types';
+import type { DataKeyObject } from '../datakey';
 import { KmsError, type KeyMetadata } from '../kms';
-import { parseRotationInterval } from '../kms/validate';
+import { setCondition } from '../runtime/conditions';
 import type { KubeObject } from '../runtime/kube-client';
-import type { ReconcileResult } from '../runtime/workqueue';
-import { setCondition } from './conditions';
-import { kmsCall, masterKeysPath, statusPatch, type ControllerContext } from './context';
+import type { ManagedController, Watch } from '../runtime/manager';
+import { NotReady, ready, type ReconcileOutcome } from '../runtime/outcome';
+import { kmsCall, type ControllerContext } from './context';
+import {
+  aliasChanges,
+  deletionBlockers,
+  enabledChange,
+  nextCheckMs,
+  rewrapProgress,
+  rotationPolicyDiffers,
+  rotationRequested,
+  type RewrapProgress,
+} from './masterkey-policy';
+import { writeStatus } from './status';
 
 export const MASTERKEY_FINALIZER = 'kms.datakey.io/masterkey-protection';
 /** Deleting a MasterKey schedules the key's deletion with this window, never destroys at once. */
 export const DELETION_WINDOW_DAYS = 7;
-/** Timers are capped (setTimeout's limit is ~24.8 days); a long wait is re-checked daily. */
-const MAX_TIMER_MS = 24 * 3600_000;
 
 type MasterKeyObject = MasterKey & KubeObject;
-
-class MasterKeyNotReady extends Error {
-  constructor(
-    readonly reason: string,
-    message: string,
-  ) {
-    super(message);
-  }
-}
+const KEY_STORE_WAIT_MS = 30_000;
 
 /**
  * MasterKey: keeps a key in the core in step with the spec (enabled state,
  * aliases, rotation policy) and reports it in status. The key id is the
  * MasterKey's UID, so creation is idempotent across crashes.
  */
-export class MasterKeyController {
-  constructor(private readonly ctx: ControllerContext) {}
+export class MasterKeyController implements ManagedController {
+  readonly name = 'masterkey';
+  readonly watches: ReturnType<typeof masterKeyWatches>;
 
-  async reconcile(name: string): Promise<ReconcileResult | void> {
+  constructor(private readonly ctx: ControllerContext) {
+    this.watches = masterKeyWatches(ctx);
+  }
+
+  allKeys(): string[] {
+    return this.ctx.masterKeys.list().map((mk) => mk.metadata.name);
+  }
+
+  async reconcile(name: string): Promise<ReconcileOutcome> {
     const masterKey = this.ctx.masterKeys.get(name);
-    if (!masterKey) return;
+    if (!masterKey) return ready();
     if (masterKey.metadata.deletionTimestamp) return this.finalize(masterKey);
     if (!(masterKey.metadata.finalizers ?? []).includes(MASTERKEY_FINALIZER)) {
-      await this.ctx.client.mergePatch(`${masterKeysPath()}/${name}`, {
+      await this.ctx.client.mergePatch(masterKeysPath(name), {
         metadata: {
           resourceVersion: masterKey.metadata.resourceVersion,
           finalizers: [...(masterKey.metadata.finalizers ?? []), MASTERKEY_FINALIZER],
         },
       });
-      return; // the update comes back through the informer
+      return ready(); // the update comes back through the informer
     }
     try {
       let meta = await this.syncKey(masterKey);
-      const rotated = await this.rotate(masterKey, meta.keyId);
-      if (rotated) meta = this.ctx.core.describeKey(meta.keyId);
-      const progress = this.rewrapProgress(masterKey.metadata.name, meta.primaryKeyVersion);
+      if (await this.rotate(masterKey, meta.keyId)) meta = this.ctx.core.describeKey(meta.keyId);
+      const progress = rewrapProgress(name, this.ctx.dataKeys.list(), meta.primaryKeyVersion);
       await this.writeStatus(
         masterKey,
         meta,
         {
-          type: 'Ready',
+          type: ConditionType.Ready,
           status: 'True',
-          reason: meta.keyState === 'Enabled' ? 'KeyEnabled' : 'KeyDisabled',
+          reason:
+            meta.keyState === 'Enabled' ? MasterKeyReason.KeyEnabled : MasterKeyReason.KeyDisabled,
           message: `Key ${meta.keyId} is ${meta.keyState.toLowerCase()}, primary version ${meta.primaryKeyVersion}`,
           observedGeneration: masterKey.metadata.generation,
         },
         progress,
       );
-      return { requeueAfterMs: this.nextCheckMs(meta, progress) };
+      return ready(nextCheckMs(meta, progress, Date.now()));
     } catch (err) {
-      const reason =
-        err instanceof MasterKeyNotReady
-          ? err.reason
-          : err instanceof KmsError
-            ? 'KMSError'
-            : undefined;
-      if (!reason) throw err;
-      const message =
-        err instanceof KmsError ? `${err.code}: ${err.message}` : (err as Error).message;
+      const notReady =
+        err instanceof KmsError
+          ? NotReady.retry(MasterKeyReason.KMSError, `${err.code}: ${err.message}`)
+          : err;
+      if (!(notReady instanceof NotReady)) throw err;
       await this.writeStatus(masterKey, undefined, {
-        type: 'Ready',
+        type: ConditionType.Ready,
         status: 'False',
-        reason,
-        message,
+        reason: notReady.outcome.reason,
+        message: notReady.outcome.message,
         observedGeneration: masterKey.metadata.generation,
       });
-      throw err;
+      return notReady.outcome;
     }
   }
 
@@ -96,9 +104,11 @@ export class MasterKeyController {
     // a new key under the same id would not open any data key wrapped by the old one.
     const known = masterKey.status?.keyId;
     if (known && !core.hasKey(known)) {
-      throw new MasterKeyNotReady(
-        'KeyMissingFromStore',
+      // Looked at again when the operator sees the store put back (and on a slow timer).
+      throw NotReady.wait(
+        MasterKeyReason.KeyMissingFromStore,
         `Key ${known} is missing from the key store: restore it from a backup (it is never created again)`,
+        KEY_STORE_WAIT_MS,
       );
     }
     let meta = await kmsCall(this.ctx, 'CreateKey', () =>
@@ -109,25 +119,31 @@ export class MasterKeyController {
       }),
     );
     const keyId = meta.keyId;
-    const wantEnabled = spec.enabled !== false;
-    if (wantEnabled && meta.keyState === 'Disabled') {
+    const change = enabledChange(masterKey, meta);
+    if (change === 'enable') {
       meta = await kmsCall(this.ctx, 'EnableKey', () => core.enableKey(keyId));
-      this.ctx.events.record(masterKey, 'Normal', 'KeyEnabled', `Key ${keyId} enabled`);
-    } else if (!wantEnabled && meta.keyState === 'Enabled') {
+      this.ctx.events.record(
+        masterKey,
+        'Normal',
+        MasterKeyEvent.KeyEnabled,
+        `Key ${keyId} enabled`,
+      );
+    } else if (change === 'disable') {
       meta = await kmsCall(this.ctx, 'DisableKey', () => core.disableKey(keyId));
-      this.ctx.events.record(masterKey, 'Normal', 'KeyDisabled', `Key ${keyId} disabled`);
+      this.ctx.events.record(
+        masterKey,
+        'Normal',
+        MasterKeyEvent.KeyDisabled,
+        `Key ${keyId} disabled`,
+      );
     }
-    const automatic = spec.rotation?.automatic ?? false;
-    const interval = spec.rotation?.interval;
-    const currentSeconds = meta.rotationInterval
-      ? Number(meta.rotationInterval.slice(0, -1))
-      : undefined;
-    if (
-      automatic !== (meta.automaticRotation !== 'Disabled') ||
-      (interval !== undefined && parseRotationInterval(interval, 1) !== currentSeconds)
-    ) {
+    if (rotationPolicyDiffers(masterKey, meta)) {
       meta = await kmsCall(this.ctx, 'UpdateRotationPolicy', () =>
-        core.updateRotationPolicy(keyId, automatic, interval),
+        core.updateRotationPolicy(
+          keyId,
+          spec.rotation?.automatic ?? false,
+          spec.rotation?.interval,
+        ),
       );
     }
     await this.syncAliases(masterKey, keyId);
@@ -141,9 +157,9 @@ export class MasterKeyController {
    */
   private async rotate(masterKey: MasterKeyObject, keyId: string): Promise<boolean> {
     const core = this.ctx.core;
-    const wanted = masterKey.metadata.annotations?.[ANNOTATION_ROTATE];
+    const wanted = rotationRequested(masterKey);
     let rotated = false;
-    if (wanted && wanted !== masterKey.status?.rotateAnnotationSeen) {
+    if (wanted) {
       const versionCount = () =>
         core.listKeyVersions(keyId, { pageNumber: 1, pageSize: 1 }).totalCount;
       const before = versionCount();
@@ -157,7 +173,7 @@ export class MasterKeyController {
         this.ctx.events.record(
           masterKey,
           'Normal',
-          'KeyRotated',
+          MasterKeyEvent.KeyRotated,
           `Rotated on request (${ANNOTATION_ROTATE}=${wanted}): primary version ${version.keyVersionId}`,
         );
       }
@@ -169,46 +185,30 @@ export class MasterKeyController {
       this.ctx.events.record(
         masterKey,
         'Normal',
-        'KeyRotated',
+        MasterKeyEvent.KeyRotated,
         `Rotated on schedule: primary version ${primary}`,
       );
     }
     return rotated;
   }
 
-  private rewrapProgress(name: string, primary: string): { rewrapped: number; total: number } {
-    const mine = this.ctx.dataKeys.list().filter((dk) => dk.spec.masterKeyRef.name === name);
-    const rewrapped = mine.filter((dk) => dk.status?.keyVersionId === primary).length;
-    return { rewrapped, total: mine.length };
-  }
-
-  /** Progress is re-read every second while a re-wrap runs; otherwise at the next rotation date. */
-  private nextCheckMs(meta: KeyMetadata, progress: { rewrapped: number; total: number }): number {
-    if (progress.rewrapped < progress.total) return 1000;
-    const next = meta.nextRotationDate
-      ? Date.parse(meta.nextRotationDate) - Date.now()
-      : MAX_TIMER_MS;
-    return Math.max(500, Math.min(next + 500, MAX_TIMER_MS));
-  }
-
   private async syncAliases(masterKey: MasterKeyObject, keyId: string): Promise<void> {
     const core = this.ctx.core;
-    const wanted = new Set(masterKey.spec.aliases ?? []);
     const current = core.listAliasesByKeyId(keyId, { pageNumber: 1, pageSize: 100 }).aliases;
-    for (const alias of current) {
-      if (!wanted.has(alias.aliasName)) {
-        await kmsCall(this.ctx, 'DeleteAlias', () => core.deleteAlias(alias.aliasName));
-      }
+    const { remove, add } = aliasChanges(
+      masterKey,
+      current.map((a) => a.aliasName),
+    );
+    for (const aliasName of remove) {
+      await kmsCall(this.ctx, 'DeleteAlias', () => core.deleteAlias(aliasName));
     }
-    const have = new Set(current.map((a) => a.aliasName));
-    for (const aliasName of wanted) {
-      if (have.has(aliasName)) continue;
+    for (const aliasName of add) {
       try {
         await kmsCall(this.ctx, 'CreateAlias', () => core.createAlias(aliasName, keyId));
       } catch (err) {
         if (err instanceof KmsError && err.code === 'Forbidden.AliasExists') {
-          throw new MasterKeyNotReady(
-            'AliasConflict',
+          throw NotReady.retry(
+            MasterKeyReason.AliasConflict,
             `alias ${aliasName} already names another key`,
           );
         }
@@ -217,25 +217,21 @@ export class MasterKeyController {
     }
   }
 
-  private async finalize(masterKey: MasterKeyObject): Promise<ReconcileResult | void> {
+  private async finalize(masterKey: MasterKeyObject): Promise<ReconcileOutcome> {
     const name = masterKey.metadata.name;
-    const users = this.ctx.dataKeys
-      .list()
-      .filter((dk) => dk.spec.masterKeyRef.name === name)
-      .map((dk) => `${dk.metadata.namespace}/${dk.metadata.name}`)
-      .sort();
+    const users = deletionBlockers(name, this.ctx.dataKeys.list());
     if (users.length > 0) {
       const shown =
         users.slice(0, 10).join(', ') +
         (users.length > 10 ? `, and ${users.length - 10} more` : '');
       await this.writeStatus(masterKey, undefined, {
-        type: 'Ready',
+        type: ConditionType.Ready,
         status: 'False',
-        reason: 'DeletionBlocked',
+        reason: MasterKeyReason.DeletionBlocked,
         message: `deletion waits until no DataKey references this MasterKey: ${shown}`,
         observedGeneration: masterKey.metadata.generation,
       });
-      return; // DataKey deletions enqueue this MasterKey again
+      return ready(); // DataKey deletions enqueue this MasterKey again
     }
     const keyId = masterKey.status?.keyId;
     if (keyId) {
@@ -255,7 +251,7 @@ export class MasterKeyController {
           this.ctx.events.record(
             masterKey,
             'Normal',
-            'KeyDeletionScheduled',
+            MasterKeyEvent.KeyDeletionScheduled,
             `Key ${keyId} is scheduled for deletion in ${DELETION_WINDOW_DAYS} days`,
           );
         }
@@ -263,19 +259,20 @@ export class MasterKeyController {
         if (!(err instanceof KmsError && err.code === 'Forbidden.KeyNotFound')) throw err;
       }
     }
-    await this.ctx.client.mergePatch(`${masterKeysPath()}/${name}`, {
+    await this.ctx.client.mergePatch(masterKeysPath(name), {
       metadata: {
         resourceVersion: masterKey.metadata.resourceVersion,
         finalizers: (masterKey.metadata.finalizers ?? []).filter((f) => f !== MASTERKEY_FINALIZER),
       },
     });
+    return ready();
   }
 
   private async writeStatus(
     masterKey: MasterKeyObject,
     meta: KeyMetadata | undefined,
-    ready: Omit<Condition, 'lastTransitionTime'>,
-    progress?: { rewrapped: number; total: number },
+    readyCondition: Omit<Condition, 'lastTransitionTime'>,
+    progress?: RewrapProgress,
   ): Promise<void> {
     const current = masterKey.status ?? {};
     const next: MasterKeyStatus = { ...current, observedGeneration: masterKey.metadata.generation };
@@ -285,9 +282,9 @@ export class MasterKeyController {
       next.rotation = progress;
       const rotating = progress.rewrapped < progress.total;
       next.conditions = setCondition(current.conditions, {
-        type: 'Rotating',
+        type: ConditionType.Rotating,
         status: rotating ? 'True' : 'False',
-        reason: rotating ? 'Rewrapping' : 'Idle',
+        reason: rotating ? MasterKeyReason.Rewrapping : MasterKeyReason.Idle,
         message: `${progress.rewrapped} of ${progress.total} DataKeys are on the primary version`,
         observedGeneration: masterKey.metadata.generation,
       });
@@ -303,15 +300,20 @@ export class MasterKeyController {
       next.lastRotationDate = meta.lastRotationDate;
       next.nextRotationDate = meta.nextRotationDate;
     }
-    next.conditions = setCondition(next.conditions ?? current.conditions, ready);
-    const strip = (s: MasterKeyStatus) => ({
-      ...s,
-      conditions: s.conditions?.map(({ lastTransitionTime: _t, ...rest }) => rest),
-    });
-    if (isDeepStrictEqual(strip(next), strip(current))) return;
-    await this.ctx.client.mergePatch(
-      `${masterKeysPath()}/${masterKey.metadata.name}/status`,
-      statusPatch(masterKey, next),
-    );
+    next.conditions = setCondition(next.conditions ?? current.conditions, readyCondition);
+    await writeStatus(this.ctx.client, masterKeysPath(masterKey.metadata.name), masterKey, next);
   }
+}
+
+/** What wakes the MasterKey controller: its MasterKeys, and a deleted DataKey (it may unblock a deletion). */
+export function masterKeyWatches(
+  ctx: ControllerContext,
+): [Watch<MasterKeyObject>, Watch<DataKeyObject>] {
+  return [
+    { informer: ctx.masterKeys, keysFor: (_event, mk) => [mk.metadata.name] },
+    {
+      informer: ctx.dataKeys,
+      keysFor: (event, dk) => (event === 'delete' ? [dk.spec.masterKeyRef.name] : []),
+    },
+  ];
 }

@@ -3,7 +3,7 @@ import * as https from 'node:https';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { sleep } from '../common/wait';
-import { parseRotationInterval } from '../kms/validate';
+import { parseDuration } from '../common/duration';
 import { DELIVER_PATH, REPORT_PATH } from './endpoints';
 import { requestedKeys } from './pod-patch';
 
@@ -49,10 +49,11 @@ function options(args: string[], env: NodeJS.ProcessEnv): AgentOptions {
   if (!env.DATAKEY_AGENT_CA) {
     throw new AgentError('DATAKEY_AGENT_CA (the PEM CA of the delivery endpoint) is not set');
   }
-  let timeoutSeconds: number;
-  try {
-    timeoutSeconds = parseRotationInterval(values.timeout ?? '2m', 1);
-  } catch {
+  const timeoutSeconds = parseDuration(values.timeout ?? '2m', {
+    minSeconds: 1,
+    maxSeconds: 365 * 86400,
+  });
+  if (timeoutSeconds === undefined) {
     throw new AgentError('--timeout must be an integer followed by d, h, m or s');
   }
   return {

@@ -1,13 +1,8 @@
+import { ConditionType, PodEvent } from '../api/conditions';
 import { GROUP } from '../api/types';
-import { findCondition } from '../controllers/conditions';
-import type { ControllerContext } from '../controllers/context';
-import { kmsCall } from '../controllers/context';
-import {
-  decryptOperation,
-  openWrapped,
-  secretNameOf,
-  wrappedFromSecret,
-} from '../controllers/datakey-secret';
+import { findCondition } from '../runtime/conditions';
+import type { InjectionContext } from './context';
+import { openWrapped, secretNameOf, wrappedFromSecret } from '../datakey';
 import { KmsError } from '../kms';
 import { isNotFound, type KubeObject } from '../runtime/kube-client';
 import { AGENT_AUDIENCE, ANNOTATION_INJECT, requestedKeys } from './pod-patch';
@@ -89,7 +84,7 @@ export function parseClaim(body: unknown): AgentClaim {
 }
 
 async function review(
-  ctx: ControllerContext,
+  ctx: InjectionContext,
   token: string,
   audiences?: string[],
 ): Promise<{ authenticated?: boolean; user?: ReviewedUser; audiences?: string[] }> {
@@ -115,7 +110,7 @@ function podIdentity(user: ReviewedUser | undefined): Omit<PodIdentity, 'user'> 
   return { namespace, serviceAccount, podName, podUid };
 }
 
-async function livePod(ctx: ControllerContext, id: Omit<PodIdentity, 'user'>) {
+async function livePod(ctx: InjectionContext, id: Omit<PodIdentity, 'user'>) {
   try {
     const pod = await ctx.client.get<PodObject>(
       `/api/v1/namespaces/${id.namespace}/pods/${id.podName}`,
@@ -145,7 +140,7 @@ function claimedAudiences(token: string): string[] {
 }
 
 /** The token's pod, alive, with the same UID; a wrong audience is named on that pod's events. */
-async function authenticate(ctx: ControllerContext, token: string) {
+async function authenticate(ctx: InjectionContext, token: string) {
   const status = await review(ctx, token, [AGENT_AUDIENCE]);
   const id = podIdentity(status.user);
   if (!status.authenticated || !status.audiences?.includes(AGENT_AUDIENCE)) {
@@ -207,7 +202,7 @@ function checkClaim(claim: AgentClaim, id: PodIdentity, pod: PodObject): void {
   }
 }
 
-async function authorize(ctx: ControllerContext, id: PodIdentity, name: string): Promise<boolean> {
+async function authorize(ctx: InjectionContext, id: PodIdentity, name: string): Promise<boolean> {
   const answer = await ctx.client.create<KubeObject & { status?: { allowed?: boolean } }>(
     '/apis/authorization.k8s.io/v1/subjectaccessreviews',
     {
@@ -233,7 +228,7 @@ async function authorize(ctx: ControllerContext, id: PodIdentity, name: string):
 }
 
 /** The data key's plaintext, from the cached DataKey and its Secret. */
-function plaintextOf(ctx: ControllerContext, namespace: string, name: string, pod: PodObject) {
+function plaintextOf(ctx: InjectionContext, namespace: string, name: string, pod: PodObject) {
   const dataKey = ctx.dataKeys.get(`${namespace}/${name}`);
   if (!dataKey) {
     throw new Denied(
@@ -243,7 +238,7 @@ function plaintextOf(ctx: ControllerContext, namespace: string, name: string, po
       pod,
     );
   }
-  const ready = findCondition(dataKey.status?.conditions, 'Ready');
+  const ready = findCondition(dataKey.status?.conditions, ConditionType.Ready);
   if (ready?.status !== 'True') {
     throw new Denied(
       409,
@@ -262,10 +257,8 @@ function plaintextOf(ctx: ControllerContext, namespace: string, name: string, po
       pod,
     );
   }
-  const open = () =>
-    kmsCall(ctx, decryptOperation(wrapped.flow), () => openWrapped(ctx.core, dataKey, wrapped));
   try {
-    return open();
+    return openWrapped(ctx.core, dataKey, wrapped, ctx.metrics.kmsCalls);
   } catch (err) {
     if (!(err instanceof KmsError) || err.code === 'InvalidParameter') throw err;
     return undefined; // e.g. a key version this replica has not loaded yet: reload and retry
@@ -273,7 +266,7 @@ function plaintextOf(ctx: ControllerContext, namespace: string, name: string, po
 }
 
 async function decryptAll(
-  ctx: ControllerContext,
+  ctx: InjectionContext,
   id: PodIdentity,
   claim: AgentClaim,
   pod: PodObject,
@@ -306,7 +299,7 @@ async function decryptAll(
 
 /** Decides one agent request. Failures are recorded as Events on the pod once it is known. */
 export async function deliver(
-  ctx: ControllerContext,
+  ctx: InjectionContext,
   token: string,
   body: unknown,
 ): Promise<DeliveryAnswer> {
@@ -329,14 +322,15 @@ export async function deliver(
     ctx.events.record(
       pod,
       'Normal',
-      'DataKeyDelivered',
+      PodEvent.DataKeyDelivered,
       `Delivered DataKeys ${claim.keys.join(', ')}`,
     );
     return { status: 200, result: 'delivered', message: 'ok', keys };
   } catch (err) {
     if (!(err instanceof Denied)) throw err;
     if (err.pod) {
-      const reason = err.result === 'not_ready' ? 'DataKeyNotReady' : 'DataKeyDeliveryDenied';
+      const reason =
+        err.result === 'not_ready' ? PodEvent.DataKeyNotReady : PodEvent.DataKeyDeliveryDenied;
       ctx.events.record(err.pod, 'Warning', reason, err.message);
     }
     return { status: err.status, result: err.result, message: err.message };
@@ -345,7 +339,7 @@ export async function deliver(
 
 /** The agent reports a failure of its own (e.g. no tmpfs): recorded on its pod after the same authentication. */
 export async function reportAgentFailure(
-  ctx: ControllerContext,
+  ctx: InjectionContext,
   token: string,
   body: unknown,
 ): Promise<DeliveryAnswer> {
@@ -359,7 +353,7 @@ export async function reportAgentFailure(
   }
   try {
     const { pod } = await authenticate(ctx, token);
-    ctx.events.record(pod, 'Warning', 'DataKeyAgentFailed', message);
+    ctx.events.record(pod, 'Warning', PodEvent.DataKeyAgentFailed, message);
     return { status: 200, result: 'error', message: 'recorded' };
   } catch (err) {
     if (!(err instanceof Denied)) throw err;

@@ -1,5 +1,5 @@
 import { sleep } from '../common/wait';
-import type { ControllerContext } from '../controllers/context';
+import type { InjectionContext } from './context';
 import { ensureRegistration, removeUrlRegistration, type WebhookClient } from './registration';
 import { DeliveryLimits, type DeliveryRates } from './delivery-limits';
 import { serveInjection, type InjectionServer } from './server';
@@ -39,7 +39,7 @@ export interface RunningInjection {
  * replica is served by all of them within one refresh.
  */
 export async function startInjection(
-  ctx: ControllerContext,
+  ctx: InjectionContext,
   namespace: string,
   options: InjectionOptions,
 ): Promise<RunningInjection> {

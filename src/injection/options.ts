@@ -1,5 +1,5 @@
 import * as os from 'node:os';
-import { parseRotationInterval } from '../kms/validate';
+import { parseDuration } from '../common/duration';
 import { DEFAULT_GLOBAL_RATE, DEFAULT_PER_POD_RATE } from './delivery-limits';
 import type { InjectionOptions } from './injection';
 import { serviceClient, urlClient } from './registration';
@@ -94,10 +94,8 @@ export function injectionOptions(
       (service ? `https://${serviceHosts[2]}` : `https://${machineAddress()}:${listen.port}`),
   );
   const validity = flags['webhook-cert-validity'] ?? '365d';
-  let servingSeconds: number;
-  try {
-    servingSeconds = parseRotationInterval(validity, 10);
-  } catch {
+  const servingSeconds = parseDuration(validity, { minSeconds: 10, maxSeconds: 365 * 86400 });
+  if (servingSeconds === undefined) {
     throw new FlagError(
       '--webhook-cert-validity must be an integer followed by d, h, m or s, from 10s to 365d',
     );

@@ -1,5 +1,5 @@
 import type { Logger } from '../common/logger';
-import { FIELD_MANAGER } from '../controllers/context';
+import { FIELD_MANAGER } from '../api/types';
 import { isNotFound, type KubeClient, type KubeObject } from '../runtime/kube-client';
 import { ANNOTATION_INJECT } from './pod-patch';
 import { WEBHOOK_PATH } from './endpoints';

@@ -1,7 +1,7 @@
 import * as https from 'node:https';
 import type * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { ControllerContext } from '../controllers/context';
+import type { InjectionContext } from './context';
 import { BodyError, closeGracefully, readBody } from '../common/http';
 import { deliver, reportAgentFailure, type DeliveryAnswer } from './delivery';
 import type { DeliveryLimits } from './delivery-limits';
@@ -50,7 +50,7 @@ function isJson(req: http.IncomingMessage): boolean {
 async function answerReview(
   req: http.IncomingMessage,
   res: http.ServerResponse,
-  ctx: ControllerContext,
+  ctx: InjectionContext,
   config: () => InjectionConfig,
 ): Promise<void> {
   const end = ctx.metrics.admissionSeconds.startTimer();
@@ -83,7 +83,7 @@ async function answerReview(
 async function answerAgent(
   req: http.IncomingMessage,
   res: http.ServerResponse,
-  ctx: ControllerContext,
+  ctx: InjectionContext,
   limits: DeliveryLimits,
   handler: typeof deliver,
 ): Promise<void> {
@@ -134,7 +134,7 @@ async function answerAgent(
   }
 }
 
-function route(ctx: ControllerContext, config: () => InjectionConfig, limits: DeliveryLimits) {
+function route(ctx: InjectionContext, config: () => InjectionConfig, limits: DeliveryLimits) {
   return (req: http.IncomingMessage, res: http.ServerResponse): void => {
     const path = (req.url ?? '/').split('?')[0];
     const handled =
@@ -162,7 +162,7 @@ function route(ctx: ControllerContext, config: () => InjectionConfig, limits: De
 }
 
 export function serveInjection(
-  ctx: ControllerContext,
+  ctx: InjectionContext,
   listen: { host: string; port: number },
   material: ServingMaterial,
   config: () => InjectionConfig,

@@ -1,8 +1,9 @@
 import * as crypto from 'node:crypto';
 import * as net from 'node:net';
 import type { Logger } from '../common/logger';
+import { secretsPath } from '../api/paths';
 import { isConflict, isNotFound, type KubeClient, type KubeObject } from '../runtime/kube-client';
-import { issueCertificate, newKeyPair } from './x509';
+import { issueCertificate, newKeyPair } from '../common/x509';
 
 /**
  * The CA and serving certificate of the webhook and delivery endpoint. They
@@ -157,7 +158,7 @@ export async function reconcileServingSecret(
   policy: CertPolicy,
   logger: Logger,
 ): Promise<ServingMaterial> {
-  const path = `/api/v1/namespaces/${namespace}/secrets`;
+  const path = secretsPath(namespace);
   for (;;) {
     let secret: TlsSecret | undefined;
     try {

@@ -1,7 +1,9 @@
+import { blobLength } from '../kms/blob';
 import type { KmsCore, KeyMetadata, KeyVersionInfo, Sealed, SealedAdvance } from '../kms/core';
 import type { StoredAlias } from '../kms/model';
-import { MAX_AAD_BYTES, MAX_DATA_KEY_BYTES, MAX_PLAINTEXT_BYTES, type Page } from '../kms/validate';
-import type { Params } from './params';
+import { MAX_AAD_BYTES, MAX_DATA_KEY_BYTES, MAX_PLAINTEXT_BYTES } from '../kms/validate';
+import { INSTANCE_ACTION_HANDLERS, listKmsInstances } from './instance-actions';
+import { page, pageFields, type Params } from './params';
 
 /** What an action sees besides its parameters. */
 export interface ActionContext {
@@ -19,23 +21,12 @@ export interface ActionResult {
 type Action = (params: Params, ctx: ActionContext) => ActionResult | Promise<ActionResult>;
 
 /** Largest blob: header, IV and tag around the largest plaintext (6 KB). */
-const MAX_BLOB_BYTES = 37 + 12 + MAX_PLAINTEXT_BYTES + 16;
+const MAX_BLOB_BYTES = blobLength(MAX_PLAINTEXT_BYTES);
 
 const keyArn = (ctx: ActionContext, keyId: string) =>
   `acs:kms:${ctx.regionId}:${ctx.accountId}:key/${keyId}`;
 const aliasArn = (ctx: ActionContext, aliasName: string) =>
   `acs:kms:${ctx.regionId}:${ctx.accountId}:${aliasName}`;
-
-function page(params: Params): Page {
-  return {
-    pageNumber: params.integer('PageNumber', 1, 1_000_000) ?? 1,
-    pageSize: params.integer('PageSize', 1, 100) ?? 10,
-  };
-}
-
-function pageFields(p: Page, totalCount: number) {
-  return { TotalCount: totalCount, PageNumber: p.pageNumber, PageSize: p.pageSize };
-}
 
 function keyMetadata(ctx: ActionContext, m: KeyMetadata) {
   return {
@@ -55,6 +46,7 @@ function keyMetadata(ctx: ActionContext, m: KeyMetadata) {
     NextRotationDate: m.nextRotationDate,
     AutomaticRotation: m.automaticRotation,
     RotationInterval: m.rotationInterval,
+    DKMSInstanceId: m.dkmsInstanceId,
   };
 }
 
@@ -132,6 +124,7 @@ export const ACTIONS: Record<string, Action> = {
         keyUsage: p.optional('KeyUsage') || undefined,
         enableAutomaticRotation: p.boolean('EnableAutomaticRotation'),
         rotationInterval: p.optional('RotationInterval') || undefined,
+        dkmsInstanceId: p.optional('DKMSInstanceId') || undefined,
       }),
     ),
   DescribeKey: (p, ctx) => metadataResult(ctx, ctx.core.describeKey(p.required('KeyId'))),
@@ -324,4 +317,6 @@ export const ACTIONS: Record<string, Action> = {
       keyId: r.keyId,
     };
   },
+  ...INSTANCE_ACTION_HANDLERS,
+  ListKmsInstances: listKmsInstances,
 };

@@ -6,6 +6,7 @@ import {
   parseEncryptionContext,
   parseInteger,
   type EncryptionContext,
+  type Page,
 } from '../kms/validate';
 
 export const MAX_PARAMETERS = 256;
@@ -100,6 +101,18 @@ export class Params {
 }
 
 /** Parameter names echo back in messages; keep them to printable ASCII. */
-function printable(name: string): string {
+export function printable(name: string): string {
   return name.replace(/[^\x20-\x7e]/g, '?').slice(0, 64);
+}
+
+/** PageNumber / PageSize of a List action, with the service's defaults. */
+export function page(params: Params): Page {
+  return {
+    pageNumber: params.integer('PageNumber', 1, 1_000_000) ?? 1,
+    pageSize: params.integer('PageSize', 1, 100) ?? 10,
+  };
+}
+
+export function pageFields(p: Page, totalCount: number) {
+  return { TotalCount: totalCount, PageNumber: p.pageNumber, PageSize: p.pageSize };
 }

@@ -3,6 +3,11 @@ import { createLogger, type Logger } from '../common/logger';
 import { KmsCore } from '../kms/core';
 import { FileKeyStore, rootKeyFile } from '../kms/file-store';
 import { RootKey, loadOrCreateRootKey } from '../kms/root-key';
+import {
+  startInstanceApi,
+  type InstanceListenOptions,
+  type RunningInstanceApi,
+} from '../kms-instance-api/server';
 import { KmsApi, listen, type Credentials, type RunningServer } from './server';
 
 export interface ServeOptions {
@@ -16,10 +21,14 @@ export interface ServeOptions {
   rootKeyFile?: string;
   logger?: Logger;
   maintenanceIntervalMs?: number;
+  /** Also serve the KMS Instance API (TLS, certificate from the instance CA). */
+  instanceListen?: InstanceListenOptions;
 }
 
 export interface KmsService {
   url: string;
+  /** The Instance API's https URL, with --instance-listen. */
+  instanceUrl?: string;
   core: KmsCore;
   stop(): Promise<void>;
 }
@@ -59,8 +68,12 @@ export async function serveKms(options: ServeOptions): Promise<KmsService> {
     rateLimit: options.rateLimit,
   });
   let running: RunningServer;
+  let instanceApi: RunningInstanceApi | undefined;
   try {
     running = await listen(api, options);
+    if (options.instanceListen) {
+      instanceApi = await startInstanceApi(openedCore, options.instanceListen, logger);
+    }
   } catch (err) {
     await openedCore.close();
     throw err;
@@ -77,9 +90,11 @@ export async function serveKms(options: ServeOptions): Promise<KmsService> {
   logger.info({ url: running.url, dataDir: path.resolve(options.dataDir) }, 'kms api listening');
   return {
     url: running.url,
+    instanceUrl: instanceApi?.url,
     core: openedCore,
     async stop() {
       clearInterval(maintenance);
+      await instanceApi?.close();
       await running.close();
       await openedCore.close();
       logger.info('kms api stopped');

@@ -2,24 +2,20 @@ import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import * as http from 'node:http';
 import * as https from 'node:https';
-import type { AddressInfo } from 'node:net';
-import type { Duplex } from 'node:stream';
-import { BodyError, closeGracefully, readBody } from '../common/http';
+import { BodyError, clientErrorHandler, closeGracefully, listenOn, readBody } from '../common/http';
 import { REDACT_PATHS, type Logger } from '../common/logger';
 import type { KmsCore } from '../kms/core';
-import { KmsError } from '../kms/errors';
+import { KmsError, missingParameter } from '../kms/errors';
+import { ownEntry } from '../kms/validate';
 import { RateLimiter } from '../kms/rate-limit';
 import { ACTIONS, type ActionContext } from './actions';
-import { NonceCache } from './nonce-cache';
+import { Authenticator } from './authenticate';
 import { Params } from './params';
-import { signatureMatches, signatureV1 } from './signature';
 import { toXml } from './xml';
 
 export const API_VERSION = '2016-01-20';
 const HOST_ID = 'kms.datakey.local';
 export const MAX_BODY_BYTES = 64 * 1024;
-export const TIMESTAMP_WINDOW_MS = 15 * 60 * 1000;
-const TIMESTAMP = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(\.\d{1,3})?Z$/;
 
 export interface Credentials {
   accessKeyId: string;
@@ -49,15 +45,14 @@ interface Reply {
 /** The request handler of the Alibaba-compatible RPC API over a KMS core. */
 export class KmsApi {
   private readonly limiter: RateLimiter;
-  private readonly nonces = new NonceCache(TIMESTAMP_WINDOW_MS);
-  private readonly nowMs: () => number;
+  private readonly auth: Authenticator;
   private readonly accountId: string;
   private readonly accessLog: AccessLogger;
 
   constructor(private readonly options: KmsApiOptions) {
     this.limiter = new RateLimiter(options.rateLimit);
     this.accessLog = accessLoggerOf(options.logger);
-    this.nowMs = options.nowMs ?? Date.now;
+    this.auth = new Authenticator(options.credentials, options.nowMs ?? Date.now);
     this.accountId = accountIdOf(options.credentials.accessKeyId);
   }
 
@@ -65,13 +60,13 @@ export class KmsApi {
     const started = performance.now();
     const requestId = randomUUID();
     readBody(req, MAX_BODY_BYTES).then(
-      async (body) =>
-        this.send(res, requestId, started, await this.reply(req, body.toString('utf8'))),
+      async (body) => this.send(res, requestId, started, await this.reply(req, body)),
       (err: BodyError) => this.send(res, requestId, started, errorReply(kmsBodyError(err), false)),
     );
   };
 
-  private async reply(req: http.IncomingMessage, body: string): Promise<Reply> {
+  private async reply(req: http.IncomingMessage, body: Buffer): Promise<Reply> {
+    // Until the caller is authenticated, only an explicit Format=XML changes the error's shape.
     let xml = false;
     let action: string | undefined;
     try {
@@ -79,10 +74,20 @@ export class KmsApi {
         throw new KmsError(405, 'UnsupportedHTTPMethod', 'Only GET and POST are supported.');
       }
       const params = Params.merge([queryOf(req.url ?? '/'), formBodyOf(req, body)]);
+      xml = params.optional('Format')?.toUpperCase() === 'XML';
+      const signed = this.auth.authenticate(
+        { method: req.method, url: req.url ?? '/', headers: req.headers },
+        params,
+        body,
+      );
       xml = formatOf(params) === 'XML';
-      action = params.required('Action');
-      this.authenticate(req.method, params);
-      const handler = Object.hasOwn(ACTIONS, action) ? ACTIONS[action] : undefined;
+      if (!signed.version) throw missingParameter('Version');
+      if (signed.version !== API_VERSION) {
+        throw new KmsError(400, 'InvalidVersion', 'Specified parameter Version is not valid.');
+      }
+      if (!signed.action) throw missingParameter('Action');
+      action = signed.action;
+      const handler = ownEntry(ACTIONS, action);
       if (!handler) {
         throw new KmsError(404, 'InvalidAction.NotFound', 'Specified api is not found.');
       }
@@ -97,59 +102,16 @@ export class KmsApi {
         action,
       };
     } catch (err) {
-      return { ...errorReply(err, xml), action };
+      return { ...this.errorReply(err, xml, action), action };
     }
   }
 
-  private authenticate(method: string, params: Params): void {
-    const version = params.required('Version');
-    if (version !== API_VERSION) {
-      throw new KmsError(400, 'InvalidVersion', 'Specified parameter Version is not valid.');
+  /** A 500 is logged at error level with its cause; its body says nothing about it. */
+  private errorReply(err: unknown, xml: boolean, action?: string): Reply {
+    if (!(err instanceof KmsError)) {
+      this.options.logger.error({ err, action }, 'kms request failed unexpectedly');
     }
-    const accessKeyId = params.required('AccessKeyId');
-    if (accessKeyId !== this.options.credentials.accessKeyId) {
-      throw new KmsError(404, 'InvalidAccessKeyId.NotFound', 'Specified access key is not found.');
-    }
-    if (params.optional('SignatureMethod') !== 'HMAC-SHA1') {
-      throw new KmsError(400, 'IncompleteSignature', 'SignatureMethod must be HMAC-SHA1.');
-    }
-    if (params.optional('SignatureVersion') !== '1.0') {
-      throw new KmsError(400, 'IncompleteSignature', 'SignatureVersion must be 1.0.');
-    }
-    const signature = params.optional('Signature');
-    if (!signature)
-      throw new KmsError(400, 'IncompleteSignature', 'The request signature is missing.');
-    const signedAt = this.checkTimestamp(params.required('Timestamp'));
-    const nonce = params.required('SignatureNonce');
-    const expected = signatureV1(method, params.all, this.options.credentials.accessKeySecret);
-    if (!signatureMatches(expected, signature)) {
-      throw new KmsError(
-        400,
-        'SignatureDoesNotMatch',
-        'Specified signature is not matched with our calculation.',
-      );
-    }
-    // Only signed requests reach the nonce cache, so unsigned noise cannot fill it.
-    if (!this.nonces.add(`${accessKeyId}\u0000${nonce}`, this.nowMs(), signedAt)) {
-      throw new KmsError(400, 'SignatureNonceUsed', 'Specified signature nonce was used already.');
-    }
-  }
-
-  /** Returns the signed time; throws when it is malformed or outside the window. */
-  private checkTimestamp(value: string): number {
-    const match = TIMESTAMP.exec(value);
-    const at = match ? Date.parse(value) : NaN;
-    if (Number.isNaN(at)) {
-      throw new KmsError(400, 'InvalidTimeStamp.Format', 'Specified time stamp is not valid.');
-    }
-    if (Math.abs(this.nowMs() - at) > TIMESTAMP_WINDOW_MS) {
-      throw new KmsError(
-        400,
-        'IllegalTimestamp',
-        'The input parameter Timestamp is not within 15 minutes of the server time.',
-      );
-    }
-    return at;
+    return errorReply(err, xml);
   }
 
   private contextOf(params: Params): ActionContext {
@@ -226,8 +188,9 @@ function errorReply(err: unknown, xml: boolean): Reply {
   };
 }
 
+/** `Format` is case-insensitive; absent or empty means JSON, the default. */
 function formatOf(params: Params): 'JSON' | 'XML' {
-  const format = (params.optional('Format') ?? 'JSON').toUpperCase();
+  const format = (params.optional('Format') || 'JSON').toUpperCase();
   if (format !== 'JSON' && format !== 'XML') {
     throw new KmsError(400, 'InvalidParameter', 'The specified parameter Format is not valid.');
   }
@@ -239,8 +202,8 @@ function queryOf(url: string): string {
   return at < 0 ? '' : url.slice(at + 1);
 }
 
-function formBodyOf(req: http.IncomingMessage, body: string): string {
-  if (body === '') return '';
+function formBodyOf(req: http.IncomingMessage, body: Buffer): string {
+  if (body.length === 0) return '';
   const type = (req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
   if (type !== 'application/x-www-form-urlencoded') {
     throw new KmsError(
@@ -249,7 +212,7 @@ function formBodyOf(req: http.IncomingMessage, body: string): string {
       'A request body must be application/x-www-form-urlencoded.',
     );
   }
-  return body;
+  return body.toString('utf8');
 }
 
 /** A stable, numeric account id derived from the access key id, echoed in ARNs. */
@@ -273,7 +236,7 @@ export interface RunningServer {
 }
 
 /** Serves `api` over HTTP, or HTTPS when a certificate and key are given. */
-export function listen(api: KmsApi, options: ListenOptions): Promise<RunningServer> {
+export async function listen(api: KmsApi, options: ListenOptions): Promise<RunningServer> {
   const serverOptions = {
     maxHeaderSize: 64 * 1024,
     keepAliveTimeout: 30_000,
@@ -292,53 +255,18 @@ export function listen(api: KmsApi, options: ListenOptions): Promise<RunningServ
       : http.createServer(serverOptions, api.handle);
   server.on('clientError', answerClientError);
   const scheme = server instanceof https.Server ? 'https' : 'http';
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(options.port, options.host, () => {
-      server.off('error', reject);
-      const { address, port } = server.address() as AddressInfo;
-      const host = address.includes(':') ? `[${address}]` : address;
-      resolve({
-        server,
-        url: `${scheme}://${host}:${port}`,
-        close: (t) => closeGracefully(server, t),
-      });
-    });
-  });
+  const { url } = await listenOn(server, options.host, options.port, scheme);
+  return { server, url, close: (t) => closeGracefully(server, t) };
 }
 
-/**
- * Requests that Node's HTTP parser refuses before they reach the handler (headers
- * or URL over the size limit, bytes not allowed in the request line, unknown
- * methods, timeouts) still get an Alibaba error body, not Node's bare default.
- */
-function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
-  if (err.code === 'ECONNRESET' || !socket.writable) {
-    socket.destroy();
-    return;
-  }
-  const [status, code, message] =
-    err.code === 'HPE_HEADER_OVERFLOW'
-      ? [431, 'RequestHeaderFieldsTooLarge', 'The request line or headers exceed 64 KiB.']
-      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
-        ? [408, 'RequestTimeout', 'The request was not received in time.']
-        : [400, 'InvalidRequest', 'The request is not a well-formed HTTP request.'];
-  const requestId = randomUUID();
-  const body = JSON.stringify({
-    RequestId: requestId,
-    HostId: HOST_ID,
-    Code: code,
-    Message: message,
-  });
-  socket.end(
-    `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\n` +
-      'content-type: application/json;charset=utf-8\r\n' +
-      `content-length: ${Buffer.byteLength(body)}\r\n` +
-      `x-acs-request-id: ${requestId}\r\n` +
-      'connection: close\r\n\r\n' +
-      body,
-  );
-}
+/** Parser-refused requests get an Alibaba error body too. */
+const answerClientError = clientErrorHandler((_status, code, message, requestId) => ({
+  contentType: 'application/json;charset=utf-8',
+  body: Buffer.from(
+    JSON.stringify({ RequestId: requestId, HostId: HOST_ID, Code: code, Message: message }),
+  ),
+  headers: { 'x-acs-request-id': requestId },
+}));
 
 function kmsBodyError(err: BodyError): KmsError {
   return err.status === 413

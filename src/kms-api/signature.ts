@@ -17,13 +17,21 @@ export function canonicalQuery(params: ReadonlyMap<string, string>): string {
     .join('&');
 }
 
+/** `METHOD&%2F&percentEncode(canonicalQuery)`: what real KMS echoes after "server string to sign is:". */
+export function stringToSignV1(method: string, params: ReadonlyMap<string, string>): string {
+  return `${method}&${percentEncode('/')}&${percentEncode(canonicalQuery(params))}`;
+}
+
+export function signStringV1(stringToSign: string, secret: string): string {
+  return createHmac('sha1', `${secret}&`).update(stringToSign, 'utf8').digest('base64');
+}
+
 export function signatureV1(
   method: string,
   params: ReadonlyMap<string, string>,
   secret: string,
 ): string {
-  const stringToSign = `${method}&${percentEncode('/')}&${percentEncode(canonicalQuery(params))}`;
-  return createHmac('sha1', `${secret}&`).update(stringToSign, 'utf8').digest('base64');
+  return signStringV1(stringToSignV1(method, params), secret);
 }
 
 /** Constant-time comparison of the expected signature and the one the client sent. */

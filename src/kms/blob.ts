@@ -15,6 +15,9 @@ import { UUID } from './validate';
 export const VERSION_ID_CHARS = 36;
 export const HEADER_BYTES = VERSION_ID_CHARS + 1;
 
+/** Bytes of the blob that seals `plaintextBytes`: header, IV, ciphertext and tag. */
+export const blobLength = (plaintextBytes: number) => HEADER_BYTES + sealedLength(plaintextBytes);
+
 export enum BlobFormat {
   /** Standard flow: GenerateDataKey, Encrypt, ReEncrypt; AAD = canonical EncryptionContext. */
   Standard = 0x01,
@@ -36,7 +39,7 @@ export function sealBlob(
   plaintext: Buffer,
   aad: Buffer,
 ): { blob: Buffer; iv: Buffer } {
-  const blob = Buffer.allocUnsafe(HEADER_BYTES + sealedLength(plaintext.length));
+  const blob = Buffer.allocUnsafe(blobLength(plaintext.length));
   blob.write(keyVersionId, 0, VERSION_ID_CHARS, 'latin1');
   blob[VERSION_ID_CHARS] = format;
   const header = blob.subarray(0, HEADER_BYTES);

@@ -1,4 +1,4 @@
-import { generateKeyPairSync, randomUUID, type KeyObject } from 'node:crypto';
+import { generateKeyPair, randomBytes, randomUUID, type KeyObject } from 'node:crypto';
 import { BlobFormat, ivOf, openBlob, parseBlob, sealBlob, type ParsedBlob } from './blob';
 import { systemClock, formatKmsTime, type Clock } from './clock';
 import { randomKeyBytes, toSecretKey, zero } from './crypto';
@@ -16,6 +16,7 @@ import {
   onlySymmetric,
 } from './errors';
 import {
+  DATA_KEY_SPEC_BYTES,
   SYMMETRIC_KEY_SPECS,
   ASYMMETRIC_KEY_SPECS,
   isSymmetricSpec,
@@ -25,6 +26,7 @@ import {
   type StoredKey,
   type StoredKeyVersion,
 } from './model';
+import { KmsInstance, newInstance, newInstanceKeyId, type StoredInstance } from './instance';
 import type { RootKey } from './root-key';
 import type { KeyStore } from './store';
 import {
@@ -37,6 +39,7 @@ import {
   checkAliasName,
   checkDescription,
   checkRange,
+  ownEntry,
   paginate,
   parseRotationInterval,
   UUID,
@@ -50,6 +53,17 @@ export interface KmsCoreOptions {
   clock?: Clock;
   /** Shortest accepted RotationInterval; 7 days unless a test lowers it on purpose. */
   minRotationIntervalSeconds?: number;
+  /**
+   * How long one day of a deletion window (PendingWindowInDays) lasts, in
+   * seconds; a day unless a test shortens it on purpose (the 7-day minimum stays).
+   */
+  deletionDaySeconds?: number;
+  /**
+   * Operator mode: every key belongs to the core's one built-in KMS instance, so
+   * the Instance API serves them all; otherwise only keys created with
+   * DKMSInstanceId do, as in the real service.
+   */
+  allKeysInInstance?: boolean;
 }
 
 export interface KeyMetadata {
@@ -67,6 +81,7 @@ export interface KeyMetadata {
   nextRotationDate?: string;
   automaticRotation: 'Enabled' | 'Disabled' | 'Suspended';
   rotationInterval?: string;
+  dkmsInstanceId?: string;
 }
 
 export interface KeyVersionInfo {
@@ -103,13 +118,20 @@ export interface CreateKeyInput {
   keyUsage?: string;
   enableAutomaticRotation?: boolean;
   rotationInterval?: string;
+  /** Creates the key in the KMS instance (`kst-...`): its id is then `key-...`. */
+  dkmsInstanceId?: string;
 }
 
-export interface DataKeyInput {
+/** What a Standard-flow ciphertext is bound to: an EncryptionContext (OpenAPI) or raw Aad (Instance API). */
+export interface Binding {
+  encryptionContext?: EncryptionContext;
+  aad?: Buffer;
+}
+
+export interface DataKeyInput extends Binding {
   keyId: string;
   keySpec?: string;
   numberOfBytes?: number;
-  encryptionContext?: EncryptionContext;
   dryRun?: boolean;
 }
 
@@ -129,7 +151,6 @@ interface LiveVersion {
 
 const EMPTY = Buffer.alloc(0);
 const SECONDS_PER_WEEK = 7 * DAY_SECONDS;
-const DATA_KEY_SPEC_BYTES: Record<string, number> = { AES_256: 32, AES_128: 16 };
 
 /**
  * The embedded KMS: master keys with versions and aliases, and the data-key and
@@ -141,9 +162,12 @@ export class KmsCore {
   private readonly rootKey: RootKey;
   private readonly clock: Clock;
   private readonly minRotationSeconds: number;
+  private readonly deletionDaySeconds: number;
   private readonly keys = new Map<string, StoredKey>();
   private readonly aliases = new Map<string, StoredAlias>();
   private readonly versions = new Map<string, LiveVersion>();
+  private readonly allKeysInInstance: boolean;
+  private kmsInstance?: KmsInstance;
   private mutationTail: Promise<unknown> = Promise.resolve();
 
   private constructor(options: KmsCoreOptions) {
@@ -151,6 +175,8 @@ export class KmsCore {
     this.rootKey = options.rootKey;
     this.clock = options.clock ?? systemClock;
     this.minRotationSeconds = options.minRotationIntervalSeconds ?? SECONDS_PER_WEEK;
+    this.deletionDaySeconds = options.deletionDaySeconds ?? DAY_SECONDS;
+    this.allKeysInInstance = options.allKeysInInstance ?? false;
   }
 
   static async open(options: KmsCoreOptions): Promise<KmsCore> {
@@ -165,7 +191,7 @@ export class KmsCore {
   }
 
   private async loadFromStore(): Promise<void> {
-    const { keys, aliases } = await this.store.load();
+    const { keys, aliases, instance } = await this.store.load();
     const nextVersions = new Map<string, LiveVersion>();
     for (const key of keys) {
       for (const version of key.versions) {
@@ -178,6 +204,95 @@ export class KmsCore {
     for (const key of keys) this.keys.set(key.keyId, key);
     for (const alias of aliases) this.aliases.set(alias.aliasName, alias);
     for (const [id, live] of nextVersions) this.versions.set(id, live);
+    if (instance) this.adoptInstance(instance);
+  }
+
+  // ---- the KMS instance -----------------------------------------------------
+
+  /** The core's KMS instance, once `ensureInstance` has run (or the store held one). */
+  get instance(): KmsInstance | undefined {
+    return this.kmsInstance;
+  }
+
+  /**
+   * Creates the one KMS instance (id, CA) on first start and persists it; a
+   * second writer that lost the race (another replica) adopts the winner's.
+   */
+  ensureInstance(): Promise<KmsInstance> {
+    return this.mutate(async () => {
+      if (this.kmsInstance) return this.kmsInstance;
+      const fresh = newInstance(this.rootKey, this.clock.now());
+      try {
+        await this.store.putInstance(fresh, true);
+        return this.adoptInstance(fresh);
+      } catch (err) {
+        // Reload everything, not just the instance: the store's view must match the cache.
+        await this.loadFromStore();
+        if (!this.kmsInstance) throw err;
+        return this.kmsInstance;
+      }
+    });
+  }
+
+  private adoptInstance(doc: StoredInstance): KmsInstance {
+    if (this.kmsInstance?.id === doc.instanceId) this.kmsInstance.replace(doc);
+    else {
+      this.kmsInstance = new KmsInstance(doc, this.rootKey, this.clock, (change) =>
+        this.mutate(() => this.changeInstance(change)),
+      );
+    }
+    return this.kmsInstance;
+  }
+
+  /**
+   * Writes one change of the instance record. When the write fails because
+   * another replica changed the record first, reloads and applies the change
+   * once more to the fresh record (the changes are pure functions of it).
+   */
+  private async changeInstance<T>(change: (draft: StoredInstance) => T): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      const current = this.kmsInstance as KmsInstance;
+      const draft = structuredClone(current.record);
+      const result = change(draft);
+      try {
+        await this.store.putInstance(draft, false);
+        current.replace(draft);
+        return result;
+      } catch (err) {
+        if (attempt > 0) throw err;
+        await this.loadFromStore();
+      }
+    }
+  }
+
+  /** The key behind a KeyId of an Instance API call: only keys of the instance are served. */
+  instanceKey(keyIdOrAlias: string, parameter = 'KeyId'): StoredKey {
+    const key = this.resolveKey(keyIdOrAlias, parameter);
+    if (!this.inInstance(key)) throw keyNotFound(keyIdOrAlias);
+    return key;
+  }
+
+  /** The instance key whose version sealed `blob`; the blob itself is not opened. */
+  instanceKeyOfBlob(blob: Buffer, parameter = 'CiphertextBlob'): StoredKey {
+    const { live } = this.locateBlob(blob, parameter);
+    const key = this.keys.get(live.keyId) as StoredKey;
+    if (!this.inInstance(key)) throw invalidCiphertext(parameter);
+    return key;
+  }
+
+  /** How many keys the Instance API serves (GetKmsInstance's KeyNum). */
+  instanceKeyCount(): number {
+    return [...this.keys.values()].filter((key) => this.inInstance(key)).length;
+  }
+
+  private inInstance(key: StoredKey): boolean {
+    const id = this.kmsInstance?.id;
+    return id !== undefined && (this.allKeysInInstance || key.dkmsInstanceId === id);
+  }
+
+  generateRandom(length: number): Buffer {
+    checkRange('Length', length, 1, MAX_DATA_KEY_BYTES);
+    return randomBytes(length);
   }
 
   close(): Promise<void> {
@@ -186,7 +301,7 @@ export class KmsCore {
 
   // ---- keys ---------------------------------------------------------------
 
-  createKey(input: CreateKeyInput): Promise<KeyMetadata> {
+  async createKey(input: CreateKeyInput): Promise<KeyMetadata> {
     const keySpec = checkKeySpec(input.keySpec ?? 'Aliyun_AES_256');
     const keyUsage = checkKeyUsage(input.keyUsage ?? 'ENCRYPT/DECRYPT', keySpec);
     const description = checkDescription(input.description ?? '');
@@ -201,26 +316,37 @@ export class KmsCore {
           ? 365 * DAY_SECONDS
           : undefined;
     if (input.keyId !== undefined && !UUID.test(input.keyId)) throw invalidParameter('KeyId');
-    return this.mutate(async () => {
-      const existing = input.keyId === undefined ? undefined : this.keys.get(input.keyId);
-      if (existing) return this.metadataOf(existing);
-      const now = this.nowIso();
-      const key: StoredKey = {
-        keyId: input.keyId ?? randomUUID(),
-        description,
-        keySpec,
-        keyUsage,
-        keyState: 'Enabled',
-        creationDate: now,
-        automaticRotation: automatic,
-        rotationIntervalSeconds: interval,
-        lastRotationDate: now,
-        versions: [],
-      };
-      key.versions.push(this.newVersion(key, now));
-      await this.saveKey(key);
-      return this.metadataOf(key);
-    });
+    const instanceId = input.dkmsInstanceId || undefined;
+    if (instanceId !== undefined && instanceId !== this.kmsInstance?.id) {
+      throw invalidParameter('DKMSInstanceId', 'No KMS instance has this id.');
+    }
+    // RSA generation takes up to a second of CPU: it runs on the thread pool, outside the lock.
+    const material = await generateMaterial(keySpec);
+    try {
+      return await this.mutate(async () => {
+        const existing = input.keyId === undefined ? undefined : this.keys.get(input.keyId);
+        if (existing) return this.metadataOf(existing);
+        const now = this.nowIso();
+        const key: StoredKey = {
+          keyId: input.keyId ?? (instanceId ? newInstanceKeyId() : randomUUID()),
+          dkmsInstanceId: instanceId,
+          description,
+          keySpec,
+          keyUsage,
+          keyState: 'Enabled',
+          creationDate: now,
+          automaticRotation: automatic,
+          rotationIntervalSeconds: interval,
+          lastRotationDate: now,
+          versions: [],
+        };
+        key.versions.push(this.newVersion(key, now, material));
+        await this.saveKey(key);
+        return this.metadataOf(key);
+      });
+    } finally {
+      zero(material);
+    }
   }
 
   /** Whether a key with this id (not an alias) is in the core. */
@@ -262,7 +388,7 @@ export class KmsCore {
       if (key.keyState === 'PendingDeletion') throw keyPendingDeletion(key.keyId);
       key.keyState = 'PendingDeletion';
       key.deleteDate = formatKmsTime(
-        new Date(this.clock.now().getTime() + pendingWindowInDays * DAY_SECONDS * 1000),
+        new Date(this.clock.now().getTime() + pendingWindowInDays * this.deletionDaySeconds * 1000),
       );
     });
   }
@@ -350,8 +476,11 @@ export class KmsCore {
   /**
    * Rotates keys whose next rotation date has passed and deletes keys whose
    * deletion window has ended. Called on a timer by servers, directly by tests.
+   * `rotates` leaves out keys another owner rotates itself (the operator's MasterKeys).
    */
-  async runMaintenance(): Promise<{ rotated: string[]; deleted: string[] }> {
+  async runMaintenance(
+    options: { rotates?: (keyId: string) => boolean } = {},
+  ): Promise<{ rotated: string[]; deleted: string[] }> {
     const now = this.clock.now().getTime();
     const rotated: string[] = [];
     const deleted: string[] = [];
@@ -365,6 +494,7 @@ export class KmsCore {
         deleted.push(key.keyId);
         continue;
       }
+      if (options.rotates && !options.rotates(key.keyId)) continue;
       if (await this.rotateIfDue(key.keyId)) rotated.push(key.keyId);
     }
     return { rotated, deleted };
@@ -423,7 +553,7 @@ export class KmsCore {
   generateDataKey(input: DataKeyInput): Sealed & { plaintext: Buffer } {
     const plaintext = this.prepareDataKey(input);
     try {
-      return { ...this.sealStandard(input.keyId, plaintext, input.encryptionContext), plaintext };
+      return { ...this.sealStandard(input.keyId, plaintext, input), plaintext };
     } catch (err) {
       zero(plaintext);
       throw err;
@@ -433,7 +563,7 @@ export class KmsCore {
   generateDataKeyWithoutPlaintext(input: DataKeyInput): Sealed {
     const plaintext = this.prepareDataKey(input);
     try {
-      return this.sealStandard(input.keyId, plaintext, input.encryptionContext);
+      return this.sealStandard(input.keyId, plaintext, input);
     } finally {
       zero(plaintext);
     }
@@ -460,16 +590,12 @@ export class KmsCore {
     }
   }
 
-  encrypt(input: {
-    keyId: string;
-    plaintext: Buffer;
-    encryptionContext?: EncryptionContext;
-    dryRun?: boolean;
-  }): Sealed {
+  encrypt(input: Binding & { keyId: string; plaintext: Buffer; dryRun?: boolean }): Sealed {
     checkPlaintext(input.plaintext);
+    checkAad(input.aad);
     const key = this.usableSymmetricKey(input.keyId);
     if (input.dryRun) throw dryRunOperation();
-    return this.sealStandard(key.keyId, input.plaintext, input.encryptionContext);
+    return this.sealStandard(key.keyId, input.plaintext, input);
   }
 
   advanceEncrypt(input: {
@@ -485,11 +611,8 @@ export class KmsCore {
     return this.sealAdvance(key.keyId, input.plaintext, input.aad);
   }
 
-  decrypt(input: {
-    ciphertextBlob: Buffer;
-    encryptionContext?: EncryptionContext;
-    dryRun?: boolean;
-  }): Opened {
+  decrypt(input: Binding & { ciphertextBlob: Buffer; dryRun?: boolean }): Opened {
+    checkAad(input.aad);
     const { parsed, live } = this.locateBlob(input.ciphertextBlob, 'CiphertextBlob');
     if (parsed.format !== BlobFormat.Standard) {
       throw invalidParameter(
@@ -497,8 +620,8 @@ export class KmsCore {
         'It was produced by the Advance flow; use AdvanceDecrypt.',
       );
     }
-    if (input.dryRun) throw dryRunOperation();
-    return this.openWith(live, parsed, contextBytes(input.encryptionContext), 'CiphertextBlob');
+    const opened = this.openWith(live, parsed, bindingBytes(input), 'CiphertextBlob');
+    return input.dryRun ? discardForDryRun(opened.plaintext) : opened;
   }
 
   /** Opens Advance blobs, and Standard blobs when Aad is their canonical context. */
@@ -507,8 +630,8 @@ export class KmsCore {
   } {
     checkAad(input.aad);
     const { parsed, live } = this.locateBlob(input.ciphertextBlob, 'CiphertextBlob');
-    if (input.dryRun) throw dryRunOperation();
     const opened = this.openWith(live, parsed, input.aad ?? EMPTY, 'CiphertextBlob');
+    if (input.dryRun) discardForDryRun(opened.plaintext);
     return { ...opened, algorithm: 'AES_GCM' };
   }
 
@@ -525,13 +648,13 @@ export class KmsCore {
       throw invalidParameter('CiphertextBlob', 'It was produced by the Advance flow.');
     }
     const destination = this.usableSymmetricKey(input.destinationKeyId, 'DestinationKeyId');
-    if (input.dryRun) throw dryRunOperation();
     const source = this.openWith(
       live,
       parsed,
       contextBytes(input.sourceEncryptionContext),
       'CiphertextBlob',
     );
+    if (input.dryRun) discardForDryRun(source.plaintext);
     try {
       const primary = this.versionOf(destination, 'primary');
       const { blob } = sealBlob(
@@ -577,6 +700,7 @@ export class KmsCore {
   // ---- internals ----------------------------------------------------------
 
   private prepareDataKey(input: DataKeyInput): Buffer {
+    checkAad(input.aad);
     const bytes =
       input.numberOfBytes !== undefined
         ? checkRange('NumberOfBytes', input.numberOfBytes, 1, MAX_DATA_KEY_BYTES)
@@ -594,17 +718,21 @@ export class KmsCore {
     return randomKeyBytes(input.numberOfBytes);
   }
 
-  private sealStandard(keyId: string, plaintext: Buffer, context?: EncryptionContext): Sealed {
+  private sealStandard(
+    keyId: string,
+    plaintext: Buffer,
+    binding: Binding,
+  ): Sealed & { iv: Buffer } {
     const key = this.usableSymmetricKey(keyId);
     const initial = this.versionOf(key, 'initial');
-    const { blob } = sealBlob(
+    const { blob, iv } = sealBlob(
       initial.aes as KeyObject,
       initial.keyVersionId,
       BlobFormat.Standard,
       plaintext,
-      contextBytes(context),
+      bindingBytes(binding),
     );
-    return { keyId: key.keyId, keyVersionId: initial.keyVersionId, ciphertextBlob: blob };
+    return { keyId: key.keyId, keyVersionId: initial.keyVersionId, ciphertextBlob: blob, iv };
   }
 
   private sealAdvance(keyId: string, plaintext: Buffer, aad: Buffer | undefined): SealedAdvance {
@@ -680,24 +808,26 @@ export class KmsCore {
     return this.versions.get(stored.keyVersionId) as LiveVersion;
   }
 
-  private newVersion(key: StoredKey, creationDate: string): StoredKeyVersion {
+  private newVersion(key: StoredKey, creationDate: string, material: Buffer): StoredKeyVersion {
     const keyVersionId = randomUUID();
-    const material = generateMaterial(key.keySpec);
+    return {
+      keyVersionId,
+      creationDate,
+      wrappedMaterial: this.rootKey.wrap(material, key.keyId, keyVersionId),
+    };
+  }
+
+  /** Only symmetric keys rotate, so their material is random bytes, made at once. */
+  private rotate(key: StoredKey): StoredKeyVersion {
+    if (!isSymmetricSpec(key.keySpec)) throw onlySymmetric(key.keyId);
+    const now = this.nowIso();
+    const material = randomKeyBytes(SYMMETRIC_KEY_SPECS[key.keySpec]);
+    let version: StoredKeyVersion;
     try {
-      const version = {
-        keyVersionId,
-        creationDate,
-        wrappedMaterial: this.rootKey.wrap(material, key.keyId, keyVersionId),
-      };
-      return version;
+      version = this.newVersion(key, now, material);
     } finally {
       zero(material);
     }
-  }
-
-  private rotate(key: StoredKey): StoredKeyVersion {
-    const now = this.nowIso();
-    const version = this.newVersion(key, now);
     key.versions.push(version);
     key.lastRotationDate = now;
     return version;
@@ -792,6 +922,7 @@ export class KmsCore {
       automaticRotation: rotation,
       rotationInterval:
         key.rotationIntervalSeconds !== undefined ? `${key.rotationIntervalSeconds}s` : undefined,
+      dkmsInstanceId: this.inInstance(key) ? this.kmsInstance?.id : undefined,
     };
   }
 }
@@ -807,7 +938,10 @@ function versionInfo(keyId: string, version: StoredKeyVersion): KeyVersionInfo {
 }
 
 function checkKeySpec(value: string): MasterKeySpec {
-  if (value in SYMMETRIC_KEY_SPECS || (ASYMMETRIC_KEY_SPECS as readonly string[]).includes(value)) {
+  if (
+    Object.hasOwn(SYMMETRIC_KEY_SPECS, value) ||
+    (ASYMMETRIC_KEY_SPECS as readonly string[]).includes(value)
+  ) {
     return value as MasterKeySpec;
   }
   throw invalidParameter('KeySpec');
@@ -821,7 +955,7 @@ function checkKeyUsage(value: string, spec: MasterKeySpec): KeyUsage {
 
 function dataKeySpecBytes(keySpec: string | undefined): number {
   if (keySpec === undefined) return 32;
-  const bytes = DATA_KEY_SPEC_BYTES[keySpec];
+  const bytes = ownEntry(DATA_KEY_SPEC_BYTES, keySpec);
   if (bytes === undefined) throw invalidParameter('KeySpec');
   return bytes;
 }
@@ -838,18 +972,31 @@ function checkAad(aad: Buffer | undefined, parameter = 'Aad'): void {
   }
 }
 
+/** Raw Aad (Instance API) wins; otherwise the canonical EncryptionContext (OpenAPI). */
+const bindingBytes = (binding: Binding): Buffer =>
+  binding.aad ?? contextBytes(binding.encryptionContext);
+
 const contextBytes = (context: EncryptionContext | undefined): Buffer => {
   const canonical = canonicalEncryptionContext(context);
   return canonical === '' ? EMPTY : Buffer.from(canonical, 'utf8');
 };
 
-function generateMaterial(spec: MasterKeySpec): Buffer {
+/** New key material; asymmetric pairs are generated off the event loop. */
+async function generateMaterial(spec: MasterKeySpec): Promise<Buffer> {
   if (isSymmetricSpec(spec)) return randomKeyBytes(SYMMETRIC_KEY_SPECS[spec]);
-  const { privateKey } =
-    spec === 'RSA_2048'
-      ? generateKeyPairSync('rsa', { modulusLength: 2048 })
-      : generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const privateKey = await new Promise<KeyObject>((resolve, reject) => {
+    const done = (err: Error | null, _pub: KeyObject, key: KeyObject) =>
+      err ? reject(err) : resolve(key);
+    if (spec === 'RSA_2048') generateKeyPair('rsa', { modulusLength: 2048 }, done);
+    else generateKeyPair('ec', { namedCurve: 'P-256' }, done);
+  });
   return privateKey.export({ format: 'der', type: 'pkcs8' });
+}
+
+/** A dry run checks everything the real call checks (the blob opens), then answers DryRunOperation. */
+function discardForDryRun(plaintext: Buffer): never {
+  zero(plaintext);
+  throw dryRunOperation();
 }
 
 function throwError(error: Error): never {

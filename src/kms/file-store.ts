@@ -1,15 +1,19 @@
 import { randomBytes } from 'node:crypto';
 import { promises as fs, constants as fsConstants } from 'node:fs';
 import * as path from 'node:path';
+import { pidAlive, processStart } from '../common/process';
 import type { StoredAlias, StoredKey } from './model';
 import { ROOT_KEY_BYTES, type RootKeyLocation } from './root-key';
-import type { KeyStore } from './store';
+import type { StoredInstance } from './instance';
+import type { KeyStore, StoreContents } from './store';
 
 /**
- * One JSON file per key and per alias. A write goes to a temporary file that is
+ * One JSON file per key and per alias, and `instance.json` for the KMS instance. A write goes to a temporary file that is
  * fsynced, renamed over the record and followed by an fsync of the folder, so a
  * `kill -9` at any instant leaves either the old or the new record, never a torn one.
  */
+const INSTANCE_FILE = 'instance.json';
+
 export class FileKeyStore implements KeyStore {
   private constructor(
     private readonly dir: string,
@@ -26,11 +30,39 @@ export class FileKeyStore implements KeyStore {
     return new FileKeyStore(root, lockPath);
   }
 
-  async load(): Promise<{ keys: StoredKey[]; aliases: StoredAlias[] }> {
+  async load(): Promise<StoreContents> {
     return {
       keys: await this.readRecords<StoredKey>('keys'),
       aliases: await this.readRecords<StoredAlias>('aliases'),
+      instance: await this.readInstance(),
     };
+  }
+
+  /** One process owns the folder (the lock), so `create` needs no extra check. */
+  putInstance(instance: StoredInstance): Promise<void> {
+    return writeDurably(path.join(this.dir, INSTANCE_FILE), JSON.stringify(instance));
+  }
+
+  private async readInstance(): Promise<StoredInstance | undefined> {
+    const file = path.join(this.dir, INSTANCE_FILE);
+    for (const name of await fs.readdir(this.dir)) {
+      // Left by a write killed before its rename: never acknowledged.
+      if (name.startsWith(`${INSTANCE_FILE}.`) && name.endsWith('.tmp')) {
+        await fs.rm(path.join(this.dir, name), { force: true });
+      }
+    }
+    let text: string;
+    try {
+      text = await fs.readFile(file, 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw err;
+    }
+    try {
+      return JSON.parse(text) as StoredInstance;
+    } catch (err) {
+      throw new Error(`key store record ${file} is unreadable: ${(err as Error).message}`);
+    }
   }
 
   putKey(key: StoredKey): Promise<void> {
@@ -102,28 +134,51 @@ async function syncFolder(folder: string): Promise<void> {
   }
 }
 
+/** Who holds a data folder: a pid and that process's start time (guards against pid reuse). */
+interface LockHolder {
+  pid: number;
+  started?: number;
+}
+
 async function takeLock(lockPath: string): Promise<void> {
+  const me = JSON.stringify({ pid: process.pid, started: processStart(process.pid) });
   try {
-    await fs.writeFile(lockPath, String(process.pid), { flag: 'wx', mode: 0o600 });
+    await fs.writeFile(lockPath, me, { flag: 'wx', mode: 0o600 });
     return;
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
   }
-  const owner = Number((await fs.readFile(lockPath, 'utf8').catch(() => '')).trim());
-  if (owner && owner !== process.pid && isAlive(owner)) {
-    throw new Error(`data folder ${path.dirname(lockPath)} is in use by process ${owner}`);
+  const holder = parseLock(await fs.readFile(lockPath, 'utf8').catch(() => ''));
+  if (holder && holder.pid !== process.pid && holderAlive(holder)) {
+    throw new Error(`data folder ${path.dirname(lockPath)} is in use by process ${holder.pid}`);
   }
-  // The previous owner died without releasing the lock (e.g. kill -9): take it over.
-  await writeDurably(lockPath, String(process.pid));
+  // The previous holder died without releasing the lock (e.g. kill -9), or its
+  // pid now names another process (a container restart): take it over.
+  await writeDurably(lockPath, me);
 }
 
-function isAlive(pid: number): boolean {
+/** `{"pid":N,"started":T}`, or a bare pid as written by earlier versions. */
+function parseLock(text: string): LockHolder | undefined {
   try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
+    const parsed = JSON.parse(text) as unknown;
+    if (typeof parsed === 'number') return { pid: parsed };
+    const o = parsed as Partial<LockHolder> | null;
+    if (o && Number.isSafeInteger(o.pid) && (o.pid as number) > 0) {
+      return {
+        pid: o.pid as number,
+        started: typeof o.started === 'number' ? o.started : undefined,
+      };
+    }
+  } catch {
+    // unreadable: nobody can be proven to hold it
   }
+  return undefined;
+}
+
+function holderAlive(holder: LockHolder): boolean {
+  if (holder.started === undefined) return pidAlive(holder.pid);
+  const started = processStart(holder.pid);
+  return started === undefined ? false : started === holder.started;
 }
 
 /**

@@ -2,6 +2,7 @@ export * from './clock';
 export * from './core';
 export * from './errors';
 export * from './file-store';
+export * from './instance';
 export * from './model';
 export * from './rate-limit';
 export * from './root-key';

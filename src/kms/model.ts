@@ -5,6 +5,10 @@ export const SYMMETRIC_KEY_SPECS = {
   Aliyun_AES_192: 24,
   Aliyun_AES_128: 16,
 } as const;
+/** Bytes of a data key by the KeySpec of GenerateDataKey (NumberOfBytes wins over it). */
+export const DATA_KEY_SPEC_BYTES = { AES_256: 32, AES_128: 16 } as const;
+export type DataKeySpec = keyof typeof DATA_KEY_SPEC_BYTES;
+
 export const ASYMMETRIC_KEY_SPECS = ['RSA_2048', 'EC_P256'] as const;
 
 export type SymmetricKeySpec = keyof typeof SYMMETRIC_KEY_SPECS;
@@ -14,7 +18,7 @@ export type KeyUsage = 'ENCRYPT/DECRYPT' | 'SIGN/VERIFY';
 export type KeyState = 'Enabled' | 'Disabled' | 'PendingDeletion';
 
 export const isSymmetricSpec = (spec: MasterKeySpec): spec is SymmetricKeySpec =>
-  spec in SYMMETRIC_KEY_SPECS;
+  Object.hasOwn(SYMMETRIC_KEY_SPECS, spec);
 
 export interface StoredKeyVersion {
   keyVersionId: string;
@@ -36,6 +40,8 @@ export interface StoredKey {
   automaticRotation: boolean;
   rotationIntervalSeconds?: number;
   lastRotationDate?: string;
+  /** The KMS instance the key belongs to (`kst-...`), for keys created with DKMSInstanceId. */
+  dkmsInstanceId?: string;
   /** versions[0] is the initial version, the last one is the primary version. */
   versions: StoredKeyVersion[];
 }

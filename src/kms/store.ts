@@ -1,27 +1,42 @@
+import type { StoredInstance } from './instance';
 import type { StoredAlias, StoredKey } from './model';
 
 /**
  * Where the core persists keys and aliases. Every mutation is one record write,
  * acknowledged only once it is durable. Stores never see unwrapped key material.
  */
+export interface StoreContents {
+  keys: StoredKey[];
+  aliases: StoredAlias[];
+  instance?: StoredInstance;
+}
+
 export interface KeyStore {
-  load(): Promise<{ keys: StoredKey[]; aliases: StoredAlias[] }>;
+  load(): Promise<StoreContents>;
   putKey(key: StoredKey): Promise<void>;
   deleteKey(keyId: string): Promise<void>;
   putAlias(alias: StoredAlias): Promise<void>;
   deleteAlias(aliasName: string): Promise<void>;
+  /** The one KMS instance record; `create` fails when another writer created one first. */
+  putInstance(instance: StoredInstance, create: boolean): Promise<void>;
   close(): Promise<void>;
 }
 
 export class MemoryKeyStore implements KeyStore {
   private readonly keys = new Map<string, StoredKey>();
   private readonly aliases = new Map<string, StoredAlias>();
+  private instance?: StoredInstance;
 
-  async load(): Promise<{ keys: StoredKey[]; aliases: StoredAlias[] }> {
+  async load(): Promise<StoreContents> {
     return {
       keys: [...this.keys.values()].map((k) => structuredClone(k)),
       aliases: [...this.aliases.values()].map((a) => structuredClone(a)),
+      instance: structuredClone(this.instance),
     };
+  }
+  async putInstance(instance: StoredInstance, create: boolean): Promise<void> {
+    if (create && this.instance) throw new Error('a KMS instance exists already');
+    this.instance = structuredClone(instance);
   }
   async putKey(key: StoredKey): Promise<void> {
     this.keys.set(key.keyId, structuredClone(key));

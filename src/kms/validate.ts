@@ -1,4 +1,5 @@
-import { invalidParameter, missingParameter } from './errors';
+import { parseDuration } from '../common/duration';
+import { invalidParameter } from './errors';
 
 /** Parameter checks shared by the core and the HTTP API; errors name the Alibaba parameter. */
 
@@ -14,11 +15,6 @@ export type EncryptionContext = Record<string, string>;
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 const ALIAS_NAME = /^alias\/[A-Za-z0-9_\-/]{1,255}$/;
 export const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
-
-export function requireString(name: string, value: string | undefined): string {
-  if (value === undefined || value === '') throw missingParameter(name);
-  return value;
-}
 
 export function decodeBase64(name: string, value: string, maxBytes: number): Buffer {
   if (value.length > Math.ceil(maxBytes / 3) * 4 || !BASE64.test(value)) {
@@ -107,14 +103,20 @@ export function checkDescription(value: string): string {
   return value;
 }
 
-const UNIT_SECONDS: Record<string, number> = { d: 86400, h: 3600, m: 60, s: 1 };
+/**
+ * `table[key]` for the table's own entries only: user input such as `toString`,
+ * `constructor` or `__proto__` must never reach a prototype's members.
+ */
+export function ownEntry<T>(table: Readonly<Record<string, T>>, key: string): T | undefined {
+  return Object.hasOwn(table, key) ? table[key] : undefined;
+}
+
 export const DAY_SECONDS = 86400;
 
 /** `RotationInterval` is an integer and a unit (d, h, m, s), e.g. `30d` or `604800s`. */
 export function parseRotationInterval(value: string, minSeconds: number): number {
-  const match = /^(\d{1,12})([dhms])$/.exec(value);
-  const seconds = match ? Number(match[1]) * UNIT_SECONDS[match[2]] : NaN;
-  if (!match || seconds < minSeconds || seconds > 365 * DAY_SECONDS) {
+  const seconds = parseDuration(value, { minSeconds, maxSeconds: 365 * DAY_SECONDS });
+  if (seconds === undefined) {
     throw invalidParameter(
       'RotationInterval',
       `It must be an integer followed by d, h, m or s, from ${minSeconds}s to 365d.`,

@@ -6,6 +6,7 @@ import {
   RootKey,
   loadOrCreateRootKey,
   rootKeyFile,
+  type KmsCoreOptions,
   type RootKeyLocation,
 } from '../kms';
 import { Informer } from '../runtime/informer';
@@ -61,14 +62,14 @@ export class KeyStoreGuard {
    * Opens the core over the Secret key store, waiting (not Ready) while the stored
    * state is damaged; starts watching the namespace's Secrets.
    */
-  async open(): Promise<KmsCore> {
+  async open(coreOptions: Omit<KmsCoreOptions, 'store' | 'rootKey'> = {}): Promise<KmsCore> {
     this.watchSecrets();
     const store = new SecretKeyStore(this.options.client, this.options.namespace);
     for (;;) {
       try {
         const material = await loadOrCreateRootKey(this.location(), store);
         this.rootKeyDigest = digest(material);
-        this.core = await KmsCore.open({ store, rootKey: new RootKey(material) });
+        this.core = await KmsCore.open({ ...coreOptions, store, rootKey: new RootKey(material) });
         this.report(undefined);
         return this.core;
       } catch (err) {
@@ -169,3 +170,18 @@ export class KeyStoreGuard {
 }
 
 const digest = (material: Buffer): Buffer => createHash('sha256').update(material).digest();
+
+/** The keys that MasterKeys (not being deleted) have: the store must hold each. */
+export function* keysNamedByMasterKeys(
+  masterKeys: {
+    metadata: { name: string; deletionTimestamp?: string };
+    status?: { keyId?: string };
+  }[],
+): Iterable<{ keyId: string; owner: string }> {
+  for (const mk of masterKeys) {
+    const keyId = mk.status?.keyId;
+    if (keyId && !mk.metadata.deletionTimestamp) {
+      yield { keyId, owner: `MasterKey ${mk.metadata.name}` };
+    }
+  }
+}

@@ -1,5 +1,8 @@
 import * as http from 'node:http';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { ConditionType } from '../api/conditions';
+import type { DataKey } from '../api/types';
+import { findCondition } from '../runtime/conditions';
 
 /** The operator's Prometheus metrics; labels never carry key material. */
 export class OperatorMetrics {
@@ -79,6 +82,15 @@ export class OperatorMetrics {
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'datakey_process_' });
+  }
+
+  /** Sets `datakey_datakeys` from the DataKeys' Ready conditions. */
+  countDataKeys(dataKeys: DataKey[]): void {
+    const counts = { True: 0, False: 0, Unknown: 0 };
+    for (const dk of dataKeys) {
+      counts[findCondition(dk.status?.conditions, ConditionType.Ready)?.status ?? 'Unknown']++;
+    }
+    for (const [ready, n] of Object.entries(counts)) this.dataKeys.set({ ready }, n);
   }
 
   /** Exposes the client's request count (watch streams excluded) as `datakey_kube_api_requests_total`. */

@@ -1,11 +1,13 @@
 import { hostname } from 'node:os';
 import type { Server } from 'node:http';
+import { dataKeysPath, masterKeysPath, secretsPath } from '../api/paths';
+import { LABEL_DATAKEY, type MasterKey } from '../api/types';
 import { createLogger, type Logger } from '../common/logger';
-import type { DataKey, MasterKey } from '../api/types';
-import { LABEL_DATAKEY } from '../api/types';
-import { masterKeysPath, type ControllerContext } from '../controllers/context';
+import type { ControllerContext } from '../controllers/context';
 import { DataKeyController } from '../controllers/datakey-controller';
 import { MasterKeyController } from '../controllers/masterkey-controller';
+import type { DataKeyObject, SecretObject } from '../datakey';
+import type { InjectionContext } from '../injection/context';
 import {
   startInjection,
   type InjectionOptions,
@@ -13,13 +15,19 @@ import {
 } from '../injection/injection';
 import type { KmsCore } from '../kms';
 import { KmsApi, listen, type Credentials, type RunningServer } from '../kms-api/server';
+import {
+  startInstanceApi,
+  type InstanceListenOptions,
+  type RunningInstanceApi,
+} from '../kms-instance-api/server';
 import { EventRecorder } from '../runtime/events';
-import { Informer, keyOf } from '../runtime/informer';
+import { Informer } from '../runtime/informer';
 import { KubeClient, isConflict, isNotFound, type KubeObject } from '../runtime/kube-client';
 import { LeaderElector } from '../runtime/leader-election';
-import { WorkQueue, runWorkers, type ReconcileResult } from '../runtime/workqueue';
+import { Manager, type ManagerHooks } from '../runtime/manager';
+import { keyMaintenance } from './key-maintenance';
 import { OperatorMetrics, serveMetrics } from './metrics';
-import { KeyStoreGuard } from './key-store-guard';
+import { KeyStoreGuard, keysNamedByMasterKeys } from './key-store-guard';
 
 export interface OperatorOptions {
   kubeconfig?: string;
@@ -27,22 +35,23 @@ export interface OperatorOptions {
   metricsHost: string;
   metricsPort: number;
   kmsListen?: { host: string; port: number; credentials: Credentials };
+  /** The KMS Instance API over the core's built-in instance, which holds every key. */
+  kmsInstanceListen?: InstanceListenOptions;
   rootKeyFile?: string;
   identity?: string;
   workers?: number;
   leaseDurationSeconds?: number;
+  /** Test-only: rotation intervals under 7 days. */
   minRotationIntervalSeconds?: number;
+  /** Test-only: how long one day of a deletion window lasts (seconds). */
+  deletionDaySeconds?: number;
+  /** How often the leader runs key maintenance (default 10 s). */
+  maintenanceIntervalMs?: number;
   /** Re-wraps per second after a rotation (default 100, 0 = unlimited). */
   rewrapsPerSecond?: number;
   /** The pod webhook and the agents' delivery endpoint; off when undefined. */
   injection?: InjectionOptions;
   logger?: Logger;
-}
-
-interface ControllerLoop {
-  name: string;
-  queue: WorkQueue;
-  reconcile: (key: string) => Promise<ReconcileResult | void>;
 }
 
 export interface RunningOperator {
@@ -52,8 +61,9 @@ export interface RunningOperator {
 }
 
 /**
- * Starts the operator: caches warm on every replica, reconciling only on the
- * leader. Losing the lease stops the workers at once; a clean stop releases it.
+ * Starts the operator: caches warm on every replica, reconciling (and key
+ * maintenance) only on the leader. Losing the lease stops the workers at once;
+ * a clean stop releases it.
  */
 export async function startOperator(options: OperatorOptions): Promise<RunningOperator> {
   const logger = options.logger ?? createLogger('operator');
@@ -70,10 +80,8 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
     namespace,
     rootKeyFile: options.rootKeyFile,
     logger,
-    expectedKeyIds: () => keysNamedByMasterKeys(ctx),
-    onRecovered: () => {
-      for (const name of keysFor(ctx, 'masterkey')) masterKeyLoop.queue.add(name);
-    },
+    expectedKeyIds: () => keysNamedByMasterKeys(ctx.masterKeys.list()),
+    onRecovered: () => manager.requeueAll(masterKeyController.name),
   });
   const metricsServer: Server = await serveMetrics(
     metrics,
@@ -84,85 +92,47 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
     options.metricsHost,
     options.metricsPort,
   );
-  const core = await guard.open();
+  const core = await guard.open({
+    minRotationIntervalSeconds: options.minRotationIntervalSeconds,
+    deletionDaySeconds: options.deletionDaySeconds,
+    allKeysInInstance: options.kmsInstanceListen !== undefined,
+  });
 
   metrics.countKubeRequests(client);
-  // The controllers write only while this replica holds a fresh lease (see
-  // LeaderElector.writeFence); reads, the key store and injection are not fenced.
-  const ctx: ControllerContext = {
-    client: client.withWriteFence(() => elector.writeFence()),
+  const ctx: ControllerContext & InjectionContext = {
+    client,
     core,
     masterKeys: new Informer<MasterKey & KubeObject>(client, { path: masterKeysPath() }, logger),
-    dataKeys: new Informer<DataKey & KubeObject>(
+    dataKeys: new Informer<DataKeyObject>(client, { path: dataKeysPath() }, logger),
+    secrets: new Informer<SecretObject>(
       client,
-      { path: '/apis/kms.datakey.io/v1alpha1/datakeys' },
-      logger,
-    ),
-    secrets: new Informer(
-      client,
-      { path: '/api/v1/secrets', labelSelector: LABEL_DATAKEY },
+      { path: secretsPath(), labelSelector: LABEL_DATAKEY },
       logger,
     ),
     events: new EventRecorder(client, 'datakey-operator', logger),
     metrics,
     logger,
   };
-  const masterKeyController = new MasterKeyController(ctx);
-  const dataKeyController = new DataKeyController(ctx, {
-    rewrapsPerSecond: options.rewrapsPerSecond,
-  });
-  const loops: ControllerLoop[] = [
+  const informers = [ctx.masterKeys, ctx.dataKeys, ctx.secrets];
+  // The controllers write only while this replica holds a fresh lease (see
+  // LeaderElector.writeFence); reads, the key store and injection are not fenced.
+  const controllerCtx = { ...ctx, client: client.withWriteFence(() => elector.writeFence()) };
+  const masterKeyController = new MasterKeyController(controllerCtx);
+  const manager = new Manager(
+    [
+      masterKeyController,
+      new DataKeyController(controllerCtx, { rewrapsPerSecond: options.rewrapsPerSecond }),
+    ],
     {
-      name: 'masterkey',
-      queue: new WorkQueue(),
-      reconcile: (k) => masterKeyController.reconcile(k),
+      workers: options.workers ?? 4,
+      logger,
+      hooks: reconcileHooks(core, metrics, logger),
+      tasks: [keyMaintenance(core, ctx.masterKeys, logger, options.maintenanceIntervalMs)],
     },
-    { name: 'datakey', queue: new WorkQueue(), reconcile: (k) => dataKeyController.reconcile(k) },
-  ];
-  const [masterKeyLoop, dataKeyLoop] = loops;
-  wireEvents(ctx, masterKeyLoop, dataKeyLoop);
+  );
 
-  for (const informer of [ctx.masterKeys, ctx.dataKeys, ctx.secrets]) informer.start();
-  await Promise.all([ctx.masterKeys.synced, ctx.dataKeys.synced, ctx.secrets.synced]);
-
-  let running: Promise<void>[] = [];
-  let leading = false;
-  let term = 0;
-  let starting: Promise<void> = Promise.resolve();
-  const startWorkers = () => {
-    const myTerm = ++term;
-    leading = true;
-    metrics.leader.set(1);
-    starting = (async () => {
-      // Another replica may have led since this core loaded the key store: the keys
-      // it created exist only in the store, so re-read it before reconciling.
-      for (;;) {
-        if (myTerm !== term) return;
-        try {
-          await core.reload();
-          break;
-        } catch (err) {
-          logger.warn({ err: (err as Error).message }, 'could not reload the key store');
-          await new Promise((r) => setTimeout(r, 1000));
-        }
-      }
-      if (myTerm !== term) return;
-      running = loops.map((loop) => {
-        loop.queue = new WorkQueue();
-        for (const key of keysFor(ctx, loop.name)) loop.queue.add(key);
-        return runLoop(loop, options.workers ?? 4, metrics, logger, core);
-      });
-    })();
-  };
-  const stopWorkers = async () => {
-    term++;
-    leading = false;
-    metrics.leader.set(0);
-    await starting;
-    await Promise.all(loops.map((loop) => loop.queue.shutDownWithDrain()));
-    await Promise.all(running);
-    running = [];
-  };
+  for (const informer of informers) informer.start();
+  await Promise.all(informers.map((informer) => informer.synced));
 
   const elector = new LeaderElector(
     client,
@@ -171,53 +141,59 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
       name: 'datakey-operator',
       identity: options.identity ?? `${hostname()}-${process.pid}`,
       leaseDurationSeconds: options.leaseDurationSeconds,
-      onStartedLeading: startWorkers,
-      onStoppedLeading: () => void stopWorkers(),
+      onStartedLeading: () => {
+        metrics.leader.set(1);
+        manager.startTerm();
+      },
+      onStoppedLeading: () => {
+        metrics.leader.set(0);
+        void manager.stopTerm();
+      },
     },
     logger,
   );
   elector.start();
 
   const gauges = setInterval(() => {
-    for (const loop of loops) metrics.queueDepth.set({ controller: loop.name }, loop.queue.length);
-    const counts = { True: 0, False: 0, Unknown: 0 };
-    for (const dk of ctx.dataKeys.list()) {
-      const ready = dk.status?.conditions?.find((c) => c.type === 'Ready')?.status ?? 'Unknown';
-      counts[ready]++;
+    for (const [controller, depth] of Object.entries(manager.queueDepths())) {
+      metrics.queueDepth.set({ controller }, depth);
     }
-    for (const [ready, n] of Object.entries(counts)) metrics.dataKeys.set({ ready }, n);
+    metrics.countDataKeys(ctx.dataKeys.list());
   }, 5000);
   gauges.unref();
 
   // Before /readyz answers: a Service routes admissions only to replicas that serve them.
   const injection: RunningInjection | undefined = options.injection
-    ? await startInjection({ ...ctx, client }, namespace, options.injection)
+    ? await startInjection(ctx, namespace, options.injection)
     : undefined;
-  let kmsServer: RunningServer | undefined;
-  if (options.kmsListen) {
-    const api = new KmsApi({
-      core,
-      credentials: options.kmsListen.credentials,
-      logger,
-      rateLimit: 750,
-    });
-    kmsServer = await listen(api, options.kmsListen);
-  }
+  const kmsServer: RunningServer | undefined = options.kmsListen
+    ? await listen(
+        new KmsApi({ core, credentials: options.kmsListen.credentials, logger, rateLimit: 750 }),
+        options.kmsListen,
+      )
+    : undefined;
+  // Replicas share the key store: a client key created through another replica
+  // is picked up by a reload when a request names it.
+  const instanceServer: RunningInstanceApi | undefined = options.kmsInstanceListen
+    ? await startInstanceApi(core, options.kmsInstanceListen, logger, () => core.reload())
+    : undefined;
   started = true;
   logger.info({ namespace }, 'operator started');
 
   return {
     metrics,
-    isLeader: () => leading,
+    isLeader: () => manager.isLeading(),
     async stop() {
       stopping = true;
       clearInterval(gauges);
       guard.stop();
       await elector.stop();
-      await stopWorkers();
+      metrics.leader.set(0);
+      await manager.stopTerm();
       await injection?.stop();
-      for (const informer of [ctx.masterKeys, ctx.dataKeys, ctx.secrets]) informer.stop();
+      for (const informer of informers) informer.stop();
       await kmsServer?.close();
+      await instanceServer?.close();
       await new Promise((resolve) => metricsServer.close(resolve));
       await core.close();
       logger.info('operator stopped');
@@ -225,105 +201,27 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
   };
 }
 
-async function runLoop(
-  loop: ControllerLoop,
-  workers: number,
-  metrics: OperatorMetrics,
-  logger: Logger,
-  core: KmsCore,
-) {
-  await runWorkers(
-    loop.queue,
-    workers,
-    async (key) => {
-      const end = metrics.reconcileSeconds.startTimer({ controller: loop.name });
-      try {
-        const result = await loop.reconcile(key);
-        metrics.reconciles.inc({
-          controller: loop.name,
-          result: result?.requeueAfterMs ? 'requeue' : 'success',
-        });
-        return result;
-      } finally {
-        end();
-      }
+/** Reconciles counted and timed; a failure logged, and a conflict (perhaps in the key store) reloads it. */
+function reconcileHooks(core: KmsCore, metrics: OperatorMetrics, logger: Logger): ManagerHooks {
+  return {
+    // Another replica may have led since this core loaded the key store: the keys
+    // it created exist only in the store, so re-read it before reconciling.
+    prepareTerm: () => core.reload(),
+    reconciled(controller, outcome, seconds) {
+      metrics.reconcileSeconds.observe({ controller }, seconds);
+      if (outcome === 'error' || outcome.kind === 'retry') return; // counted by failed()
+      const requeued = outcome.kind === 'wait' || outcome.requeueAfterMs !== undefined;
+      metrics.reconciles.inc({ controller, result: requeued ? 'requeue' : 'success' });
     },
-    (key, err, retryInMs) => {
-      metrics.reconciles.inc({ controller: loop.name, result: 'error' });
-      // A conflict may come from the key store: another writer got there first.
+    failed(controller, key, err, retryInMs) {
+      metrics.reconciles.inc({ controller, result: 'error' });
       if (isConflict(err)) void core.reload().catch(() => undefined);
       logger.warn(
-        { controller: loop.name, object: key, err: (err as Error).message, retryInMs },
+        { controller, object: key, err: (err as Error).message, retryInMs },
         'reconcile failed',
       );
     },
-  );
-}
-
-/** The keys that MasterKeys (not being deleted) have: the store must hold each. */
-function* keysNamedByMasterKeys(
-  ctx: ControllerContext,
-): Iterable<{ keyId: string; owner: string }> {
-  for (const mk of ctx.masterKeys.list()) {
-    const keyId = mk.status?.keyId;
-    if (keyId && !mk.metadata.deletionTimestamp) {
-      yield { keyId, owner: `MasterKey ${mk.metadata.name}` };
-    }
-  }
-}
-
-function keysFor(ctx: ControllerContext, controller: string): string[] {
-  const informer = controller === 'masterkey' ? ctx.masterKeys : ctx.dataKeys;
-  return informer.list().map(keyOf);
-}
-
-/**
- * Informer handlers only enqueue keys: the object itself, and what depends on it.
- * They read each loop's current queue, which is replaced on every leadership term.
- */
-function wireEvents(
-  ctx: ControllerContext,
-  masterKeys: ControllerLoop,
-  dataKeys: ControllerLoop,
-): void {
-  ctx.masterKeys.on((_event, mk, old) => {
-    masterKeys.queue.add(mk.metadata.name);
-    if (old && !mattersToDataKeys(old, mk)) return;
-    for (const dk of ctx.dataKeys.list()) {
-      if (dk.spec.masterKeyRef.name === mk.metadata.name) dataKeys.queue.add(keyOf(dk));
-    }
-  });
-  ctx.dataKeys.on((event, dk) => {
-    dataKeys.queue.add(keyOf(dk));
-    if (event === 'delete') masterKeys.queue.add(dk.spec.masterKeyRef.name);
-  });
-  ctx.secrets.on((_event, secret) => {
-    // A Secret whose label was removed leaves the label-selected watch as a delete
-    // of the object *without* the label: its controller reference still names the owner.
-    const controller = (
-      secret.metadata.ownerReferences as
-        { kind?: string; name?: string; controller?: boolean; apiVersion?: string }[] | undefined
-    )?.find(
-      (o) => o.controller && o.kind === 'DataKey' && o.apiVersion?.startsWith('kms.datakey.io/'),
-    );
-    const owner = secret.metadata.labels?.[LABEL_DATAKEY] ?? controller?.name;
-    if (owner) dataKeys.queue.add(`${secret.metadata.namespace}/${owner}`);
-    if (controller?.name && controller.name !== owner) {
-      dataKeys.queue.add(`${secret.metadata.namespace}/${controller.name}`);
-    }
-  });
-}
-
-/** Rotation progress updates do not concern the DataKeys; key, version, state and spec do. */
-function mattersToDataKeys(old: MasterKey & KubeObject, mk: MasterKey & KubeObject): boolean {
-  const ready = (m: MasterKey) => m.status?.conditions?.find((c) => c.type === 'Ready')?.status;
-  return (
-    old.metadata.generation !== mk.metadata.generation ||
-    old.status?.keyId !== mk.status?.keyId ||
-    old.status?.primaryKeyVersion !== mk.status?.primaryKeyVersion ||
-    ready(old) !== ready(mk) ||
-    Boolean(old.metadata.deletionTimestamp) !== Boolean(mk.metadata.deletionTimestamp)
-  );
+  };
 }
 
 async function ensureNamespace(client: KubeClient, namespace: string): Promise<void> {

@@ -1,7 +1,15 @@
 import { createHash } from 'node:crypto';
-import type { KeyStore, RootKeyLocation, StoredAlias, StoredKey } from '../kms';
+import type {
+  KeyStore,
+  RootKeyLocation,
+  StoreContents,
+  StoredAlias,
+  StoredInstance,
+  StoredKey,
+} from '../kms';
 import { KeyStoreError, ROOT_KEY_BYTES } from '../kms';
 import { isConflict, isNotFound, type KubeClient, type KubeObject } from '../runtime/kube-client';
+import { secretsPath } from '../api/paths';
 
 /**
  * KMS key store in Secrets of the operator's namespace: one Secret per key and per
@@ -26,25 +34,28 @@ export class SecretKeyStore implements KeyStore {
   ) {}
 
   private collection(): string {
-    return `/api/v1/namespaces/${this.namespace}/secrets`;
+    return secretsPath(this.namespace);
   }
 
-  async load(): Promise<{ keys: StoredKey[]; aliases: StoredAlias[] }> {
+  async load(): Promise<StoreContents> {
     const list = await this.client.list<SecretObject>(this.collection(), {
       labelSelector: STORE_LABEL,
     });
     const keys: StoredKey[] = [];
     const aliases: StoredAlias[] = [];
+    let instance: StoredInstance | undefined;
     this.versions.clear();
     for (const secret of list.items) {
       const raw = secret.data?.[RECORD_FIELD] ?? '';
       const kind = secret.metadata.labels?.[STORE_LABEL];
-      if (kind !== 'key' && kind !== 'alias') continue;
+      if (kind !== 'key' && kind !== 'alias' && kind !== 'instance') continue;
       const record = parseRecord(raw);
       const expected =
         kind === 'key'
           ? keySecretName(String(record?.keyId))
-          : aliasSecretName(String(record?.aliasName));
+          : kind === 'alias'
+            ? aliasSecretName(String(record?.aliasName))
+            : INSTANCE_SECRET;
       // A record under another record's name was moved or edited by hand.
       if (!record || expected !== secret.metadata.name) {
         throw new KeyStoreError(
@@ -54,9 +65,10 @@ export class SecretKeyStore implements KeyStore {
       }
       this.versions.set(secret.metadata.name, secret.metadata.resourceVersion ?? '');
       if (kind === 'key') keys.push(record as unknown as StoredKey);
-      else aliases.push(record as unknown as StoredAlias);
+      else if (kind === 'alias') aliases.push(record as unknown as StoredAlias);
+      else instance = record as unknown as StoredInstance;
     }
-    return { keys, aliases };
+    return { keys, aliases, instance };
   }
 
   putKey(key: StoredKey): Promise<void> {
@@ -75,9 +87,19 @@ export class SecretKeyStore implements KeyStore {
     return this.remove(aliasSecretName(aliasName));
   }
 
+  /** `create` posts without a resourceVersion: a replica that lost the race gets a conflict. */
+  putInstance(instance: StoredInstance, create: boolean): Promise<void> {
+    if (create) this.versions.delete(INSTANCE_SECRET);
+    return this.put(INSTANCE_SECRET, 'instance', instance);
+  }
+
   async close(): Promise<void> {}
 
-  private async put(name: string, kind: 'key' | 'alias', record: object): Promise<void> {
+  private async put(
+    name: string,
+    kind: 'key' | 'alias' | 'instance',
+    record: object,
+  ): Promise<void> {
     const resourceVersion = this.versions.get(name);
     const body = {
       apiVersion: 'v1',
@@ -119,6 +141,8 @@ function parseRecord(raw: string): Record<string, unknown> | undefined {
   }
 }
 
+/** The built-in KMS instance: id, wrapped CA key, network rules, policies, access points, client keys. */
+const INSTANCE_SECRET = 'datakey-kms-instance';
 const keySecretName = (keyId: string) => `datakey-kms-key-${keyId}`;
 const aliasSecretName = (aliasName: string) =>
   `datakey-kms-alias-${createHash('sha256').update(aliasName).digest('hex').slice(0, 40)}`;
@@ -130,7 +154,7 @@ export const ROOT_KEY_SECRET = 'datakey-root-key';
  * the create of one fails with a conflict and it reads the winner's.
  */
 export function rootKeySecret(client: KubeClient, namespace: string): RootKeyLocation {
-  const collection = `/api/v1/namespaces/${namespace}/secrets`;
+  const collection = secretsPath(namespace);
   const description = `Secret ${namespace}/${ROOT_KEY_SECRET}`;
   const read = async (): Promise<Buffer | undefined> => {
     let secret: SecretObject;

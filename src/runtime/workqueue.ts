@@ -104,10 +104,6 @@ export class WorkQueue {
     return this.processing.size;
   }
 
-  isShuttingDown(): boolean {
-    return this.shuttingDown;
-  }
-
   /** Stops handing out keys, drops pending ones, and waits for in-flight work to finish. */
   async shutDownWithDrain(): Promise<void> {
     this.shuttingDown = true;

@@ -1,8 +1,8 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import * as path from 'node:path';
-import { load } from 'js-yaml';
+import { parse as load } from 'yaml';
 import { buildCrds } from '../../src/api/crds';
-import { CRD_FOLDERS, renderCrd } from '../../src/api/generate-crds';
+import { CRD_FOLDERS, renderCrd } from '../../harness/generate-crds';
 
 const root = path.resolve(__dirname, '../..');
 

@@ -3,7 +3,7 @@
 // values schema that refuses a wrong value at install time.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { load } from 'js-yaml';
+import { parse as load } from 'yaml';
 import { serviceClient, webhookConfiguration } from '../../src/injection/registration';
 import {
   CHART,
@@ -88,6 +88,7 @@ describe.each(HELMS)('%s', (_label, major) => {
     [['--set', 'podDisruptionBudget.minAvailable=0'], '/podDisruptionBudget/minAvailable', ''],
     [['--set', 'injection.rateLimit.perPod=-1'], '/injection/rateLimit/perPod', 'minimum'],
     [['--set', 'injection.rateLimit.global=fast'], '/injection/rateLimit/global', 'integer'],
+    [['--set', 'kmsInstanceApi.port=70000'], '/kmsInstanceApi/port', 'maximum'],
   ])('values.schema.json refuses %j with a message naming the value', async (args, names, why) => {
     const r = await helm(major, ['template', 'datakey-operator', CHART, ...args]);
     expect(r.code).not.toBe(0);
@@ -281,6 +282,35 @@ describe('rendered objects (helm 3; helm 4 renders the same)', () => {
       '--delivery-global-rate-limit',
       '0',
     ]);
+  });
+
+  test('KMS Instance API (kmsInstanceApi.enabled): flags, container port 9444, its Service on kmsInstanceApi.port', async () => {
+    expect(objects.some((o) => o.metadata.name === 'datakey-operator-kms-instance')).toBe(false);
+    expect(container(one(objects, 'Deployment')).args).not.toContain('--kms-instance-listen');
+    const on = await render('helm', {
+      args: [
+        '--set',
+        'kmsInstanceApi.enabled=true,kmsInstanceApi.port=8443,networkPolicy.enabled=true',
+      ],
+    });
+    const c = container(one(on, 'Deployment'));
+    const svc = 'datakey-operator-kms-instance';
+    const flags = c.args.join(' ');
+    expect(flags).toContain('--kms-instance-listen 0.0.0.0:9444');
+    for (const host of [
+      svc,
+      `${svc}.${RELEASE_NS}.svc`,
+      `${svc}.${RELEASE_NS}.svc.cluster.local`,
+    ]) {
+      expect(flags).toContain(`--kms-instance-host ${host} `.trimEnd());
+    }
+    expect(c.ports).toContainEqual({ name: 'kms-instance', containerPort: 9444, protocol: 'TCP' });
+    const service = one(on, 'Service', svc).spec as Json;
+    expect(service.ports).toEqual([
+      { name: 'kms-instance', port: 8443, targetPort: 'kms-instance', protocol: 'TCP' },
+    ]);
+    const np = one(on, 'NetworkPolicy').spec as { ingress: { ports: Json[] }[] };
+    expect(np.ingress[0].ports).toContainEqual({ port: 9444, protocol: 'TCP' });
   });
 
   test('ServiceMonitor (when enabled) scrapes the metrics Service only', async () => {

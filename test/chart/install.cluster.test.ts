@@ -5,9 +5,9 @@
 // CoreDNS), `helm upgrade` rolling the pods, `helm uninstall` leaving the CRDs.
 import * as path from 'node:path';
 import * as tls from 'node:tls';
-import { buildAndImport } from '../../src/devcluster/image';
-import { nodePaths } from '../../src/devcluster/node';
-import { defaultStateDir } from '../../src/devcluster/paths';
+import { buildAndImport } from '../../harness/devcluster/image';
+import { nodePaths } from '../../harness/devcluster/node';
+import { defaultStateDir } from '../../harness/devcluster/paths';
 import {
   CHART,
   RELEASE,

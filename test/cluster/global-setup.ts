@@ -1,9 +1,9 @@
 import * as path from 'node:path';
 import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
-import { ensureBinaries } from '../../src/devcluster/build';
-import { up } from '../../src/devcluster/cluster';
-import { hostFiles } from '../../src/devcluster/node';
-import { defaultStateDir } from '../../src/devcluster/paths';
+import { ensureBinaries } from '../../harness/devcluster/build';
+import { up } from '../../harness/devcluster/cluster';
+import { hostFiles } from '../../harness/devcluster/node';
+import { defaultStateDir } from '../../harness/devcluster/paths';
 
 declare global {
   var __DATAKEY_DEVCLUSTER__:

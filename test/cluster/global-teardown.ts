@@ -1,4 +1,4 @@
-import { down } from '../../src/devcluster/cluster';
+import { down } from '../../harness/devcluster/cluster';
 import { checkNodeGone } from './node-gone';
 
 /**

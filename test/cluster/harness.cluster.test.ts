@@ -18,8 +18,8 @@ import {
   Watch,
   type V1ConfigMap,
 } from '@kubernetes/client-node';
-import { readVersions } from '../../src/devcluster/build';
-import { createCA, createLeaf } from '../../src/devcluster/pki';
+import { readVersions } from '../../harness/devcluster/build';
+import { createCA, createLeaf } from '../../harness/devcluster/pki';
 import { eventually } from '../helpers/wait';
 
 const kc = new KubeConfig();

@@ -8,8 +8,8 @@ import {
   mountsUnder,
   nodePaths,
   shimPids,
-} from '../../src/devcluster/node';
-import { kubeChainsLeft, readSysctls } from '../../src/devcluster/network';
+} from '../../harness/devcluster/node';
+import { kubeChainsLeft, readSysctls } from '../../harness/devcluster/network';
 
 interface RecordedProcess {
   name: string;

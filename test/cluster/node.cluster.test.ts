@@ -7,7 +7,7 @@ import {
   CoreV1Api,
   KubeConfig,
 } from '@kubernetes/client-node';
-import { BUSYBOX_IMAGE } from '../../src/devcluster/images';
+import { BUSYBOX_IMAGE } from '../../harness/devcluster/images';
 import { kubectl, running } from '../helpers/pods';
 import { eventually } from '../helpers/wait';
 

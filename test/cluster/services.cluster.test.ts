@@ -3,11 +3,15 @@
 // through the `kubernetes` Service with in-cluster config, as the operator will.
 import { CoreV1Api, KubeConfig, RbacAuthorizationV1Api, type V1Pod } from '@kubernetes/client-node';
 import { httpGet } from '../../src/common/wait';
-import { buildAndImport, imageBuildUnsupported, OPERATOR_IMAGE } from '../../src/devcluster/image';
-import { BUSYBOX_IMAGE } from '../../src/devcluster/images';
-import { CLUSTER_DNS_IP } from '../../src/devcluster/network';
-import { nodePaths } from '../../src/devcluster/node';
-import { defaultStateDir } from '../../src/devcluster/paths';
+import {
+  buildAndImport,
+  imageBuildUnsupported,
+  OPERATOR_IMAGE,
+} from '../../harness/devcluster/image';
+import { BUSYBOX_IMAGE } from '../../harness/devcluster/images';
+import { CLUSTER_DNS_IP } from '../../harness/devcluster/network';
+import { nodePaths } from '../../harness/devcluster/node';
+import { defaultStateDir } from '../../harness/devcluster/paths';
 import { kubectl, running } from '../helpers/pods';
 import { eventually } from '../helpers/wait';
 

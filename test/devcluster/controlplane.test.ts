@@ -2,9 +2,9 @@ import { X509Certificate } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { readVersions } from '../../src/devcluster/build';
-import { toolsDir } from '../../src/devcluster/paths';
-import { createCA, createLeaf, createSigningKey } from '../../src/devcluster/pki';
+import { readVersions } from '../../harness/devcluster/build';
+import { toolsDir } from '../../harness/devcluster/paths';
+import { createCA, createLeaf, createSigningKey } from '../../harness/devcluster/pki';
 
 const gomod = (m: string): string => fs.readFileSync(path.join(toolsDir, m, 'go.mod'), 'utf8');
 

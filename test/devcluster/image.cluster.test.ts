@@ -4,9 +4,9 @@
 // The build is cached by a hash of its inputs, so unchanged sources reuse it.
 import * as http from 'node:http';
 import { CoreV1Api, KubeConfig, type V1Container, type V1Pod } from '@kubernetes/client-node';
-import { buildAndImport, OPERATOR_IMAGE } from '../../src/devcluster/image';
-import { nodePaths } from '../../src/devcluster/node';
-import { defaultStateDir } from '../../src/devcluster/paths';
+import { buildAndImport, OPERATOR_IMAGE } from '../../harness/devcluster/image';
+import { nodePaths } from '../../harness/devcluster/node';
+import { defaultStateDir } from '../../harness/devcluster/paths';
 import { NODE_NAME, onLocalNodeWithImage } from '../helpers/image-on-node';
 import { eventually } from '../helpers/wait';
 

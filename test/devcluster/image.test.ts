@@ -3,8 +3,8 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { inputsKey } from '../../src/devcluster/image';
-import { repoRoot } from '../../src/devcluster/paths';
+import { inputsKey } from '../../harness/devcluster/image';
+import { repoRoot } from '../../harness/devcluster/paths';
 
 const dockerfile = fs.readFileSync(path.join(repoRoot, 'Dockerfile'), 'utf8');
 const instructions = dockerfile

@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { layerTar, writeImageArchive } from '../../src/devcluster/images';
+import { layerTar, writeImageArchive } from '../../harness/devcluster/images';
 
 describe('images written by code (docker-archive)', () => {
   let dir: string;

@@ -1,4 +1,4 @@
-import * as yaml from 'js-yaml';
+import * as yaml from 'yaml';
 import {
   CLUSTER_DNS_IP,
   corefile,
@@ -6,12 +6,12 @@ import {
   kubeProxyConfig,
   removalScript,
   SERVICE_CIDR,
-} from '../../src/devcluster/network';
-import { BRIDGE_IP, POD_CIDR } from '../../src/devcluster/node';
+} from '../../harness/devcluster/network';
+import { BRIDGE_IP, POD_CIDR } from '../../harness/devcluster/node';
 
 describe('the node service network configuration', () => {
   test('kube-proxy: iptables mode, pod range local, loopback ports, host settings left alone', () => {
-    const cfg = yaml.load(
+    const cfg = yaml.parse(
       kubeProxyConfig({
         kubeconfig: '/s/kp.kubeconfig',
         node: 'n1',

@@ -8,7 +8,7 @@ import {
   otherLiveOwner,
   readOwner,
   releaseNode,
-} from '../../src/devcluster/node-owner';
+} from '../../harness/devcluster/node-owner';
 
 const linux = process.platform === 'linux';
 

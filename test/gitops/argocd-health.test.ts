@@ -2,7 +2,7 @@
 // the same scripts against objects the operator really produced.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { load } from 'js-yaml';
+import { parse as load } from 'yaml';
 import { HEALTH_SCRIPTS, argoHealth, runLua, toLua } from '../helpers/argocd';
 
 test('toLua: a JSON value becomes an equal Lua table (strings byte-exact)', () => {

@@ -1,5 +1,5 @@
-import { componentProcess, restartComponent } from '../../src/devcluster/cluster';
-import { defaultStateDir } from '../../src/devcluster/paths';
+import { componentProcess, restartComponent } from '../../harness/devcluster/cluster';
+import { defaultStateDir } from '../../harness/devcluster/paths';
 import { sleep } from './wait';
 
 /**

@@ -1,8 +1,8 @@
 import { spawn, spawnSync } from 'node:child_process';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { loadAll } from 'js-yaml';
-import { ensureHelm } from '../../src/devcluster/build';
+import { parseAllDocuments } from 'yaml';
+import { ensureHelm } from '../../harness/devcluster/build';
 
 /**
  * The real helm 3 and helm 4 (built from their Go modules, cached like the
@@ -99,7 +99,9 @@ export interface Rendered {
 /** `helm template`, parsed into its objects. */
 export async function render(major: HelmMajor, o: RenderOptions = {}): Promise<Rendered[]> {
   const text = await templateText(major, o);
-  return (loadAll(text) as (Rendered | null)[]).filter((o): o is Rendered => o !== null);
+  return (parseAllDocuments(text).map((d) => d.toJS()) as (Rendered | null)[]).filter(
+    (o): o is Rendered => o !== null,
+  );
 }
 
 /** The one rendered object of a kind (and name, when several). */

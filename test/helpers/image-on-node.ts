@@ -1,4 +1,4 @@
-import { imageBuildUnsupported } from '../../src/devcluster/image';
+import { imageBuildUnsupported } from '../../harness/devcluster/image';
 
 /** The Ready node of the test cluster ('' when it has none). */
 export const NODE_NAME = process.env.DATAKEY_NODE ?? '';

@@ -23,6 +23,8 @@ export interface Exit {
 
 export interface KmsProcess {
   url: string;
+  /** With --instance-listen: the Instance API's https URL. */
+  instanceUrl?: string;
   port: number;
   dataDir: string;
   accessKeyId: string;
@@ -143,6 +145,7 @@ export async function startKms(options: StartOptions = {}): Promise<KmsProcess> 
   exited.then(() => children.delete(child));
   const stdoutLines: string[] = [];
   let stderr = '';
+  let instanceUrl: string | undefined;
   child.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr += d));
   const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
 
@@ -155,6 +158,7 @@ export async function startKms(options: StartOptions = {}): Promise<KmsProcess> 
       stdoutLines.push(line);
       try {
         const entry = JSON.parse(line) as { msg?: string; url?: string };
+        if (entry.msg === 'kms instance api listening') instanceUrl = entry.url;
         if (entry.msg === 'kms api listening' && entry.url) {
           clearTimeout(timer);
           resolve(entry.url);
@@ -171,6 +175,7 @@ export async function startKms(options: StartOptions = {}): Promise<KmsProcess> 
 
   return {
     url,
+    instanceUrl,
     port: Number(new URL(url).port),
     dataDir,
     accessKeyId,

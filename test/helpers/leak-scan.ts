@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
-import { defaultStateDir } from '../../src/devcluster/paths';
+import { defaultStateDir } from '../../harness/devcluster/paths';
 
 /**
  * Leak scan: looks for plaintext data keys (raw bytes, base64, hex) in every

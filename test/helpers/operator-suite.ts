@@ -1,4 +1,6 @@
 import { spawn } from 'node:child_process';
+import * as paths from '../../src/api/paths';
+import { buildCrds } from '../../src/api/crds';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -44,10 +46,9 @@ export interface DataKeyObject extends KubeObject {
   };
 }
 
-export const dataKeysPath = (ns: string) =>
-  `/apis/kms.datakey.io/v1alpha1/namespaces/${ns}/datakeys`;
-export const masterKeysPath = '/apis/kms.datakey.io/v1alpha1/masterkeys';
-export const secretsPath = (ns: string) => `/api/v1/namespaces/${ns}/secrets`;
+export const dataKeysPath = (ns: string) => paths.dataKeysPath(ns);
+export const masterKeysPath = paths.masterKeysPath();
+export const secretsPath = (ns: string) => paths.secretsPath(ns);
 
 let cacheDir: string | undefined;
 const kubectlCache = () =>
@@ -106,6 +107,18 @@ export async function kubectlOk(args: string[], input?: string): Promise<string>
 }
 
 /** `kubectl apply -f -` of objects (sent as a JSON v1 List). */
+/** Applies the test-only CRD variant that allows rotation intervals under 7 days. */
+export async function applyShortRotationCrds(): Promise<void> {
+  await kubectlOk(
+    ['apply', '-f', '-'],
+    JSON.stringify({
+      apiVersion: 'v1',
+      kind: 'List',
+      items: buildCrds({ minRotationSeconds: 1 }).map(({ crd }) => crd),
+    }),
+  );
+}
+
 export function applyObjects(objects: Json[], extraArgs: string[] = []): Promise<KubectlResult> {
   return kubectl(
     ['apply', ...extraArgs, '-f', '-'],

@@ -5,10 +5,10 @@
 import { createHash } from 'node:crypto';
 import * as https from 'node:https';
 import * as tls from 'node:tls';
-import { buildAndImport, OPERATOR_IMAGE } from '../../src/devcluster/image';
-import { BUSYBOX_IMAGE } from '../../src/devcluster/images';
-import { BRIDGE_IP, nodePaths } from '../../src/devcluster/node';
-import { defaultStateDir } from '../../src/devcluster/paths';
+import { buildAndImport, OPERATOR_IMAGE } from '../../harness/devcluster/image';
+import { BUSYBOX_IMAGE } from '../../harness/devcluster/images';
+import { BRIDGE_IP, nodePaths } from '../../harness/devcluster/node';
+import { defaultStateDir } from '../../harness/devcluster/paths';
 import { freePort } from '../../src/common/wait';
 import { AGENT_AUDIENCE } from '../../src/injection/pod-patch';
 import { DELIVER_PATH } from '../../src/injection/endpoints';

@@ -62,3 +62,32 @@ test('the access logger still redacts top-level secret fields', () => {
     keyId: 'id',
   });
 });
+
+test('a 500 is logged at error level with its cause; the body says nothing about it', async () => {
+  const { lines, logger } = capture();
+  const core = await KmsCore.open({
+    store: new MemoryKeyStore(),
+    rootKey: new RootKey(randomBytes(32)),
+  });
+  core.describeKey = () => {
+    throw new TypeError('a bug in the core');
+  };
+  const api = new KmsApi({ core, credentials, logger, rateLimit: 0 });
+  const running = await listen(api, { host: '127.0.0.1', port: 0 });
+  let body: Record<string, unknown>;
+  try {
+    const res = await fetch(running.url + signedPath('DescribeKey', { KeyId: 'any' }));
+    expect(res.status).toBe(500);
+    body = (await res.json()) as Record<string, unknown>;
+  } finally {
+    await running.close();
+  }
+  expect(body).toMatchObject({ Code: 'InternalFailure' });
+  expect(JSON.stringify(body)).not.toContain('a bug in the core');
+  const failure = lines.find((l) => l.msg === 'kms request failed unexpectedly');
+  expect(failure).toMatchObject({
+    level: 50,
+    action: 'DescribeKey',
+    err: { type: 'TypeError', message: 'a bug in the core' },
+  });
+});

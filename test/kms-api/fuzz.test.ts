@@ -1,8 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import * as http from 'node:http';
+import { signAcs3Request } from '../../src/kms-api/acs3';
 import { startKms, type KmsProcess } from '../helpers/kms-process';
+import { fuzzSeed, prng, type Rng } from '../helpers/prng';
 import {
   encodeParams,
+  kmsTimestamp,
   rawRequest,
   signedParams,
   signedRequest,
@@ -13,7 +16,7 @@ import {
 /**
  * Seeded fuzzer for the KMS API of `datakey kms serve` (a child process).
  * Random and malformed parameters, encodings, methods, content types and sizes,
- * unsigned and correctly signed (so the noise reaches the action handlers).
+ * unsigned and correctly signed, v1 and ACS3 (so the noise reaches the action handlers).
  * Asserts: never a 5xx, a hang or a crash; every 4xx carries an Alibaba error
  * body (Code, Message, RequestId); unsigned requests never succeed; and the
  * state is intact afterwards.
@@ -22,32 +25,10 @@ import {
  * explores new inputs, and KMS_FUZZ_SEED=<seed printed in a failure> replays one.
  */
 
-const SEED_SETTING = process.env.KMS_FUZZ_SEED ?? '20261123';
-const SEED = SEED_SETTING === 'random' ? Math.floor(Math.random() * 2 ** 31) : Number(SEED_SETTING);
+const SEED = fuzzSeed(20261123);
 const REQUESTS = Number(process.env.KMS_FUZZ_REQUESTS ?? 2000);
 const CONCURRENCY = 8;
 const PER_REQUEST_TIMEOUT_MS = 5_000;
-
-/** mulberry32: small, fast, good enough for fuzzing. */
-function prng(seed: number) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  const int = (n: number) => Math.floor(next() * n);
-  return {
-    next,
-    int,
-    bool: (p = 0.5) => next() < p,
-    pick: <T>(items: readonly T[]): T => items[int(items.length)],
-    bytes: (n: number) => Buffer.from(Array.from({ length: n }, () => int(256))),
-  };
-}
-type Rng = ReturnType<typeof prng>;
 
 const ACTIONS = [
   'CreateKey',
@@ -110,6 +91,9 @@ const PARAMS = [
   '__proto__',
   'constructor',
 ];
+
+const PROTOTYPE_NAMES = ['toString', 'constructor', '__proto__', 'hasOwnProperty', 'valueOf'];
+const EMPTY_SHA256 = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
 
 interface World {
   keyId: string;
@@ -210,7 +194,16 @@ function fuzzValue(rng: Rng, world: World, forMutation: boolean): string {
         'alias/fz-target',
       ]);
     case 9:
-      return rng.pick(['AES_256', 'AES_128', 'Aliyun_AES_256', 'RSA_2048', 'EC_P256', 'aes_256']);
+      return rng.pick([
+        'AES_256',
+        'AES_128',
+        'Aliyun_AES_256',
+        'RSA_2048',
+        'EC_P256',
+        'aes_256',
+        // Names every JavaScript object inherits: must never match a spec table.
+        ...PROTOTYPE_NAMES,
+      ]);
     case 10:
       return rng.pick(['30d', '7d', '6d', '366d', '604800s', '1w', 'd', '24h']);
     default:
@@ -242,8 +235,23 @@ const truncate = (s: string, n = 200) => (s.length > n ? `${s.slice(0, n)}…(${
 function makeCase(rng: Rng, server: KmsProcess, world: World): Case {
   const action = rng.bool(0.9) ? rng.pick(ACTIONS) : rng.pick(ODD_ACTIONS);
   const kind = rng.int(10);
+  if (kind <= 1) {
+    // Correctly ACS3-signed (the current SDKs' scheme), fuzzed parameters in the query.
+    const query = encodeParams(new Map(Object.entries(fuzzParams(rng, world, action))));
+    const headers = signAcs3Request(server, action, query, {
+      host: `127.0.0.1:${server.port}`,
+      date: kmsTimestamp(),
+      nonce: randomUUID(),
+    });
+    return {
+      describe: `ACS3 POST ${action} ${truncate(query)}`,
+      options: { method: 'POST', query, headers },
+      signed: true,
+      action,
+    };
+  }
   if (kind <= 4) {
-    // Correctly signed, fuzzed parameters: reaches the handlers.
+    // Correctly signed (v1), fuzzed parameters: reaches the handlers.
     const method = rng.bool() ? 'GET' : 'POST';
     const encoded = encodeParams(
       signedParams(server, action, fuzzParams(rng, world, action), { method }),
@@ -270,7 +278,33 @@ function makeCase(rng: Rng, server: KmsProcess, world: World): Case {
     if (rng.bool())
       Object.assign(params, { SignatureMethod: 'HMAC-SHA1', SignatureVersion: '1.0' });
     const query = encodeParams(new Map(Object.entries(params)));
-    return { describe: `unsigned GET ${truncate(query)}`, options: { query }, signed: false };
+    const authorization = rng.pick([
+      undefined,
+      'ACS3-HMAC-SHA256 Credential=x,SignedHeaders=host,Signature=zz',
+      `ACS3-HMAC-SHA256 Credential=${server.accessKeyId},SignedHeaders=host;x-acs-action;x-acs-content-sha256;x-acs-date;x-acs-signature-nonce;x-acs-version,Signature=00`,
+      `ACS3-HMAC-SHA256 Credential=${server.accessKeyId},SignedHeaders=${PROTOTYPE_NAMES.join(';')};host;x-acs-action;x-acs-content-sha256;x-acs-date;x-acs-signature-nonce;x-acs-version,Signature=00`,
+      'ACS4-HMAC-SHA256 Credential=a/b/c,SignedHeaders=host,Signature=00',
+      'Bearer token',
+      '',
+      ...PROTOTYPE_NAMES,
+    ]);
+    // With the other ACS3 headers present, a bad Authorization reaches the signature check.
+    const headers =
+      authorization === undefined
+        ? undefined
+        : {
+            authorization,
+            'x-acs-action': action,
+            'x-acs-version': '2016-01-20',
+            'x-acs-date': kmsTimestamp(),
+            'x-acs-signature-nonce': randomUUID(),
+            'x-acs-content-sha256': EMPTY_SHA256,
+          };
+    return {
+      describe: `unsigned GET ${truncate(query)} authorization=${authorization}`,
+      options: { query, headers },
+      signed: false,
+    };
   }
   // Broken encodings, methods, content types and sizes.
   const valid = encodeParams(

@@ -336,6 +336,118 @@ describe('validation bounds and error codes', () => {
     );
   });
 
+  test('a dry run of Decrypt, AdvanceDecrypt and ReEncrypt checks the blob, context and Aad', async () => {
+    const { core } = await openCore();
+    const { keyId } = await core.createKey({});
+    const context = { app: 'orders' };
+    const standard = core.generateDataKeyWithoutPlaintext({ keyId, encryptionContext: context });
+    const advance = core.advanceGenerateDataKeyWithoutPlaintext({
+      keyId,
+      numberOfBytes: 32,
+      aad: Buffer.from('aad'),
+    });
+    const tampered = Buffer.from(standard.ciphertextBlob);
+    tampered[tampered.length - 1] ^= 1;
+    const dry = { dryRun: true };
+    const cases: [string, () => unknown, string][] = [
+      [
+        'decrypt ok',
+        () =>
+          core.decrypt({
+            ciphertextBlob: standard.ciphertextBlob,
+            encryptionContext: context,
+            ...dry,
+          }),
+        'DryRunOperation',
+      ],
+      [
+        'decrypt wrong context',
+        () =>
+          core.decrypt({
+            ciphertextBlob: standard.ciphertextBlob,
+            encryptionContext: { app: 'x' },
+            ...dry,
+          }),
+        'InvalidParameter',
+      ],
+      [
+        'decrypt tampered',
+        () => core.decrypt({ ciphertextBlob: tampered, encryptionContext: context, ...dry }),
+        'InvalidParameter',
+      ],
+      [
+        'advance ok',
+        () =>
+          core.advanceDecrypt({
+            ciphertextBlob: advance.ciphertextBlob,
+            aad: Buffer.from('aad'),
+            ...dry,
+          }),
+        'DryRunOperation',
+      ],
+      [
+        'advance wrong aad',
+        () =>
+          core.advanceDecrypt({
+            ciphertextBlob: advance.ciphertextBlob,
+            aad: Buffer.from('bad'),
+            ...dry,
+          }),
+        'InvalidParameter',
+      ],
+      [
+        'reEncrypt ok',
+        () =>
+          core.reEncrypt({
+            ciphertextBlob: standard.ciphertextBlob,
+            sourceEncryptionContext: context,
+            destinationKeyId: keyId,
+            ...dry,
+          }),
+        'DryRunOperation',
+      ],
+      [
+        'reEncrypt wrong context',
+        () =>
+          core.reEncrypt({
+            ciphertextBlob: standard.ciphertextBlob,
+            destinationKeyId: keyId,
+            ...dry,
+          }),
+        'InvalidParameter',
+      ],
+    ];
+    const codes = await Promise.all(cases.map(async ([name, fn]) => [name, await codeOf(fn)]));
+    expect(codes).toEqual(cases.map(([name, , code]) => [name, code]));
+  });
+
+  test.each(['toString', 'constructor', '__proto__', 'hasOwnProperty', 'valueOf'])(
+    'KeySpec=%s is InvalidParameter on CreateKey and GenerateDataKey, not a crash',
+    async (name) => {
+      const { core } = await openCore();
+      expect(await messageOf(() => core.createKey({ keySpec: name }))).toContain('KeySpec');
+      const { keyId } = await core.createKey({});
+      expect(await codeOf(() => core.generateDataKey({ keyId, keySpec: name }))).toBe(
+        'InvalidParameter',
+      );
+      expect(await codeOf(() => core.createKey({ keySpec: name }))).toBe('InvalidParameter');
+    },
+  );
+
+  test('RSA_2048 key generation leaves the event loop free', async () => {
+    const { core } = await openCore();
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 1);
+    try {
+      await Promise.all([1, 2, 3].map(() => core.createKey({ keySpec: 'RSA_2048' })));
+    } finally {
+      clearInterval(timer);
+    }
+    // The timer kept firing while the keys were generated on the thread pool
+    // (synchronous generation let it fire at most once, after the fact).
+    expect(ticks).toBeGreaterThan(1);
+  });
+
   test('alias rules', async () => {
     const { core } = await openCore();
     const a = await core.createKey({});

@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, promises as fs, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
+import { processStart } from '../../src/common/process';
 import {
   FileKeyStore,
   KeyStoreError,
@@ -132,6 +133,23 @@ test('a live process holds the data folder; a dead one does not', async () => {
   await expect(FileKeyStore.open(dir)).rejects.toThrow(/in use by process/);
   writeFileSync(path.join(dir, 'lock'), '999999999');
   const second = await FileKeyStore.open(dir);
+  await second.close();
+  await store.close();
+});
+
+test('the lock names its holder by pid AND start time, so a reused pid is not taken for it', async () => {
+  const store = await FileKeyStore.open(dir);
+  const lock = path.join(dir, 'lock');
+  const written = JSON.parse(await fs.readFile(lock, 'utf8')) as { pid: number; started: number };
+  expect(written).toEqual({ pid: process.pid, started: processStart(process.pid) });
+  // The live parent process with its real start time holds the folder...
+  const parent = { pid: process.ppid, started: processStart(process.ppid) };
+  writeFileSync(lock, JSON.stringify(parent));
+  await expect(FileKeyStore.open(dir)).rejects.toThrow(`in use by process ${process.ppid}`);
+  // ...but the same live pid with another start time is a reused pid: a stale lock.
+  writeFileSync(lock, JSON.stringify({ ...parent, started: (parent.started ?? 0) + 1 }));
+  const second = await FileKeyStore.open(dir);
+  expect(JSON.parse(await fs.readFile(lock, 'utf8'))).toEqual(written);
   await second.close();
   await store.close();
 });

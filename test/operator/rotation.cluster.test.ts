@@ -1,11 +1,11 @@
 // Rotation: the rotate annotation and automatic rotation move every DataKey of
 // the master key to its new primary version in the Advance flow, keeping the same
 // data key; interrupted re-wraps resume; a second rotation converges on the newest.
-import { buildCrds } from '../../src/api/crds';
 import type { OperatorProcess } from '../helpers/operator-process';
 import {
   CRDS,
   applyObjects,
+  applyShortRotationCrds,
   client,
   dataKey,
   decode,
@@ -81,14 +81,7 @@ async function waitAllOn(names: string[], version: string, timeoutMs: number) {
 
 beforeAll(async () => {
   // The test-only CRD variant allows rotation intervals under 7 days.
-  await kubectlOk(
-    ['apply', '-f', '-'],
-    JSON.stringify({
-      apiVersion: 'v1',
-      kind: 'List',
-      items: buildCrds({ minRotationSeconds: 1 }).map(({ crd }) => crd),
-    }),
-  );
+  await applyShortRotationCrds();
   op = await suite.start({ args: ['--min-rotation-interval', '1s', '--rewrap-rate', '40'] });
 });
 afterAll(async () => {

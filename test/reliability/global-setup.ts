@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { up } from '../../src/devcluster/cluster';
+import { up } from '../../harness/devcluster/cluster';
 
 declare global {
   var __DATAKEY_RELIABILITY__: { stateDir: string; figures: string } | undefined;

@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { down } from '../../src/devcluster/cluster';
+import { down } from '../../harness/devcluster/cluster';
 import { summarize } from '../helpers/reliability-figures';
 
 /** Stops the suite's control plane and prints its figures as one JSON line. */

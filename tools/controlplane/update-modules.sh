@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates the four Go modules (go.mod + go.sum) from versions.json.
 # Run by hand after changing a version in versions.json, then commit the result.
-# The build itself (src/devcluster/build.ts) never runs `go get`: it builds from
+# The build itself (harness/devcluster/build.ts) never runs `go get`: it builds from
 # the committed go.mod/go.sum files.
 set -euo pipefail
 cd "$(dirname "$0")"

@@ -31,6 +31,11 @@ Truncated to 47 so the longest suffix (-webhook-tls) still fits 63.
 {{ include "datakey-operator.fullname" . }}-webhook
 {{- end }}
 
+{{/* Service of the KMS Instance API (kmsInstanceApi.port → 9444). */}}
+{{- define "datakey-operator.kmsInstanceService" -}}
+{{ include "datakey-operator.fullname" . }}-kms-instance
+{{- end }}
+
 {{- define "datakey-operator.metricsService" -}}
 {{ include "datakey-operator.fullname" . }}-metrics
 {{- end }}
