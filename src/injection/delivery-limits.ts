@@ -143,6 +143,7 @@ export class DeliveryLimits {
         const jwks = await this.client.request<{ keys?: (JsonWebKey & { kid?: string })[] }>(
           'GET',
           '/openid/v1/jwks',
+          { accept: 'application/jwk-set+json' },
         );
         const keys = new Map<string, KeyObject>();
         for (const jwk of jwks?.keys ?? []) {

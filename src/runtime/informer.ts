@@ -21,11 +21,9 @@ export interface InformerOptions {
 }
 
 /**
- * List-then-watch cache of one resource, as client-go's reflector: a watch that
- * ends or is cut resumes from the last resourceVersion (after backoff with jitter
- * when it failed), and only 410 Gone (history no longer there) re-lists; a failed
- * list is retried with backoff. A watchdog restarts a watch that went silent.
- * Handlers should only enqueue keys.
+ * List-then-watch cache of one resource. It re-lists on 410 Gone and restarts
+ * with exponential backoff and jitter on any error; a watchdog restarts a watch
+ * that went silent. Handlers should only enqueue keys.
  */
 export class Informer<T extends KubeObject> {
   private readonly cache = new Map<string, T>();
@@ -90,7 +88,7 @@ export class Informer<T extends KubeObject> {
       this.syncedResolve();
       await this.startWatch();
     } catch (err) {
-      this.retry(err, 'relist');
+      this.retry(err);
     }
   }
 
@@ -119,10 +117,9 @@ export class Informer<T extends KubeObject> {
       ended = true;
       this.abort = undefined;
       if (this.stopped) return;
-      // A cut stream (API server restarted, network) resumes from the last
-      // resourceVersion as a normal end does; only 410 Gone costs a re-list.
-      if (err && !isAbort(err)) return this.retry(err, 'rewatch');
-      void this.startWatch().catch((e) => this.retry(e, 'rewatch'));
+      if (err && !isAbort(err)) return this.retry(err);
+      // A normal end (server timeout, watchdog): resume from the last resourceVersion.
+      void this.startWatch().catch((e) => this.retry(e));
     };
     this.abort = await this.client.watch(
       this.options.path,
@@ -136,7 +133,6 @@ export class Informer<T extends KubeObject> {
       },
       (type, object) => {
         this.lastActivity = Date.now();
-        if (type !== 'ERROR') this.failures = 0;
         if (type === 'ERROR') {
           const status = object as unknown as { code?: number; message?: string };
           this.abort?.abort();
@@ -180,29 +176,20 @@ export class Informer<T extends KubeObject> {
     }
   }
 
-  private retry(err: unknown, then: 'relist' | 'rewatch'): void {
+  private retry(err: unknown): void {
     if (this.stopped) return;
-    const gone =
-      (err instanceof KubeApiError && err.status === 410) ||
-      (err as { statusCode?: number } | undefined)?.statusCode === 410;
+    const gone = err instanceof KubeApiError && err.status === 410;
     const base = this.options.backoffBaseMs ?? 500;
     const max = this.options.backoffMaxMs ?? 30_000;
     const delay = gone
       ? 0
       : Math.min(max, base * 2 ** Math.min(this.failures, 20)) * (0.5 + Math.random());
     this.failures += gone ? 0 : 1;
-    const next = gone || then === 'relist' ? 'relist' : 'rewatch';
     this.logger.warn(
       { path: this.options.path, err: (err as Error)?.message, retryInMs: Math.round(delay) },
-      gone
-        ? 'watch expired (410), re-listing'
-        : `informer error, ${next === 'relist' ? 're-listing' : 'watching again'} after backoff`,
+      gone ? 'watch expired (410), re-listing' : 'informer error, re-listing after backoff',
     );
-    const resume = () =>
-      next === 'relist'
-        ? this.relist()
-        : this.startWatch().catch((e: unknown) => this.retry(e, 'rewatch'));
-    setTimeout(() => void resume(), delay).unref();
+    setTimeout(() => void this.relist(), delay).unref();
   }
 }
 

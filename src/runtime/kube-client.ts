@@ -146,7 +146,7 @@ export class KubeClient {
   async request<T>(
     method: string,
     path: string,
-    options: { body?: unknown; contentType?: string; query?: Query } = {},
+    options: { body?: unknown; contentType?: string; query?: Query; accept?: string } = {},
   ): Promise<T> {
     const url = new URL(path, this.server);
     for (const [k, v] of Object.entries(options.query ?? {})) {
@@ -155,7 +155,7 @@ export class KubeClient {
     const requestOptions: https.RequestOptions = {
       method,
       agent: this.agent,
-      headers: { accept: 'application/json' },
+      headers: { accept: options.accept ?? 'application/json' },
     };
     await this.config.applyToHTTPSOptions(requestOptions);
     // applyToHTTPSOptions sets a new Agent on every call: a TLS handshake per request.

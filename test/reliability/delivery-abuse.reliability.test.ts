@@ -250,15 +250,15 @@ test('a valid-token flood from one pod: 429 with Retry-After beyond its limit; a
 test('the agent honours Retry-After: a throttled agent waits and then writes its key', async () => {
   const pod = await createPod('patient');
   const token = await boundToken(pod);
-  // Use up the pod's burst, so the agent's first request is answered 429.
-  for (let i = 0; i < PER_POD; i++) await deliver(token, { keys: ['orders'], podName: 'patient' });
   const dir = fs.mkdtempSync('/dev/shm/datakey-agent-');
   const tokenFile = path.join(dir, 'token');
   fs.writeFileSync(tokenFile, token, { mode: 0o600 });
   const keys = path.join(dir, 'keys');
   fs.mkdirSync(keys);
   try {
-    const out = await new Promise<{ code: number | null; text: string }>((resolve) => {
+    let text = '';
+    let drained = false;
+    const out = new Promise<{ code: number | null; text: string }>((resolve) => {
       const child = spawn(
         process.execPath,
         [
@@ -277,15 +277,22 @@ test('the agent honours Retry-After: a throttled agent waits and then writes its
         ],
         { env: { ...process.env, DATAKEY_AGENT_CA: ca, DATAKEY_POD_NAME: 'patient' } },
       );
-      let text = '';
       child.stdout.on('data', (d: Buffer) => (text += d.toString()));
       child.stderr.on('data', (d: Buffer) => (text += d.toString()));
-      child.on('close', (code) => resolve({ code, text }));
+      child.on('close', (code) => {
+        drained = true;
+        resolve({ code, text });
+      });
     });
-    expect(out.text).toMatch(
+    // Keep the pod's bucket empty until the agent says it was told to wait.
+    while (!drained && !text.includes('waiting:')) {
+      await deliver(token, { keys: ['orders'], podName: 'patient' });
+    }
+    const result = await out;
+    expect(result.text).toMatch(
       /waiting: too many key requests from this pod: retry after \d+ s; next try in \d+ s/,
     );
-    expect(out.code).toBe(0);
+    expect(result.code).toBe(0);
     const written = fs.readFileSync(path.join(keys, 'orders'));
     obtainedPlaintexts.add(written.toString('base64'));
     written.fill(0);
@@ -297,7 +304,8 @@ test('the agent honours Retry-After: a throttled agent waits and then writes its
 test('malformed, oversized, slow and mistyped bodies get 4xx, never a 5xx or a crash', async () => {
   const json = { 'content-type': 'application/json' };
   const cases: [string, Promise<Answer>, number][] = [
-    ['not JSON', send('/v1/deliver', '{not json', { ...json, authorization: 'Bearer x.y.z' }), 400],
+    ['not JSON', send('/v1/deliver', '{not json', json), 400],
+    ['a forged token', send('/v1/deliver', '{}', { ...json, authorization: 'Bearer x.y.z' }), 401],
     ['a JSON array', send('/v1/deliver', '[1,2]', json), 400],
     ['keys not a list', send('/v1/deliver', '{"keys":"orders"}', json), 400],
     [
@@ -348,10 +356,16 @@ test('delivery cases: another pod claimed, a pod recreated with another UID, a D
     body: { metadata: { annotations: { 'kms.datakey.io/inject': 'orders,later' } } },
     contentType: 'application/merge-patch+json',
   });
-  const notReady = await eventually('the not-Ready DataKey refused', 30_000, async () => {
-    const a = await deliver(token, { keys: ['later'], podName: 'edge' });
-    return a.status === 409 ? a : undefined;
-  });
+  // Polled slower than the per-pod limit, so that the answers are the decisions, not 429s.
+  const notReady = await eventually(
+    'the not-Ready DataKey refused',
+    30_000,
+    async () => {
+      const a = await deliver(token, { keys: ['later'], podName: 'edge' });
+      return a.status === 409 ? a : undefined;
+    },
+    600,
+  );
   expect(notReady.body).toContain('DataKey later is not Ready');
 
   // The Secret loses a field: refused until the controller restores it from the status copy.
@@ -360,11 +374,16 @@ test('delivery cases: another pod claimed, a pod recreated with another UID, a D
     contentType: 'application/merge-patch+json',
   });
   const answers = new Set<number>();
-  await eventually('the Secret restored and delivered again', 60_000, async () => {
-    const a = await deliver(token, { keys: ['orders'], podName: 'edge' });
-    answers.add(a.status);
-    return a.status === 200 ? a : undefined;
-  });
+  await eventually(
+    'the Secret restored and delivered again',
+    60_000,
+    async () => {
+      const a = await deliver(token, { keys: ['orders'], podName: 'edge' });
+      answers.add(a.status);
+      return a.status === 200 ? a : undefined;
+    },
+    600,
+  );
   expect([...answers].every((s) => s === 200 || s === 409)).toBe(true);
 
   await client.delete(`/api/v1/namespaces/${suite.ns}/pods/edge`, { gracePeriodSeconds: 0 });
@@ -379,4 +398,11 @@ test('delivery cases: another pod claimed, a pod recreated with another UID, a D
   const recreated = await deliver(token, { keys: ['orders'], podName: 'edge' });
   expect(recreated.status).toBe(401);
   expect(fivexx).toBe(0);
+});
+
+test('across this file: no 5xx, the operator alive and Ready', async () => {
+  recordFigures({ fault: 'delivery-abuse', '5xx': fivexx, crashes: op.alive() ? 0 : 1 });
+  expect(fivexx).toBe(0);
+  expect(op.alive()).toBe(true);
+  expect((await op.readyz()).status).toBe(200);
 });
