@@ -184,10 +184,6 @@ beforeAll(async () => {
   await waitCondition(`${dataKeysPath(suite.ns)}/orders`, 'True');
 });
 
-afterAll(() =>
-  recordFigures({ fault: 'delivery-abuse', '5xx': fivexx, crashes: op.alive() ? 0 : 1 }),
-);
-
 const stranger = generateKeyPairSync('rsa', { modulusLength: 2048 });
 /** A well-formed service-account-like token signed by a key the cluster does not know. */
 function forged(i: number): string {
