@@ -52,7 +52,7 @@ function send(
   pathname: string,
   body: string | Buffer,
   headers: Record<string, string> = { 'content-type': 'application/json' },
-  options: { slow?: boolean } = {},
+  options: { slow?: boolean; declaredOnly?: boolean } = {},
 ): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const req = https.request(
@@ -64,10 +64,22 @@ function send(
         res.on('end', () => {
           if ((res.statusCode ?? 0) >= 500) fivexx++;
           resolve({ status: res.statusCode ?? 0, headers: res.headers, body: text });
+          if (options.declaredOnly) req.destroy();
         });
       },
     );
-    req.on('error', reject);
+    req.on('error', (err: NodeJS.ErrnoException) =>
+      // A slow sender's connection closed by the server is an answer too (status 0).
+      options.slow && err.code === 'ECONNRESET'
+        ? resolve({ status: 0, headers: {}, body: err.message })
+        : reject(err),
+    );
+    if (options.declaredOnly) {
+      // Announce the size and wait: the server refuses on the declared length alone.
+      req.setHeader('content-length', String(Buffer.byteLength(body)));
+      req.flushHeaders();
+      return;
+    }
     if (options.slow) {
       // Headers and a byte, then nothing: the server must end it.
       req.setHeader('content-length', '100');
@@ -200,6 +212,7 @@ test(`a flood of ${FLOOD} bad tokens: all 401, no API request, and a legitimate 
   const token = await boundToken(pod);
   await deliver(forged(0), { keys: ['orders'] }); // reads the JWKS once
   const before = await kubeRequests();
+  const floodStarted = Date.now();
   const [statuses, legit] = await Promise.all([
     flood(FLOOD, 32, (i) =>
       deliver(i % 2 ? forged(i) : randomBytes(40).toString('base64url'), { keys: ['orders'] }),
@@ -212,8 +225,11 @@ test(`a flood of ${FLOOD} bad tokens: all 401, no API request, and a legitimate 
   obtainedPlaintexts.add(
     (JSON.parse(legit.body) as { keys: { plaintext: string }[] }).keys[0].plaintext,
   );
-  // The legitimate delivery costs a TokenReview, a pod read, a SubjectAccessReview (+ its Event).
-  expect(after - before).toBeLessThanOrEqual(6);
+  // The legitimate delivery costs a TokenReview, a pod read, a SubjectAccessReview and its
+  // Event; besides, the operator renews its lease (a read and a write every 2 s): the
+  // 1,000 bad tokens cost nothing on top.
+  const leaseRequests = 2 * Math.ceil((Date.now() - floodStarted) / 2000 + 1);
+  expect(after - before).toBeLessThanOrEqual(5 + leaseRequests);
 });
 
 test('a valid-token flood from one pod: 429 with Retry-After beyond its limit; another pod is still served; API requests stay within the bound', async () => {
@@ -312,10 +328,16 @@ test('malformed, oversized, slow and mistyped bodies get 4xx, never a 5xx or a c
     ['no content type', send('/v1/deliver', '{"keys":["orders"]}', {}), 415],
     [
       '17 KiB body',
-      send('/v1/deliver', JSON.stringify({ keys: ['a'], pad: 'x'.repeat(17 * 1024) }), json),
+      send('/v1/deliver', JSON.stringify({ keys: ['a'], pad: 'x'.repeat(17 * 1024) }), json, {
+        declaredOnly: true,
+      }),
       413,
     ],
-    ['5 MiB AdmissionReview', send('/mutate-pods', Buffer.alloc(5 * 1024 * 1024, 0x20), json), 413],
+    [
+      '5 MiB AdmissionReview',
+      send('/mutate-pods', Buffer.alloc(5 * 1024 * 1024, 0x20), json, { declaredOnly: true }),
+      413,
+    ],
     ['AdmissionReview not JSON', send('/mutate-pods', '<xml/>', json), 400],
     [
       'AdmissionReview without request',
@@ -332,9 +354,10 @@ test('malformed, oversized, slow and mistyped bodies get 4xx, never a 5xx or a c
   for (const [what, answer, status] of cases) {
     expect([what, (await answer).status]).toEqual([what, status]);
   }
-  // A body that never arrives: the server ends the request (408), it does not wait forever.
+  // A body that never arrives: the server ends the request (408, or closes the connection
+  // once its request timeout passed); it does not wait forever.
   const slow = await send('/v1/deliver', '', { ...json }, { slow: true });
-  expect(slow.status).toBe(408);
+  expect([408, 0]).toContain(slow.status);
   expect(op.alive()).toBe(true);
   expect(fivexx).toBe(0);
 });
@@ -380,7 +403,8 @@ test('delivery cases: another pod claimed, a pod recreated with another UID, a D
     },
     600,
   );
-  expect([...answers].every((s) => s === 200 || s === 409)).toBe(true);
+  // Refused while incomplete (409), or not yet asked again (429), never anything else.
+  expect([...answers].filter((s) => ![200, 409, 429].includes(s))).toEqual([]);
 
   await client.delete(`/api/v1/namespaces/${suite.ns}/pods/edge`, { gracePeriodSeconds: 0 });
   await eventually('pod edge gone', 30_000, async () =>
@@ -391,8 +415,17 @@ test('delivery cases: another pod claimed, a pod recreated with another UID, a D
       : true,
   );
   await createPod('edge'); // the same name, another UID
-  const recreated = await deliver(token, { keys: ['orders'], podName: 'edge' });
+  const recreated = await eventually(
+    'an answer past the per-pod limit',
+    30_000,
+    async () => {
+      const a = await deliver(token, { keys: ['orders'], podName: 'edge' });
+      return a.status === 429 ? undefined : a;
+    },
+    600,
+  );
   expect(recreated.status).toBe(401);
+  expect(recreated.body).toContain('no longer exists');
   expect(fivexx).toBe(0);
 });
 
