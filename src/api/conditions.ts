@@ -42,9 +42,18 @@ export const MasterKeyEvent = {
 
 export const DataKeyEvent = {
   Generated: 'Generated',
+  /** A new generation: a fresh data key, on the regenerate annotation or the schedule. */
+  Regenerated: 'Regenerated',
   Rewrapped: 'Rewrapped',
   SecretRestored: 'SecretRestored',
   DataKeyReissued: 'DataKeyReissued',
+  /** Warning: workloads asking to restart on regeneration cannot be rolled (RBAC). */
+  WorkloadRestartForbidden: 'WorkloadRestartForbidden',
+} as const;
+
+/** Events on Deployments, StatefulSets and DaemonSets rolled after a regeneration. */
+export const WorkloadEvent = {
+  RestartedForDataKey: 'RestartedForDataKey',
 } as const;
 
 /** Events on the pods that pod injection serves. */

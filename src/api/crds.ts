@@ -36,6 +36,23 @@ const conditions: Schema = {
 const intervalSeconds =
   "int(self.substring(0, size(self) - 1)) * (self.endsWith('d') ? 86400 : self.endsWith('h') ? 3600 : self.endsWith('m') ? 60 : 1)";
 
+/** A rotation or regeneration interval: same syntax and bounds for both. */
+function intervalSchema(minSeconds: number): Schema {
+  return str({
+    maxLength: 16,
+    pattern: '^[0-9]{1,9}[dhms]$',
+    'x-kubernetes-validations': [
+      {
+        rule: `${intervalSeconds} >= ${minSeconds} && ${intervalSeconds} <= ${MAX_ROTATION_SECONDS}`,
+        message: `must be from ${minSeconds}s to 365d`,
+      },
+    ],
+  });
+}
+
+export const MAX_KEEP_PREVIOUS = 10;
+export const DEFAULT_KEEP_PREVIOUS = 1;
+
 function masterKeySchema(minRotationSeconds: number): Schema {
   return {
     type: 'object',
@@ -66,16 +83,7 @@ function masterKeySchema(minRotationSeconds: number): Schema {
             type: 'object',
             properties: {
               automatic: { type: 'boolean', default: false },
-              interval: str({
-                maxLength: 16,
-                pattern: '^[0-9]{1,9}[dhms]$',
-                'x-kubernetes-validations': [
-                  {
-                    rule: `${intervalSeconds} >= ${minRotationSeconds} && ${intervalSeconds} <= ${MAX_ROTATION_SECONDS}`,
-                    message: `must be from ${minRotationSeconds}s to 365d`,
-                  },
-                ],
-              }),
+              interval: intervalSchema(minRotationSeconds),
             },
             'x-kubernetes-validations': [
               {
@@ -129,7 +137,19 @@ function immutable(field: string): Schema {
   };
 }
 
-const dataKeySchema: Schema = {
+const generationEntry: Schema = {
+  type: 'object',
+  required: ['generation', 'keyVersionId', 'flow', 'ciphertextBlob', 'creationTime'],
+  properties: {
+    generation: { type: 'integer', format: 'int64', minimum: 1 },
+    keyVersionId: str(),
+    flow: str({ enum: ['Standard', 'Advance'] }),
+    ciphertextBlob: str({ maxLength: 4096 }),
+    creationTime: str({ format: 'date-time' }),
+  },
+};
+
+const dataKeySchema = (minRegenerationSeconds: number): Schema => ({
   type: 'object',
   required: ['spec'],
   properties: {
@@ -166,8 +186,22 @@ const dataKeySchema: Schema = {
           maxLength: 253,
           pattern: '^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$',
         }),
+        regeneration: {
+          type: 'object',
+          description:
+            'The one mutable part of the spec: a fresh data key every interval (and on the regenerate annotation), keeping the previous ones.',
+          properties: {
+            interval: intervalSchema(minRegenerationSeconds),
+            keepPrevious: {
+              type: 'integer',
+              minimum: 0,
+              maximum: MAX_KEEP_PREVIOUS,
+              default: DEFAULT_KEEP_PREVIOUS,
+            },
+          },
+        },
       },
-      // The data key is generated once: nothing that shaped it may change afterwards.
+      // What shapes every generation's data key never changes; regeneration is the one mutable part.
       'x-kubernetes-validations': [
         immutable('masterKeyRef'),
         immutable('secretName'),
@@ -184,12 +218,17 @@ const dataKeySchema: Schema = {
         flow: str({ enum: ['Standard', 'Advance'] }),
         secretName: str(),
         ciphertextBlob: str({ maxLength: 4096 }),
+        currentGeneration: { type: 'integer', format: 'int64', minimum: 1 },
+        lastRegenerationTime: str({ format: 'date-time' }),
+        nextRegenerationTime: str({ format: 'date-time' }),
+        generations: { type: 'array', maxItems: MAX_KEEP_PREVIOUS + 1, items: generationEntry },
+        regenerateTokensSeen: { type: 'array', maxItems: 16, items: str({ maxLength: 1024 }) },
         observedGeneration: { type: 'integer', format: 'int64' },
         conditions,
       },
     },
   },
-};
+});
 
 const readyColumn = {
   name: 'Ready',
@@ -236,35 +275,30 @@ function crd(
 }
 
 export interface CrdOptions {
-  /** Lower only for tests of automatic rotation; the shipped CRDs keep 7 days. */
+  /** Lower only for tests of automatic rotation and regeneration; the shipped CRDs keep 7 days. */
   minRotationSeconds?: number;
 }
 
 export function buildCrds(options: CrdOptions = {}): { file: string; crd: Schema }[] {
+  const minSeconds = options.minRotationSeconds ?? MIN_ROTATION_SECONDS;
   return [
     {
       file: 'kms.datakey.io_masterkeys.yaml',
-      crd: crd(
-        'MasterKey',
-        'masterkeys',
-        'mk',
-        'Cluster',
-        masterKeySchema(options.minRotationSeconds ?? MIN_ROTATION_SECONDS),
-        [
-          readyColumn,
-          { name: 'Key ID', type: 'string', jsonPath: '.status.keyId' },
-          { name: 'Primary Version', type: 'string', jsonPath: '.status.primaryKeyVersion' },
-          ageColumn,
-        ],
-      ),
+      crd: crd('MasterKey', 'masterkeys', 'mk', 'Cluster', masterKeySchema(minSeconds), [
+        readyColumn,
+        { name: 'Key ID', type: 'string', jsonPath: '.status.keyId' },
+        { name: 'Primary Version', type: 'string', jsonPath: '.status.primaryKeyVersion' },
+        ageColumn,
+      ]),
     },
     {
       file: 'kms.datakey.io_datakeys.yaml',
-      crd: crd('DataKey', 'datakeys', 'dk', 'Namespaced', dataKeySchema, [
+      crd: crd('DataKey', 'datakeys', 'dk', 'Namespaced', dataKeySchema(minSeconds), [
         readyColumn,
         { name: 'Master Key', type: 'string', jsonPath: '.spec.masterKeyRef.name' },
         { name: 'Key Version', type: 'string', jsonPath: '.status.keyVersionId' },
         { name: 'Flow', type: 'string', jsonPath: '.status.flow' },
+        { name: 'Generation', type: 'integer', jsonPath: '.status.currentGeneration' },
         { name: 'Secret', type: 'string', jsonPath: '.status.secretName', priority: 1 },
         ageColumn,
       ]),

@@ -5,7 +5,19 @@ export const VERSION = 'v1alpha1';
 export const API_VERSION = `${GROUP}/${VERSION}`;
 
 export const ANNOTATION_ROTATE = `${GROUP}/rotate`;
+export const ANNOTATION_REGENERATE = `${GROUP}/regenerate`;
 export const LABEL_DATAKEY = `${GROUP}/datakey`;
+/** On a pod (template): the DataKeys injected into it, comma-separated. */
+export const ANNOTATION_INJECT = `${GROUP}/inject`;
+/** On a workload's pod template: roll the workload when an injected DataKey regenerates. */
+export const ANNOTATION_RESTART_ON_REGENERATE = `${GROUP}/restart-on-regenerate`;
+/** Set on the pod template to roll a workload, as `kubectl rollout restart` does. */
+export const ANNOTATION_RESTARTED_AT = `${GROUP}/restartedAt`;
+/** On the workload: the generation of each DataKey it was last rolled for (JSON). */
+export const ANNOTATION_RESTARTED_FOR = `${GROUP}/restarted-for`;
+/** The Secret layout a DataKey's Secret is written in (values as the KMS API's strings, generations). */
+export const LABEL_LAYOUT = `${GROUP}/layout`;
+export const SECRET_LAYOUT = '2';
 export const SECRET_TYPE = `${GROUP}/datakey`;
 /** The field manager of every write the operator makes. */
 export const FIELD_MANAGER = 'datakey-operator';
@@ -68,9 +80,21 @@ export interface DataKeySpec {
   numberOfBytes?: number;
   encryptionContext?: Record<string, string>;
   secretName?: string;
+  /** The one mutable part of the spec: a fresh data key on a schedule, previous ones kept. */
+  regeneration?: { interval?: string; keepPrevious?: number };
 }
 
 export type Flow = 'Standard' | 'Advance';
+
+/** One kept generation, the same in the Secret's `generations` JSON and in status. */
+export interface GenerationEntry {
+  generation: number;
+  keyVersionId: string;
+  flow: Flow;
+  /** base64 text, as GenerateDataKey returned it. */
+  ciphertextBlob: string;
+  creationTime: string;
+}
 
 export interface DataKeyStatus {
   keyId?: string;
@@ -79,6 +103,13 @@ export interface DataKeyStatus {
   secretName?: string;
   /** Second copy of the (non-secret) ciphertext, so a lost Secret is restored with the same key. */
   ciphertextBlob?: string;
+  currentGeneration?: number;
+  lastRegenerationTime?: string;
+  nextRegenerationTime?: string;
+  /** Every kept generation, current included (a lost Secret is restored with all of them). */
+  generations?: GenerationEntry[];
+  /** The last 16 `kms.datakey.io/regenerate` values acted on: none of them regenerates again. */
+  regenerateTokensSeen?: string[];
   observedGeneration?: number;
   conditions?: Condition[];
 }

@@ -1,6 +1,8 @@
 import { ConditionType, DataKeyEvent, DataKeyReason } from '../api/conditions';
+import { MIN_ROTATION_SECONDS } from '../api/crds';
 import { dataKeysPath, secretsPath } from '../api/paths';
 import {
+  ANNOTATION_REGENERATE,
   GROUP,
   LABEL_DATAKEY,
   type Condition,
@@ -10,15 +12,18 @@ import {
 import {
   boundAad,
   boundContext,
+  currentOf,
+  generationsFromSecret,
+  generationsFromStatus,
   openWrapped,
+  secretData,
   secretManifest,
   secretNameOf,
   statusFields,
-  wrappedFromSecret,
-  wrappedFromStatus,
   type DataKeyObject,
   type SecretObject,
   type WrappedDataKey,
+  type WrappedGeneration,
 } from '../datakey';
 import { KmsError, RateLimiter } from '../kms';
 import { setCondition } from '../runtime/conditions';
@@ -28,15 +33,23 @@ import type { ManagedController, Watch } from '../runtime/manager';
 import { NotReady, ready, type ReconcileOutcome } from '../runtime/outcome';
 import { kmsCall, type ControllerContext } from './context';
 import {
+  candidatesByGeneration,
   dataKeyBytes,
   generationFlow,
   isOwnedBy,
+  keepPreviousOf,
+  keptGenerations,
   masterKeyBlocks,
   needsRewrap,
+  nextGenerationNumber,
+  nextRegenerationTime,
+  regenerationDue,
   secretAction,
-  storedCopiesInOrder,
+  secretIsBehind,
+  tokensSeenWith,
+  type RegenerationDue,
 } from './datakey-policy';
-import { mattersToDataKeys } from './masterkey-policy';
+import { MAX_TIMER_MS, mattersToDataKeys } from './masterkey-policy';
 import { writeStatus } from './status';
 
 export const DEFAULT_REWRAPS_PER_SECOND = 100;
@@ -45,23 +58,39 @@ const REWRAP_RETRY_MS = 200;
 export interface DataKeyControllerOptions {
   /** Re-wraps per second after a rotation, across all DataKeys (0 = unlimited). */
   rewrapsPerSecond?: number;
+  /** The shortest regeneration interval honoured (the CRD's 7 days; lower only in tests). */
+  minRegenerationSeconds?: number;
+}
+
+/** What ensureGenerations found: the kept generations, verified in the core. */
+interface FoundGenerations {
+  dataKey: DataKeyObject;
+  generations: WrappedGeneration[];
+  /** A new data key was issued in this reconcile (the first, or after tampering). */
+  generated: boolean;
+  secret?: SecretObject;
+  /** Every generation in the Secret opened: it was only behind (an interrupted write, the first layout). */
+  secretBehind: boolean;
 }
 
 /**
- * DataKey: makes sure a data key exists exactly once, wrapped by its MasterKey and
- * bound to the DataKey's identity, and that its Secret holds that ciphertext.
- * The plaintext is never requested: generation is *WithoutPlaintext.
+ * DataKey: makes sure its generations of data keys exist exactly once, wrapped
+ * by its MasterKey and bound to the DataKey's identity, that a new generation
+ * is made once per regenerate token or schedule tick, and that its Secret holds
+ * those ciphertexts. The plaintext is never requested: generation is *WithoutPlaintext.
  */
 export class DataKeyController implements ManagedController {
   readonly name = 'datakey';
   readonly watches: ReturnType<typeof dataKeyWatches>;
   private readonly rewrapBudget: RateLimiter;
+  private readonly minRegenerationSeconds: number;
 
   constructor(
     private readonly ctx: ControllerContext,
     options: DataKeyControllerOptions = {},
   ) {
     this.rewrapBudget = new RateLimiter(options.rewrapsPerSecond ?? DEFAULT_REWRAPS_PER_SECOND);
+    this.minRegenerationSeconds = options.minRegenerationSeconds ?? MIN_ROTATION_SECONDS;
     this.watches = dataKeyWatches(ctx);
   }
 
@@ -73,23 +102,36 @@ export class DataKeyController implements ManagedController {
     let dataKey = this.ctx.dataKeys.get(key);
     if (!dataKey || dataKey.metadata.deletionTimestamp) return ready();
     try {
-      const found = await this.ensureDataKey(dataKey);
+      const found = await this.ensureGenerations(dataKey);
       dataKey = found.dataKey;
-      let { wrapped } = found;
-      if (needsRewrap(wrapped, found.generated, this.primaryVersion(wrapped.keyId))) {
+      let { generations } = found;
+      let changed = found.generated;
+      const keyId = generations[0].keyId;
+      if (needsRewrap(generations, this.primaryVersion(keyId))) {
         if (!this.rewrapBudget.tryTake('rewrap', 'all')) return ready(REWRAP_RETRY_MS);
-        ({ dataKey, wrapped } = await this.rewrap(dataKey, wrapped));
+        ({ dataKey, generations } = await this.rewrap(dataKey, generations));
+        changed = true;
       }
-      const keyChanged = found.generated || wrapped !== found.wrapped;
-      await this.ensureSecret(dataKey, found.secret, wrapped, keyChanged);
-      await this.writeReady(dataKey, wrapped, {
+      const due = regenerationDue(
+        dataKey,
+        currentOf(generations),
+        Date.now(),
+        this.minRegenerationSeconds,
+      );
+      if (due) {
+        ({ dataKey, generations } = await this.regenerate(dataKey, generations, due));
+        changed = true;
+      }
+      await this.ensureSecret(dataKey, found.secret, generations, changed, found.secretBehind);
+      const current = currentOf(generations);
+      await this.writeReady(dataKey, generations, {
         type: ConditionType.Ready,
         status: 'True',
         reason: DataKeyReason.DataKeyReady,
-        message: `Secret ${secretNameOf(dataKey)} holds the ciphertext (${wrapped.flow} flow)`,
+        message: `Secret ${secretNameOf(dataKey)} holds the ciphertext of generation ${current.generation} (${current.flow} flow)`,
         observedGeneration: dataKey.metadata.generation,
       });
-      return ready();
+      return ready(this.untilNextRegeneration(dataKey, current));
     } catch (err) {
       if (!(err instanceof NotReady)) throw err;
       await this.writeReady(dataKey, undefined, {
@@ -103,38 +145,56 @@ export class DataKeyController implements ManagedController {
     }
   }
 
-  /** The existing data key from any intact copy, or a new one only when none is left. */
-  private async ensureDataKey(dataKey: DataKeyObject): Promise<{
-    dataKey: DataKeyObject;
-    wrapped: WrappedDataKey;
-    generated: boolean;
-    secret?: SecretObject;
-  }> {
+  /**
+   * The kept generations from every intact copy (see candidatesByGeneration),
+   * or a new data key only when none is left.
+   */
+  private async ensureGenerations(dataKey: DataKeyObject): Promise<FoundGenerations> {
     const masterKey = this.ctx.masterKeys.get(dataKey.spec.masterKeyRef.name);
     const blocked = masterKeyBlocks(dataKey, masterKey);
     if (blocked) throw new NotReady(blocked);
     const keyId = (masterKey as MasterKey).status?.keyId as string;
     const secret = await this.readSecret(dataKey);
-    const candidates = storedCopiesInOrder(
-      {
-        secret: secret && isOwnedBy(secret, dataKey) ? wrappedFromSecret(secret.data) : undefined,
-        status: wrappedFromStatus(dataKey.status),
-      },
-      this.primaryVersion(keyId),
-    );
-    for (const candidate of candidates) {
-      if (this.opens(dataKey, candidate))
-        return { dataKey, wrapped: candidate, generated: false, secret };
+    const copies = {
+      secret: secret && isOwnedBy(secret, dataKey) ? generationsFromSecret(secret) : [],
+      status: generationsFromStatus(dataKey.status, dataKey.metadata.creationTimestamp),
+    };
+    const opened: WrappedGeneration[] = [];
+    const openedBlobs: Buffer[] = [];
+    for (const group of candidatesByGeneration(copies, this.primaryVersion(keyId))) {
+      const intact = group.filter((candidate) => this.opens(dataKey, candidate));
+      if (intact.length > 0) opened.push(intact[0]);
+      openedBlobs.push(...intact.map((c) => c.ciphertextBlob));
     }
-    if (candidates.length > 0) {
+    const secretBehind =
+      copies.secret.length > 0 &&
+      secretIsBehind(
+        dataKey,
+        secret,
+        secretData(dataKey, copies.secret),
+        copies.secret.every((c) => openedBlobs.some((b) => b.equals(c.ciphertextBlob))),
+      );
+    const kept = keptGenerations(opened, keepPreviousOf(dataKey));
+    const currentNumber = nextGenerationNumber(
+      [...copies.secret, ...copies.status].map((c) => c.generation),
+    );
+    // The highest generation ever recorded must open; otherwise the current data key is lost.
+    if (kept.length > 0 && currentOf(kept).generation === currentNumber - 1) {
+      return { dataKey, generations: kept, generated: false, secret, secretBehind };
+    }
+    if (currentNumber > 1) {
       this.ctx.events.record(
         dataKey,
         'Warning',
         DataKeyEvent.DataKeyReissued,
-        'No stored copy of the ciphertext opens any more (tampered); a new data key is issued',
+        'No stored copy of the current ciphertext opens any more (tampered); a new data key is issued as a new generation',
       );
     }
-    return { ...(await this.generate(dataKey, keyId)), generated: true, secret };
+    const issued = await this.addGeneration(dataKey, kept, keyId, currentNumber, {
+      token: dataKey.metadata.annotations?.[ANNOTATION_REGENERATE],
+      scheduled: false,
+    });
+    return { ...issued, generated: true, secret, secretBehind: false };
   }
 
   /** Verifies a stored ciphertext inside the core; the plaintext is zeroed at once. */
@@ -148,12 +208,68 @@ export class DataKeyController implements ManagedController {
     }
   }
 
-  private async generate(
+  /** A fresh data key as the next generation, on request or schedule; older ones beyond keepPrevious dropped. */
+  private async regenerate(
     dataKey: DataKeyObject,
+    generations: WrappedGeneration[],
+    due: RegenerationDue,
+  ): Promise<{ dataKey: DataKeyObject; generations: WrappedGeneration[] }> {
+    const current = currentOf(generations);
+    const next = await this.addGeneration(
+      dataKey,
+      generations,
+      current.keyId,
+      current.generation + 1,
+      due,
+    );
+    const why = due.token ? `on request (${ANNOTATION_REGENERATE}=${due.token})` : 'on schedule';
+    this.ctx.events.record(
+      dataKey,
+      'Normal',
+      DataKeyEvent.Regenerated,
+      `Generation ${current.generation + 1} generated ${why}; ${next.generations.length - 1} previous generation(s) kept`,
+    );
+    return next;
+  }
+
+  /**
+   * Generates a new data key as generation `number` and records it in status
+   * first, in one write guarded by the resourceVersion it was decided on,
+   * together with the token it answers: if that write fails, the key was never
+   * stored anywhere and nothing is replaced; once it succeeds, neither the token
+   * nor the schedule tick asks again.
+   */
+  private async addGeneration(
+    dataKey: DataKeyObject,
+    previous: WrappedGeneration[],
     keyId: string,
-  ): Promise<{ dataKey: DataKeyObject; wrapped: WrappedDataKey }> {
+    number: number,
+    due: RegenerationDue,
+  ): Promise<{ dataKey: DataKeyObject; generations: WrappedGeneration[] }> {
+    const fresh: WrappedGeneration = {
+      ...this.generate(dataKey, keyId),
+      generation: number,
+      creationTime: new Date().toISOString(),
+    };
+    const generations = keptGenerations([...previous, fresh], keepPreviousOf(dataKey));
+    const written = await this.patchStatus(dataKey, {
+      ...dataKey.status,
+      ...this.generationFields(dataKey, generations),
+      regenerateTokensSeen: tokensSeenWith(dataKey.status?.regenerateTokensSeen, due.token),
+    });
+    if (number === 1) {
+      this.ctx.events.record(
+        dataKey,
+        'Normal',
+        DataKeyEvent.Generated,
+        `Data key generated under key version ${fresh.keyVersionId} (${fresh.flow} flow)`,
+      );
+    }
+    return { dataKey: written, generations };
+  }
+
+  private generate(dataKey: DataKeyObject, keyId: string): WrappedDataKey {
     const numberOfBytes = dataKeyBytes(dataKey);
-    let wrapped: WrappedDataKey;
     try {
       if (generationFlow(this.hasRotated(keyId)) === 'Advance') {
         const sealed = kmsCall(this.ctx, 'AdvanceGenerateDataKeyWithoutPlaintext', () =>
@@ -163,67 +279,83 @@ export class DataKeyController implements ManagedController {
             aad: boundAad(dataKey),
           }),
         );
-        wrapped = { ...sealed, flow: 'Advance' };
-      } else {
-        const sealed = kmsCall(this.ctx, 'GenerateDataKeyWithoutPlaintext', () =>
-          this.ctx.core.generateDataKeyWithoutPlaintext({
-            keyId,
-            numberOfBytes,
-            encryptionContext: boundContext(dataKey),
-          }),
-        );
-        wrapped = { ...sealed, flow: 'Standard' };
+        return { ...sealed, flow: 'Advance' };
       }
+      const sealed = kmsCall(this.ctx, 'GenerateDataKeyWithoutPlaintext', () =>
+        this.ctx.core.generateDataKeyWithoutPlaintext({
+          keyId,
+          numberOfBytes,
+          encryptionContext: boundContext(dataKey),
+        }),
+      );
+      return { ...sealed, flow: 'Standard' };
     } catch (err) {
       throw kmsNotReady(err);
     }
-    // The status copy is written first: if this fails, the key was never stored
-    // anywhere and nothing is replaced.
-    const written = await this.storeInStatus(dataKey, wrapped);
-    this.ctx.events.record(
-      dataKey,
-      'Normal',
-      DataKeyEvent.Generated,
-      `Data key generated under key version ${wrapped.keyVersionId} (${wrapped.flow} flow)`,
-    );
-    return { dataKey: written, wrapped };
   }
 
   /**
-   * Moves the data key to the primary version in the Advance flow, inside the
-   * core (the plaintext never leaves it). The new ciphertext is stored in status
-   * first; the Secret follows in one write.
+   * Moves every kept generation to the primary version in the Advance flow,
+   * inside the core (the plaintexts never leave it). The new ciphertexts are
+   * stored in status first, all in one write; the Secret follows in one write.
    */
   private async rewrap(
     dataKey: DataKeyObject,
-    wrapped: WrappedDataKey,
-  ): Promise<{ dataKey: DataKeyObject; wrapped: WrappedDataKey }> {
+    generations: WrappedGeneration[],
+  ): Promise<{ dataKey: DataKeyObject; generations: WrappedGeneration[] }> {
     const started = performance.now();
-    let rewrapped: WrappedDataKey;
+    let rewrapped: WrappedGeneration[];
     try {
-      const sealed = kmsCall(this.ctx, 'RewrapToPrimary', () =>
-        this.ctx.core.rewrapToPrimary({
-          ciphertextBlob: wrapped.ciphertextBlob,
-          // Standard blobs are bound to the canonical context, Advance blobs to the same bytes as Aad.
-          sourceAad: boundAad(dataKey),
-          destinationAad: boundAad(dataKey),
-        }),
-      );
-      rewrapped = { ...sealed, flow: 'Advance' };
+      rewrapped = generations.map((g) => {
+        const sealed = kmsCall(this.ctx, 'RewrapToPrimary', () =>
+          this.ctx.core.rewrapToPrimary({
+            ciphertextBlob: g.ciphertextBlob,
+            // Standard blobs are bound to the canonical context, Advance blobs to the same bytes as Aad.
+            sourceAad: boundAad(dataKey),
+            destinationAad: boundAad(dataKey),
+          }),
+        );
+        return { ...g, ...sealed, flow: 'Advance' as const };
+      });
     } catch (err) {
       this.ctx.metrics.rewraps.inc({ result: 'error' });
       throw kmsNotReady(err);
     }
-    const written = await this.storeInStatus(dataKey, rewrapped);
+    const written = await this.patchStatus(dataKey, {
+      ...dataKey.status,
+      ...this.generationFields(dataKey, rewrapped),
+    });
     this.ctx.metrics.rewraps.inc({ result: 'success' });
     this.ctx.metrics.rewrapSeconds.observe((performance.now() - started) / 1000);
+    const from = [...new Set(generations.map((g) => `${g.keyVersionId} (${g.flow})`))].join(', ');
     this.ctx.events.record(
       dataKey,
       'Normal',
       DataKeyEvent.Rewrapped,
-      `Re-wrapped from key version ${wrapped.keyVersionId} (${wrapped.flow}) to the primary version ${rewrapped.keyVersionId} (Advance); the data key is unchanged`,
+      `Re-wrapped ${rewrapped.length} generation(s) from key version ${from} to the primary version ${currentOf(rewrapped).keyVersionId} (Advance); the data keys are unchanged`,
     );
-    return { dataKey: written, wrapped: rewrapped };
+    return { dataKey: written, generations: rewrapped };
+  }
+
+  /** The status layout of the generations plus when the next one is due. */
+  private generationFields(dataKey: DataKeyObject, generations: WrappedGeneration[]) {
+    const fields: DataKeyStatus = statusFields(dataKey, generations);
+    const next = nextRegenerationTime(dataKey, currentOf(generations), this.minRegenerationSeconds);
+    if (next) fields.nextRegenerationTime = next;
+    // An interval removed from the spec: null removes the field in the merge patch.
+    else if (dataKey.status?.nextRegenerationTime) {
+      (fields as Record<string, unknown>).nextRegenerationTime = null;
+    }
+    return fields;
+  }
+
+  private untilNextRegeneration(
+    dataKey: DataKeyObject,
+    current: WrappedGeneration,
+  ): number | undefined {
+    const next = nextRegenerationTime(dataKey, current, this.minRegenerationSeconds);
+    if (!next) return undefined;
+    return Math.max(100, Math.min(Date.parse(next) - Date.now() + 50, MAX_TIMER_MS));
   }
 
   private primaryVersion(keyId: string): string {
@@ -249,24 +381,25 @@ export class DataKeyController implements ManagedController {
   }
 
   /**
-   * `readBefore` is what ensureDataKey read in this same reconcile. When the Secret
+   * `readBefore` is what ensureGenerations read in this same reconcile. When the Secret
    * was absent there, it is not read again: the create below fails (409) if one
    * appeared since, and the reconcile is retried from a fresh read. An existing
    * Secret is read again before it is overwritten, as its owner may have changed.
-   * `keyChanged`: the data key was just generated or re-wrapped, so a differing
-   * Secret is expected (no SecretRestored event).
+   * `keyChanged`: generations were just issued or re-wrapped, so a differing
+   * Secret is expected (no SecretRestored event); so is one merely `behind`.
    */
   private async ensureSecret(
     dataKey: DataKeyObject,
     readBefore: SecretObject | undefined,
-    wrapped: WrappedDataKey,
+    generations: WrappedGeneration[],
     keyChanged: boolean,
+    behind: boolean,
   ): Promise<void> {
     const namespace = dataKey.metadata.namespace as string;
     const name = secretNameOf(dataKey);
     const secret = readBefore && (await this.readSecret(dataKey));
-    const manifest = secretManifest(dataKey, wrapped);
-    const decision = secretAction(dataKey, secret, manifest, keyChanged);
+    const manifest = secretManifest(dataKey, generations);
+    const decision = secretAction(dataKey, secret, manifest, keyChanged, behind);
     if (decision.action === 'refuse') throw new NotReady(decision.outcome);
     if (decision.action === 'none') return;
     if (decision.action === 'create' || !secret) {
@@ -275,7 +408,7 @@ export class DataKeyController implements ManagedController {
       if (decision.restored) this.secretRestored(dataKey, `Secret ${name} was missing`);
       return;
     }
-    // One full replace (guarded by resourceVersion), not an apply: blob, version,
+    // One full replace (guarded by resourceVersion), not an apply: blobs, versions,
     // flow and the decryption fields change together, and keys another field
     // manager added would survive an apply, so the Secret would never match the layout.
     await this.ctx.client.replace(secretsPath(namespace, name), {
@@ -287,9 +420,7 @@ export class DataKeyController implements ManagedController {
         resourceVersion: secret.metadata.resourceVersion,
       },
     });
-    if (decision.restored && !this.isOlderCopy(dataKey, secret, wrapped)) {
-      this.secretRestored(dataKey, `Secret ${name} was changed`);
-    }
+    if (decision.restored) this.secretRestored(dataKey, `Secret ${name} was changed`);
   }
 
   private secretRestored(dataKey: DataKeyObject, what: string): void {
@@ -297,38 +428,19 @@ export class DataKeyController implements ManagedController {
       dataKey,
       'Warning',
       DataKeyEvent.SecretRestored,
-      `${what}; restored with the same data key`,
+      `${what}; restored with the same data keys`,
     );
-  }
-
-  /** The Secret still held the key under an older version (a re-wrap interrupted after its status write). */
-  private isOlderCopy(
-    dataKey: DataKeyObject,
-    secret: SecretObject,
-    wrapped: WrappedDataKey,
-  ): boolean {
-    const inSecret = wrappedFromSecret(secret.data);
-    return (
-      inSecret !== undefined &&
-      inSecret.keyVersionId !== wrapped.keyVersionId &&
-      this.opens(dataKey, inSecret)
-    );
-  }
-
-  /** Stores a new ciphertext in status (its second copy) before the Secret is written. */
-  private storeInStatus(dataKey: DataKeyObject, wrapped: WrappedDataKey): Promise<DataKeyObject> {
-    return this.patchStatus(dataKey, { ...dataKey.status, ...statusFields(dataKey, wrapped) });
   }
 
   private writeReady(
     dataKey: DataKeyObject,
-    wrapped: WrappedDataKey | undefined,
+    generations: WrappedGeneration[] | undefined,
     condition: Omit<Condition, 'lastTransitionTime'>,
   ): Promise<DataKeyObject> {
     const current = dataKey.status ?? {};
     return this.patchStatus(dataKey, {
       ...current,
-      ...(wrapped ? statusFields(dataKey, wrapped) : {}),
+      ...(generations ? this.generationFields(dataKey, generations) : {}),
       observedGeneration: dataKey.metadata.generation,
       conditions: setCondition(current.conditions, condition),
     });

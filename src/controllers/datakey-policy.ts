@@ -1,7 +1,17 @@
 import { isDeepStrictEqual } from 'node:util';
 import { ConditionType, DataKeyReason } from '../api/conditions';
-import { LABEL_DATAKEY, type DataKey, type Flow, type MasterKey } from '../api/types';
-import type { SecretObject, WrappedDataKey } from '../datakey';
+import { DEFAULT_KEEP_PREVIOUS, MAX_ROTATION_SECONDS } from '../api/crds';
+import {
+  ANNOTATION_REGENERATE,
+  LABEL_DATAKEY,
+  LABEL_LAYOUT,
+  SECRET_LAYOUT,
+  type DataKey,
+  type Flow,
+  type MasterKey,
+} from '../api/types';
+import { parseDuration } from '../common/duration';
+import type { SecretObject, WrappedGeneration } from '../datakey';
 import { DATA_KEY_SPEC_BYTES } from '../kms';
 import { findCondition } from '../runtime/conditions';
 import type { NotReadyOutcome } from '../runtime/outcome';
@@ -51,27 +61,108 @@ export function isOwnedBy(secret: SecretObject, dataKey: DataKey): boolean {
 }
 
 /**
- * The stored copies to try, in the order they win: the Secret's (when the
- * DataKey owns it) and the status copy; after a crash mid re-wrap the status
- * copy may be newer than the Secret, so copies under the primary version come first.
+ * The stored copies of every generation, grouped by generation number
+ * (ascending), each group in the order its copies are tried: copies under the
+ * primary version first (a re-wrap interrupted after its status write), then the
+ * Secret's (when the DataKey owns it), then the status copy; identical copies once.
+ *
+ * The union of both copies is what exists. Status is always written before the
+ * Secret (a new generation, a re-wrap, a drop), so after a crash the status may
+ * hold a generation the Secret lacks: it is kept and the Secret catches up. A
+ * Secret holding one the status lacks (a status restored from an old backup) is
+ * kept the same way. Nothing is generated twice: the regeneration decision reads
+ * the merged generations, and the status write that records a new generation
+ * carries the resourceVersion it was decided on.
  */
-export function storedCopiesInOrder(
-  copies: { secret?: WrappedDataKey; status?: WrappedDataKey },
+export function candidatesByGeneration(
+  copies: { secret: WrappedGeneration[]; status: WrappedGeneration[] },
   primaryKeyVersion: string,
-): WrappedDataKey[] {
-  const candidates = [copies.secret, copies.status].filter(
-    (c): c is WrappedDataKey => c !== undefined,
-  );
-  const onPrimary = (c: WrappedDataKey) => Number(c.keyVersionId === primaryKeyVersion);
-  return candidates.sort((a, b) => onPrimary(b) - onPrimary(a));
+): WrappedGeneration[][] {
+  const onPrimary = (c: WrappedGeneration) => Number(c.keyVersionId === primaryKeyVersion);
+  const groups = new Map<number, WrappedGeneration[]>();
+  for (const copy of [...copies.secret, ...copies.status]) {
+    const group = groups.get(copy.generation) ?? [];
+    if (!group.some((c) => c.ciphertextBlob.equals(copy.ciphertextBlob))) group.push(copy);
+    groups.set(copy.generation, group);
+  }
+  return [...groups.entries()]
+    .sort(([a], [b]) => a - b)
+    .map(([, group]) => group.sort((a, b) => onPrimary(b) - onPrimary(a)));
 }
 
-/** A data key is re-wrapped when it was found (not just generated) under another version. */
-export const needsRewrap = (
-  wrapped: WrappedDataKey,
-  generated: boolean,
-  primaryKeyVersion: string,
-) => !generated && wrapped.keyVersionId !== primaryKeyVersion;
+/** How many generations before the current one are kept (spec, default 1). */
+export const keepPreviousOf = (dataKey: DataKey): number =>
+  dataKey.spec.regeneration?.keepPrevious ?? DEFAULT_KEEP_PREVIOUS;
+
+/** The newest `keepPrevious + 1` generations, ascending: older ones are dropped, oldest first. */
+export function keptGenerations(
+  generations: WrappedGeneration[],
+  keepPrevious: number,
+): WrappedGeneration[] {
+  const sorted = [...generations].sort((a, b) => a.generation - b.generation);
+  return sorted.slice(Math.max(0, sorted.length - (keepPrevious + 1)));
+}
+
+/** A new generation's number: one past every number ever seen in either copy. */
+export const nextGenerationNumber = (known: number[]): number => Math.max(0, ...known) + 1;
+
+/** Kept generations are re-wrapped when any of them is under another version than the primary. */
+export const needsRewrap = (generations: WrappedGeneration[], primaryKeyVersion: string) =>
+  generations.some((g) => g.keyVersionId !== primaryKeyVersion);
+
+/** The regeneration interval in seconds; undefined without one (or one below the minimum). */
+export function regenerationSeconds(dataKey: DataKey, minSeconds: number): number | undefined {
+  const interval = dataKey.spec.regeneration?.interval;
+  return interval === undefined
+    ? undefined
+    : parseDuration(interval, { minSeconds, maxSeconds: MAX_ROTATION_SECONDS });
+}
+
+/** When the current generation is due to be replaced, from its creation time; undefined without an interval. */
+export function nextRegenerationTime(
+  dataKey: DataKey,
+  current: WrappedGeneration,
+  minSeconds: number,
+): string | undefined {
+  const seconds = regenerationSeconds(dataKey, minSeconds);
+  if (seconds === undefined) return undefined;
+  return new Date(Date.parse(current.creationTime) + seconds * 1000).toISOString();
+}
+
+/** Why a new generation is due now: an unseen regenerate token, the schedule, or both. */
+export interface RegenerationDue {
+  token?: string;
+  scheduled: boolean;
+}
+
+/**
+ * Whether to regenerate. A token is acted on once: it is recorded in
+ * regenerateTokensSeen in the same status write as the generation it made. The
+ * schedule counts from the current generation's creation time, which that same
+ * write moves forward: so a crash anywhere yields one generation per token or tick.
+ */
+export function regenerationDue(
+  dataKey: DataKey,
+  current: WrappedGeneration,
+  now: number,
+  minSeconds: number,
+): RegenerationDue | undefined {
+  const wanted = dataKey.metadata.annotations?.[ANNOTATION_REGENERATE];
+  const token =
+    wanted && !(dataKey.status?.regenerateTokensSeen ?? []).includes(wanted) ? wanted : undefined;
+  const next = nextRegenerationTime(dataKey, current, minSeconds);
+  const scheduled = next !== undefined && Date.parse(next) <= now;
+  return token || scheduled ? { token, scheduled } : undefined;
+}
+
+export const MAX_TOKENS_SEEN = 16;
+
+/** The tokens acted on, with `token` added: the last 16, oldest dropped first. */
+export function tokensSeenWith(seen: string[] | undefined, token: string | undefined): string[] {
+  const all = [...(seen ?? [])];
+  if (token && !all.includes(token)) all.push(token);
+  return all.slice(-MAX_TOKENS_SEEN);
+}
 
 /** A rotated master key must use the Advance flow, or rotation would not take effect. */
 export const generationFlow = (masterKeyHasRotated: boolean): Flow =>
@@ -86,9 +177,31 @@ export const dataKeyBytes = (dataKey: DataKey): number =>
  * manifest of the current data key:
  * - `refuse`: a Secret of that name the DataKey does not own is never touched;
  * - `none`: it already matches;
- * - `create` / `replace`, with `restored` when the data key did not change in
- *   this reconcile, so the Secret had been deleted or edited (a SecretRestored event).
+ * - `create` / `replace`, with `restored` when the generations did not change in
+ *   this reconcile and the Secret was not merely behind (an interrupted write, the
+ *   first layout): it had been deleted or edited (a SecretRestored event).
  */
+/**
+ * Whether a Secret that differs from the manifest is merely behind (no restore
+ * event): every generation in it opened, its label is intact, and it is either
+ * of the first layout (rewritten to layout 2) or a consistent layout-2 Secret of
+ * an earlier state (a write interrupted after the status write).
+ */
+export function secretIsBehind(
+  dataKey: DataKey,
+  secret: SecretObject | undefined,
+  rebuilt: Record<string, string>,
+  everyGenerationOpened: boolean,
+): boolean {
+  if (!secret?.data || !everyGenerationOpened) return false;
+  if (secret.metadata.labels?.[LABEL_DATAKEY] !== dataKey.metadata.name) return false;
+  if (!secret.data.generations) return true;
+  return (
+    secret.metadata.labels?.[LABEL_LAYOUT] === SECRET_LAYOUT &&
+    isDeepStrictEqual(secret.data, rebuilt)
+  );
+}
+
 export type SecretAction =
   | { action: 'refuse'; outcome: NotReadyOutcome }
   | { action: 'none' }
@@ -97,8 +210,13 @@ export type SecretAction =
 export function secretAction(
   dataKey: DataKey,
   secret: SecretObject | undefined,
-  manifest: { type: string; data: Record<string, string> },
+  manifest: {
+    type: string;
+    data: Record<string, string>;
+    metadata: { labels: Record<string, string> };
+  },
   keyChanged: boolean,
+  secretBehind = false,
 ): SecretAction {
   if (!secret) return { action: 'create', restored: !keyChanged };
   if (!isOwnedBy(secret, dataKey)) {
@@ -115,7 +233,8 @@ export function secretAction(
   const matches =
     secret.type === manifest.type &&
     secret.metadata.labels?.[LABEL_DATAKEY] === dataKey.metadata.name &&
+    secret.metadata.labels?.[LABEL_LAYOUT] === manifest.metadata.labels[LABEL_LAYOUT] &&
     isDeepStrictEqual(secret.data, manifest.data);
   if (matches) return { action: 'none' };
-  return { action: 'replace', restored: !keyChanged };
+  return { action: 'replace', restored: !keyChanged && !secretBehind };
 }

@@ -2,7 +2,7 @@ import { ConditionType, PodEvent } from '../api/conditions';
 import { GROUP } from '../api/types';
 import { findCondition } from '../runtime/conditions';
 import type { InjectionContext } from './context';
-import { openWrapped, secretNameOf, wrappedFromSecret } from '../datakey';
+import { currentOf, generationsFromSecret, openWrapped, secretNameOf } from '../datakey';
 import { KmsError } from '../kms';
 import { isNotFound, type KubeObject } from '../runtime/kube-client';
 import { AGENT_AUDIENCE, ANNOTATION_INJECT, requestedKeys } from './pod-patch';
@@ -20,8 +20,23 @@ export interface DeliveryAnswer {
   status: number;
   result: DeliveryResult;
   message: string;
-  /** Only on success; the caller zeroes them after sending. */
-  keys?: { name: string; plaintext: Buffer }[];
+  /** Only on success; the caller zeroes them after sending (zeroKeys). */
+  keys?: DeliveredKey[];
+}
+
+/** One DataKey's every kept generation, opened; `generation` names the current one. */
+export interface DeliveredKey {
+  name: string;
+  generation: number;
+  generations: { generation: number; plaintext: Buffer }[];
+}
+
+/** The current generation's plaintext of a delivered key. */
+export const currentPlaintext = (key: DeliveredKey): Buffer =>
+  (key.generations.find((g) => g.generation === key.generation) as { plaintext: Buffer }).plaintext;
+
+export function zeroKeys(keys: DeliveredKey[]): void {
+  for (const k of keys) for (const g of k.generations) g.plaintext.fill(0);
 }
 
 export interface AgentClaim {
@@ -227,8 +242,13 @@ async function authorize(ctx: InjectionContext, id: PodIdentity, name: string): 
   return answer.status?.allowed === true;
 }
 
-/** The data key's plaintext, from the cached DataKey and its Secret. */
-function plaintextOf(ctx: InjectionContext, namespace: string, name: string, pod: PodObject) {
+/** Every kept generation's plaintext, from the cached DataKey and its Secret: all or none. */
+function plaintextsOf(
+  ctx: InjectionContext,
+  namespace: string,
+  name: string,
+  pod: PodObject,
+): DeliveredKey | undefined {
   const dataKey = ctx.dataKeys.get(`${namespace}/${name}`);
   if (!dataKey) {
     throw new Denied(
@@ -248,8 +268,8 @@ function plaintextOf(ctx: InjectionContext, namespace: string, name: string, pod
     );
   }
   const secret = ctx.secrets.get(`${namespace}/${secretNameOf(dataKey)}`);
-  const wrapped = wrappedFromSecret(secret?.data);
-  if (!wrapped) {
+  const stored = generationsFromSecret(secret);
+  if (stored.length === 0) {
     throw new Denied(
       409,
       'not_ready',
@@ -257,9 +277,15 @@ function plaintextOf(ctx: InjectionContext, namespace: string, name: string, pod
       pod,
     );
   }
+  const key: DeliveredKey = { name, generation: currentOf(stored).generation, generations: [] };
   try {
-    return openWrapped(ctx.core, dataKey, wrapped, ctx.metrics.kmsCalls);
+    for (const wrapped of stored) {
+      const plaintext = openWrapped(ctx.core, dataKey, wrapped, ctx.metrics.kmsCalls);
+      key.generations.push({ generation: wrapped.generation, plaintext });
+    }
+    return key;
   } catch (err) {
+    zeroKeys([key]);
     if (!(err instanceof KmsError) || err.code === 'InvalidParameter') throw err;
     return undefined; // e.g. a key version this replica has not loaded yet: reload and retry
   }
@@ -271,20 +297,20 @@ async function decryptAll(
   claim: AgentClaim,
   pod: PodObject,
 ) {
-  const keys: { name: string; plaintext: Buffer }[] = [];
+  const keys: DeliveredKey[] = [];
   try {
     for (const name of claim.keys) {
-      let plaintext = plaintextOf(ctx, id.namespace, name, pod);
-      if (!plaintext) {
+      let key = plaintextsOf(ctx, id.namespace, name, pod);
+      if (!key) {
         await ctx.core.reload();
-        plaintext = plaintextOf(ctx, id.namespace, name, pod);
+        key = plaintextsOf(ctx, id.namespace, name, pod);
       }
-      if (!plaintext) throw new Denied(503, 'error', `DataKey ${name} cannot be opened now`, pod);
-      keys.push({ name, plaintext });
+      if (!key) throw new Denied(503, 'error', `DataKey ${name} cannot be opened now`, pod);
+      keys.push(key);
     }
     return keys;
   } catch (err) {
-    for (const k of keys) k.plaintext.fill(0);
+    zeroKeys(keys);
     if (err instanceof KmsError) {
       throw new Denied(
         409,

@@ -1,12 +1,18 @@
 import * as path from 'node:path';
+import { ANNOTATION_INJECT } from '../api/types';
+import { parseDuration } from '../common/duration';
 
 /**
  * The mutation of an annotated Pod, as a pure function of the AdmissionReview:
  * no I/O, so every case is tested on fixtures without a cluster.
  */
 
-export const ANNOTATION_INJECT = 'kms.datakey.io/inject';
+export { ANNOTATION_INJECT };
 export const ANNOTATION_INJECT_PATH = 'kms.datakey.io/inject-path';
+/** `init` (default): a one-shot init container; `sidecar`: a native sidecar that keeps the files current. */
+export const ANNOTATION_INJECT_MODE = 'kms.datakey.io/inject-mode';
+export const ANNOTATION_REFRESH_INTERVAL = 'kms.datakey.io/refresh-interval';
+export const DEFAULT_REFRESH_INTERVAL = '30s';
 export const DEFAULT_KEY_DIR = '/var/run/datakey';
 export const KEYS_VOLUME = 'datakey-keys';
 export const TOKEN_VOLUME = 'datakey-agent-token';
@@ -118,8 +124,70 @@ function agentUser(pod: Pod): { runAsUser: number; runAsGroup?: number } {
   };
 }
 
-function agentContainer(pod: Pod, keys: string[], dir: string, config: InjectionConfig) {
+/** How the agent runs: once, or as a native sidecar refreshing on an interval. */
+export type AgentMode = { sidecar: false } | { sidecar: true; refreshInterval: string };
+
+/** The injection mode and refresh interval the pod's annotations ask for, validated. */
+export function agentMode(annotations: Record<string, string> | undefined): AgentMode {
+  const mode = annotations?.[ANNOTATION_INJECT_MODE]?.trim() ?? 'init';
+  if (mode === 'init') {
+    if (annotations?.[ANNOTATION_REFRESH_INTERVAL] !== undefined) {
+      throw new Refusal(
+        `annotation ${ANNOTATION_REFRESH_INTERVAL} needs ${ANNOTATION_INJECT_MODE}: sidecar`,
+      );
+    }
+    return { sidecar: false };
+  }
+  if (mode !== 'sidecar') {
+    throw new Refusal(
+      `annotation ${ANNOTATION_INJECT_MODE}: "${mode.slice(0, 32)}" is not init or sidecar`,
+    );
+  }
+  const refreshInterval =
+    annotations?.[ANNOTATION_REFRESH_INTERVAL]?.trim() ?? DEFAULT_REFRESH_INTERVAL;
+  if (parseDuration(refreshInterval, { minSeconds: 1, maxSeconds: 86400 }) === undefined) {
+    throw new Refusal(
+      `annotation ${ANNOTATION_REFRESH_INTERVAL}: "${refreshInterval.slice(0, 32)}" must be an integer followed by d, h, m or s, from 1s to 1d`,
+    );
+  }
+  return { sidecar: true, refreshInterval };
+}
+
+/**
+ * A native sidecar (Kubernetes >= 1.29): an init container that keeps running.
+ * The kubelet starts the next containers only once its startup probe passes,
+ * i.e. once every key's `.generation` file (written last) exists.
+ */
+function sidecarFields(keys: string[], dir: string, refreshInterval: string) {
+  const written = keys.map((k) => path.posix.join(dir, `${k}.generation`));
+  return {
+    args: ['--refresh-interval', refreshInterval],
+    restartPolicy: 'Always',
+    startupProbe: {
+      exec: {
+        command: [
+          'node',
+          '-e',
+          "for (const f of process.argv.slice(1)) require('fs').accessSync(f)",
+          ...written,
+        ],
+      },
+      periodSeconds: 1,
+      // The agent gives up after its --timeout (2 minutes): the probe waits as long.
+      failureThreshold: 150,
+    },
+  };
+}
+
+function agentContainer(
+  pod: Pod,
+  keys: string[],
+  dir: string,
+  config: InjectionConfig,
+  mode: AgentMode,
+) {
   const field = (fieldPath: string) => ({ valueFrom: { fieldRef: { fieldPath } } });
+  const sidecar = mode.sidecar ? sidecarFields(keys, dir, mode.refreshInterval) : undefined;
   return {
     name: AGENT_CONTAINER,
     image: config.agentImage,
@@ -134,6 +202,7 @@ function agentContainer(pod: Pod, keys: string[], dir: string, config: Injection
       dir,
       '--token-file',
       `${AGENT_TOKEN_DIR}/token`,
+      ...(sidecar?.args ?? []),
     ],
     env: [
       { name: 'DATAKEY_AGENT_CA', value: config.caBundle },
@@ -153,6 +222,9 @@ function agentContainer(pod: Pod, keys: string[], dir: string, config: Injection
       seccompProfile: { type: 'RuntimeDefault' },
     },
     resources: { requests: { cpu: '10m', memory: '32Mi' }, limits: { memory: '128Mi' } },
+    ...(sidecar
+      ? { restartPolicy: sidecar.restartPolicy, startupProbe: sidecar.startupProbe }
+      : {}),
   };
 }
 
@@ -208,6 +280,7 @@ export function injectionPatch(pod: Pod, config: InjectionConfig): PatchOperatio
   if (annotation === undefined) return [];
   const keys = requestedKeys(annotation);
   const dir = keyDirectory(pod.metadata?.annotations?.[ANNOTATION_INJECT_PATH]);
+  const mode = agentMode(pod.metadata?.annotations);
   const hasVolume = (pod.spec?.volumes ?? []).some((v) => v.name === KEYS_VOLUME);
   const hasAgent = (pod.spec?.initContainers ?? []).some((c) => c.name === AGENT_CONTAINER);
   if (hasVolume !== hasAgent) {
@@ -222,7 +295,7 @@ export function injectionPatch(pod: Pod, config: InjectionConfig): PatchOperatio
   if (pod.spec?.volumes) {
     for (const v of added) ops.push({ op: 'add', path: '/spec/volumes/-', value: v });
   } else ops.push({ op: 'add', path: '/spec/volumes', value: added });
-  const agent = agentContainer(pod, keys, dir, config);
+  const agent = agentContainer(pod, keys, dir, config, mode);
   ops.push(
     pod.spec?.initContainers
       ? { op: 'add', path: '/spec/initContainers/0', value: agent }

@@ -3,7 +3,13 @@ import type * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { InjectionContext } from './context';
 import { BodyError, closeGracefully, readBody } from '../common/http';
-import { deliver, reportAgentFailure, type DeliveryAnswer } from './delivery';
+import {
+  currentPlaintext,
+  deliver,
+  reportAgentFailure,
+  zeroKeys,
+  type DeliveryAnswer,
+} from './delivery';
 import type { DeliveryLimits } from './delivery-limits';
 import { DELIVER_PATH, REPORT_PATH, WEBHOOK_PATH } from './endpoints';
 import { admit, type AdmissionRequest, type InjectionConfig } from './pod-patch';
@@ -127,10 +133,18 @@ async function answerAgent(
       return;
     }
     send(res, 200, {
-      keys: keys.map((k) => ({ name: k.name, plaintext: k.plaintext.toString('base64') })),
+      keys: keys.map((k) => ({
+        name: k.name,
+        plaintext: currentPlaintext(k).toString('base64'),
+        generation: k.generation,
+        generations: k.generations.map((g) => ({
+          generation: g.generation,
+          plaintext: g.plaintext.toString('base64'),
+        })),
+      })),
     });
   } finally {
-    for (const k of keys) k.plaintext.fill(0);
+    zeroKeys(keys);
   }
 }
 

@@ -5,6 +5,7 @@ import { LABEL_DATAKEY, type MasterKey } from '../api/types';
 import { createLogger, type Logger } from '../common/logger';
 import type { ControllerContext } from '../controllers/context';
 import { DataKeyController } from '../controllers/datakey-controller';
+import { WorkloadController } from '../controllers/workload-controller';
 import { MasterKeyController } from '../controllers/masterkey-controller';
 import type { DataKeyObject, SecretObject } from '../datakey';
 import type { InjectionContext } from '../injection/context';
@@ -121,7 +122,11 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
   const manager = new Manager(
     [
       masterKeyController,
-      new DataKeyController(controllerCtx, { rewrapsPerSecond: options.rewrapsPerSecond }),
+      new DataKeyController(controllerCtx, {
+        rewrapsPerSecond: options.rewrapsPerSecond,
+        minRegenerationSeconds: options.minRotationIntervalSeconds,
+      }),
+      new WorkloadController(controllerCtx),
     ],
     {
       workers: options.workers ?? 4,

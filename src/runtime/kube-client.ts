@@ -21,6 +21,7 @@ export class KubeApiError extends Error {
 
 export const isNotFound = (err: unknown) => err instanceof KubeApiError && err.status === 404;
 export const isConflict = (err: unknown) => err instanceof KubeApiError && err.status === 409;
+export const isForbidden = (err: unknown) => err instanceof KubeApiError && err.status === 403;
 
 export interface KubeObject {
   apiVersion?: string;
@@ -35,6 +36,7 @@ export interface KubeObject {
     annotations?: Record<string, string>;
     finalizers?: string[];
     deletionTimestamp?: string;
+    creationTimestamp?: string;
     ownerReferences?: unknown[];
   };
   [field: string]: unknown;

@@ -224,6 +224,20 @@ describe('rendered objects (helm 3; helm 4 renders the same)', () => {
     expect(one(objects, 'Role').metadata.namespace).toBe(RELEASE_NS);
   });
 
+  test('workload restarts: get, list, watch and patch on the workload kinds only when enabled', async () => {
+    const workloadRule = (objs: Rendered[]) =>
+      ((one(objs, 'ClusterRole').rules as Json[]) ?? []).find((r) =>
+        (r.apiGroups as string[]).includes('apps'),
+      );
+    expect(workloadRule(objects)).toBeUndefined();
+    const enabled = await render('helm', { args: ['--set', 'workloadRestarts.enabled=true'] });
+    expect(workloadRule(enabled)).toEqual({
+      apiGroups: ['apps'],
+      resources: ['deployments', 'statefulsets', 'daemonsets'],
+      verbs: ['get', 'list', 'watch', 'patch'],
+    });
+  });
+
   test('another namespace and image tag: everything follows them', async () => {
     const other = await render('helm', { args: ['--set', 'image.tag=dev'], namespace: 'keys' });
     const c = container(one(other, 'Deployment'));

@@ -1,7 +1,9 @@
 // The operator (a host process) running with nothing but the chart's RBAC: a
 // token of the chart's ServiceAccount instead of admin credentials. MasterKey
 // and DataKey become Ready, a deleted Secret is restored, a rotation re-wraps,
-// deletion releases the finalizer, and no request is ever forbidden. This
+// workloads are rolled after a regeneration only with workloadRestarts.enabled
+// (an Event says so otherwise), deletion releases the finalizer, and no request
+// is ever forbidden but that deliberate one. This
 // checks the hand-derived ClusterRole and Role against the real code paths.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -13,6 +15,7 @@ import {
   dataKey,
   dataKeysPath,
   decryptSecret,
+  eventsFor,
   getOrUndefined,
   kubectl,
   kubectlOk,
@@ -117,6 +120,79 @@ test('a rotation re-wraps the DataKey (Secret replaced, status patched)', async 
     dk.status?.keyVersionId,
   );
   expect(await decryptSecret(op, secret)).toHaveLength(32);
+});
+
+const followerPath = `/apis/apps/v1/namespaces/${suite.ns}/deployments/follower`;
+type Deployment = DataKeyObject & {
+  spec: { template: { metadata: { annotations?: Record<string, string> } } };
+};
+const regenerate = (token: string) =>
+  client.mergePatch(`${dataKeysPath(suite.ns)}/orders`, {
+    metadata: { annotations: { 'kms.datakey.io/regenerate': token } },
+  });
+
+test('without workloadRestarts.enabled a regeneration rolls nothing, and a WorkloadRestartForbidden Event says why', async () => {
+  // No replicas: the roll is a change of the template, no pod needs to run.
+  await applyObjects([
+    {
+      apiVersion: 'apps/v1',
+      kind: 'Deployment',
+      metadata: { name: 'follower', namespace: suite.ns },
+      spec: {
+        replicas: 0,
+        selector: { matchLabels: { app: 'follower' } },
+        template: {
+          metadata: {
+            labels: { app: 'follower' },
+            annotations: {
+              'kms.datakey.io/inject': 'orders',
+              'kms.datakey.io/restart-on-regenerate': 'true',
+            },
+          },
+          spec: { containers: [{ name: 'app', image: 'busybox' }] },
+        },
+      },
+    },
+  ]);
+  await regenerate('r1');
+  const [event] = await eventually('a WorkloadRestartForbidden event', 30_000, async () => {
+    const e = await eventsFor(suite.ns, 'orders', 'WorkloadRestartForbidden');
+    return e.length > 0 ? e : undefined;
+  });
+  expect(event.type).toBe('Warning');
+  expect(event.message).toContain('workloadRestarts.enabled=true');
+  const follower = await client.get<Deployment>(followerPath);
+  expect(
+    follower.spec.template.metadata.annotations?.['kms.datakey.io/restartedAt'],
+  ).toBeUndefined();
+});
+
+test('with workloadRestarts.enabled the next regeneration rolls the workload, once', async () => {
+  const enabled = await render('helm', {
+    namespace: suite.operatorNs,
+    release,
+    args: ['--set', 'workloadRestarts.enabled=true'],
+  });
+  await kubectlOk(['apply', '-f', '-'], asList(enabled.filter((o) => o.kind === 'ClusterRole')));
+  const sa = `system:serviceaccount:${suite.operatorNs}:${release}`;
+  await eventually('the permission in effect', 30_000, async () =>
+    (await kubectl(['auth', 'can-i', 'patch', 'deployments', '-n', suite.ns, '--as', sa])).code ===
+    0
+      ? true
+      : undefined,
+  );
+  await regenerate('r2');
+  const rolled = await eventually('follower rolled', 30_000, async () => {
+    const d = await client.get<Deployment>(followerPath);
+    return d.spec.template.metadata.annotations?.['kms.datakey.io/restartedAt'] ? d : undefined;
+  });
+  expect(rolled.metadata.annotations?.['kms.datakey.io/restarted-for']).toBe('{"orders":3}');
+  const events = await eventually('a RestartedForDataKey event', 15_000, async () => {
+    const e = await eventsFor(suite.ns, 'follower', 'RestartedForDataKey');
+    return e.length > 0 ? e : undefined;
+  });
+  expect(events).toHaveLength(1);
+  secret = await client.get<SecretObject>(`${secretsPath(suite.ns)}/orders`);
 });
 
 // Before the deletion: the scan's control is this Secret's ciphertext in etcd.

@@ -42,9 +42,38 @@ export interface DataKeyObject extends KubeObject {
     keyVersionId?: string;
     flow?: string;
     ciphertextBlob?: string;
+    currentGeneration?: number;
+    lastRegenerationTime?: string;
+    nextRegenerationTime?: string;
+    generations?: GenerationEntry[];
+    regenerateTokensSeen?: string[];
     conditions?: Condition[];
   };
 }
+
+/** One entry of the Secret's `generations` JSON and of status.generations. */
+export interface GenerationEntry {
+  generation: number;
+  keyVersionId: string;
+  flow: string;
+  ciphertextBlob: string;
+  creationTime: string;
+}
+
+/** The keys of a Standard-flow DataKey Secret (layout 2), sorted. */
+export const STANDARD_SECRET_KEYS = [
+  'ciphertextBlob',
+  'encryptionContext',
+  'flow',
+  'generation',
+  'generations',
+  'keyId',
+  'keyVersionId',
+];
+
+/** The Secret's `generations` (layout 2). */
+export const generationsOf = (secret: SecretObject): GenerationEntry[] =>
+  JSON.parse(decode(secret.data?.generations)) as GenerationEntry[];
 
 export const dataKeysPath = (ns: string) => paths.dataKeysPath(ns);
 export const masterKeysPath = paths.masterKeysPath();
@@ -189,11 +218,34 @@ export async function eventsFor(ns: string, name: string, reason: string): Promi
 export const obtainedPlaintexts = new Set<string>();
 
 /**
- * Decrypts a DataKey Secret through the operator's KMS API with pop-core, as an
- * application would: Decrypt with the stored context (Standard flow) or
- * AdvanceDecrypt with the stored Aad (Advance flow).
+ * Decrypts a DataKey Secret's current generation through the operator's KMS API
+ * with pop-core, as an application would: the Secret's values go to Decrypt
+ * (with the stored context, Standard flow) or AdvanceDecrypt (with the stored
+ * Aad, Advance flow) unchanged.
  */
-export async function decryptSecret(op: OperatorProcess, secret: SecretObject): Promise<Buffer> {
+export function decryptSecret(op: OperatorProcess, secret: SecretObject): Promise<Buffer> {
+  const data = secret.data ?? {};
+  return decryptBlob(op, secret, decode(data.flow), decode(data.ciphertextBlob));
+}
+
+/** Every kept generation of a Secret, decrypted through the KMS API: generation → plaintext. */
+export async function decryptGenerations(
+  op: OperatorProcess,
+  secret: SecretObject,
+): Promise<Map<number, Buffer>> {
+  const out = new Map<number, Buffer>();
+  for (const g of generationsOf(secret)) {
+    out.set(g.generation, await decryptBlob(op, secret, g.flow, g.ciphertextBlob));
+  }
+  return out;
+}
+
+async function decryptBlob(
+  op: OperatorProcess,
+  secret: SecretObject,
+  flow: string,
+  ciphertextBlob: string,
+): Promise<Buffer> {
   const pop = new RPCClient({
     endpoint: op.kmsUrl as string,
     apiVersion: '2016-01-20',
@@ -201,12 +253,12 @@ export async function decryptSecret(op: OperatorProcess, secret: SecretObject): 
     accessKeySecret: op.accessKeySecret,
   });
   const data = secret.data ?? {};
-  const advance = decode(data.flow) === 'Advance';
+  const advance = flow === 'Advance';
   const r = await pop.request<{ Plaintext: string; KeyId: string; KeyVersionId: string }>(
     advance ? 'AdvanceDecrypt' : 'Decrypt',
     advance
-      ? { CiphertextBlob: data.ciphertextBlob, Aad: data.aad }
-      : { CiphertextBlob: data.ciphertextBlob, EncryptionContext: decode(data.encryptionContext) },
+      ? { CiphertextBlob: ciphertextBlob, Aad: decode(data.aad) }
+      : { CiphertextBlob: ciphertextBlob, EncryptionContext: decode(data.encryptionContext) },
     { method: 'POST' },
   );
   obtainedPlaintexts.add(r.Plaintext);
@@ -438,13 +490,12 @@ export function leakScanTests(suite: OperatorSuite, control: () => SecretObject 
     expect(obtainedPlaintexts.size).toBeGreaterThan(0);
     const { count, all } = await readAllEtcd(localEtcdEndpoint());
     expect(count).toBeGreaterThan(50);
-    const known = control()?.data?.ciphertextBlob;
-    expect(known).toBeDefined();
-    const hex = Buffer.from(known as string, 'base64').toString('hex');
-    // Positive control: the scan does see Secret data (raw bytes) and status (base64).
-    expect(findNeedles(all, needlesOf([known as string]))).toEqual(
-      expect.arrayContaining([`raw:${hex}`, `base64:${hex}`]),
-    );
+    // The blob as base64 text (Secret layout 2 and status both store that string).
+    const known = decode(control()?.data?.ciphertextBlob);
+    expect(known).not.toBe('');
+    const hex = Buffer.from(known, 'base64').toString('hex');
+    // Positive control: the scan does see Secret data and status (the blob's base64 form).
+    expect(findNeedles(all, needlesOf([known]))).toEqual(expect.arrayContaining([`base64:${hex}`]));
     expect(findNeedles(all, needlesOf(obtainedPlaintexts))).toEqual([]);
   });
 }

@@ -16,6 +16,8 @@ import {
   applyObjects,
   client,
   dataKey,
+  decode,
+  decryptGenerations,
   decryptSecret,
   eventsFor,
   getOrUndefined,
@@ -81,7 +83,10 @@ function injectionSuite(): void {
   }
 
   /** A pod that prints facts about its key file (a hash, never the key) and exits. */
-  function keyReader(name: string, opts: { sa?: string; keys?: string; hold?: number } = {}): Json {
+  function keyReader(
+    name: string,
+    opts: { sa?: string; keys?: string; hold?: number; annotations?: Record<string, string> } = {},
+  ): Json {
     const file = '/var/run/datakey/orders';
     return {
       apiVersion: 'v1',
@@ -89,7 +94,7 @@ function injectionSuite(): void {
       metadata: {
         name,
         namespace: ns,
-        annotations: { 'kms.datakey.io/inject': opts.keys ?? 'orders' },
+        annotations: { 'kms.datakey.io/inject': opts.keys ?? 'orders', ...opts.annotations },
       },
       spec: {
         nodeName,
@@ -226,7 +231,7 @@ function injectionSuite(): void {
     expect(out).toMatch(/ \/var\/run\/datakey tmpfs ro[,\s]/);
     const hash = /^([0-9a-f]{64}) {2}\/var\/run\/datakey\/orders$/m.exec(out)?.[1];
     expect(hash).toBe(await decryptedHash('orders'));
-    expect(out).toMatch(/^orders\ndone$/m);
+    expect(out).toMatch(/^orders\norders.generation\norders.generations\ndone$/m);
     expect(await logsOf('reader', 'datakey-agent')).toContain(
       'wrote 1 key(s) (orders) to /var/run/datakey',
     );
@@ -270,6 +275,220 @@ function injectionSuite(): void {
     await kubectlOk(['delete', 'pod', '-n', ns, 'holder', '--grace-period=0', '--wait=false']);
   });
 
+  /** Regenerates `orders` and waits until its Secret holds the next generation. */
+  async function regenerateOrders(token: string): Promise<SecretObject> {
+    const before = Number(decode((await secretOf('orders')).data?.generation));
+    await kubectlOk([
+      'annotate',
+      'datakey',
+      '-n',
+      ns,
+      'orders',
+      `kms.datakey.io/regenerate=${token}`,
+      '--overwrite',
+    ]);
+    return eventually(`orders at generation ${before + 1}`, 30_000, async () => {
+      const s = await secretOf('orders');
+      return decode(s.data?.generation) === String(before + 1) ? s : undefined;
+    });
+  }
+
+  /** sha256 of every kept generation, by number, through Decrypt. */
+  async function generationHashes(secret: SecretObject): Promise<Map<number, string>> {
+    const opened = await decryptGenerations(op, secret);
+    return new Map([...opened].map(([n, b]) => [n, sha256(b)]));
+  }
+
+  const filesScript =
+    'cd /var/run/datakey && echo "current=$(cat orders.generation)" && ' +
+    'ls orders.generations | tr "\\n" " " && echo && ' +
+    'sha256sum orders orders.generations/*';
+
+  test('an injected pod sees <name>, <name>.generation and every <name>.generations/<n>', async () => {
+    const secret = await regenerateOrders('inject-g1');
+    const hashes = await generationHashes(secret);
+    const current = Number(decode(secret.data?.generation));
+    expect([...hashes.keys()]).toEqual([current - 1, current]);
+    const reader = keyReader('generations-reader');
+    ((reader.spec as Json).containers as Json[])[0].command = ['sh', '-c', filesScript];
+    await applyObjects([reader]);
+    expect((await podFinished('generations-reader')).status?.phase).toBe('Succeeded');
+    const out = await logsOf('generations-reader', 'app');
+    expect(out).toContain(`current=${current}\n${current - 1} ${current} \n`);
+    expect(out).toContain(`${hashes.get(current)}  orders\n`);
+    for (const [n, hash] of hashes) expect(out).toContain(`${hash}  orders.generations/${n}`);
+  });
+
+  test('a sidecar-mode pod sees a new generation appear in its files without a restart', async () => {
+    await applyObjects([
+      keyReader('refreshing', {
+        hold: 600,
+        annotations: {
+          'kms.datakey.io/inject-mode': 'sidecar',
+          'kms.datakey.io/refresh-interval': '2s',
+        },
+      }),
+    ]);
+    await eventually('refreshing running', 60_000, async () => {
+      const p = await client.get<Pod>(podPath('refreshing'));
+      return p.status?.phase === 'Running' ? p : undefined;
+    });
+    const exec = () =>
+      kubectlOk(['exec', '-n', ns, 'refreshing', '-c', 'app', '--', 'sh', '-c', filesScript]);
+    // The app started after the sidecar wrote the keys (its startup probe).
+    const first = await exec();
+    const before = Number(decode((await secretOf('orders')).data?.generation));
+    expect(first).toContain(`current=${before}`);
+
+    const secret = await regenerateOrders('sidecar-g1');
+    const hashes = await generationHashes(secret);
+    // Waits for the file itself: no wall-clock bound is asserted.
+    const seen = await eventually('the new generation in the pod', 180_000, async () => {
+      const out = await exec();
+      return out.includes(`current=${before + 1}`) ? out : undefined;
+    });
+    expect(seen).toContain(`${before} ${before + 1} \n`); // generation before - 1 dropped
+    expect(seen).toContain(`${hashes.get(before + 1)}  orders\n`);
+    for (const [n, hash] of hashes) expect(seen).toContain(`${hash}  orders.generations/${n}`);
+    const pod = await client.get<Pod & { status?: { initContainerStatuses?: Json[] } }>(
+      podPath('refreshing'),
+    );
+    expect(pod.status?.initContainerStatuses?.[0]).toMatchObject({ restartCount: 0 });
+    expect(await logsOf('refreshing', 'datakey-agent')).toContain('refreshed the keys');
+    await kubectlOk(['delete', 'pod', '-n', ns, 'refreshing', '--grace-period=0', '--wait=false']);
+  });
+
+  /** A Deployment of one pod that asks for `orders`, rolled on regeneration when `restarts`. */
+  function deployment(name: string, restarts: boolean): Json {
+    const pod = keyReader('unused', {
+      hold: 3600,
+      annotations: restarts ? { 'kms.datakey.io/restart-on-regenerate': 'true' } : {},
+    });
+    return {
+      apiVersion: 'apps/v1',
+      kind: 'Deployment',
+      metadata: { name, namespace: ns },
+      spec: {
+        replicas: 1,
+        selector: { matchLabels: { app: name } },
+        template: {
+          metadata: { labels: { app: name }, annotations: (pod.metadata as Json).annotations },
+          spec: {
+            ...(pod.spec as Json),
+            restartPolicy: 'Always',
+            terminationGracePeriodSeconds: 0,
+          },
+        },
+      },
+    };
+  }
+
+  type Deployment = KubeObject & {
+    spec: { template: { metadata: { annotations?: Record<string, string> } } };
+    status?: {
+      observedGeneration?: number;
+      updatedReplicas?: number;
+      readyReplicas?: number;
+      replicas?: number;
+    };
+  };
+  const deploymentPath = (name: string) => `/apis/apps/v1/namespaces/${ns}/deployments/${name}`;
+  const rolledOut = (name: string) =>
+    eventually(`deployment ${name} rolled out`, 180_000, async () => {
+      const d = await client.get<Deployment>(deploymentPath(name));
+      const s = d.status ?? {};
+      return s.observedGeneration === d.metadata.generation &&
+        s.updatedReplicas === 1 &&
+        s.readyReplicas === 1 &&
+        s.replicas === 1
+        ? d
+        : undefined;
+    });
+
+  test('a workload with restart-on-regenerate is rolled once per regeneration and its new pod holds the new key; one without is untouched', async () => {
+    await applyObjects([deployment('rolling', true), deployment('plain', false)]);
+    const rollingBefore = await rolledOut('rolling');
+    const plainBefore = await rolledOut('plain');
+
+    const secret = await regenerateOrders('rollout-g1');
+    const generation = Number(decode(secret.data?.generation));
+    const rolled = await eventually('rolling restarted', 60_000, async () => {
+      const d = await client.get<Deployment>(deploymentPath('rolling'));
+      return d.spec.template.metadata.annotations?.['kms.datakey.io/restartedAt'] ? d : undefined;
+    });
+    expect(rolled.metadata.annotations?.['kms.datakey.io/restarted-for']).toBe(
+      JSON.stringify({ orders: generation }),
+    );
+    expect(rolled.metadata.generation).toBe((rollingBefore.metadata.generation as number) + 1);
+    await rolledOut('rolling');
+    const hash = await decryptedHash('orders');
+    const pod = await eventually('the new rolling pod alone', 120_000, async () => {
+      const pods = await client.list<Pod>(podsPath, { labelSelector: 'app=rolling' });
+      const live = pods.items.filter((p) => !p.metadata.deletionTimestamp);
+      return live.length === 1 && live[0].status?.phase === 'Running' ? live[0] : undefined;
+    });
+    const out = await kubectlOk([
+      'exec',
+      '-n',
+      ns,
+      pod.metadata.name,
+      '-c',
+      'app',
+      '--',
+      'sha256sum',
+      '/var/run/datakey/orders',
+    ]);
+    expect(out).toContain(hash);
+
+    // Exactly once: later Secret events (e.g. a restore) do not roll it again.
+    await client.delete(`${secretsPath(ns)}/orders`);
+    await eventually('orders Secret back', 30_000, () =>
+      getOrUndefined(`${secretsPath(ns)}/orders`),
+    );
+    await new Promise((r) => setTimeout(r, 3000));
+    const after = await client.get<Deployment>(deploymentPath('rolling'));
+    expect(after.metadata.generation).toBe(rolled.metadata.generation);
+    const events = await eventsFor(ns, 'rolling', 'RestartedForDataKey');
+    expect(events.reduce((n, e) => n + ((e.count as number | undefined) ?? 1), 0)).toBe(1);
+
+    const plain = await client.get<Deployment>(deploymentPath('plain'));
+    expect(plain.metadata.generation).toBe(plainBefore.metadata.generation);
+    expect(
+      plain.spec.template.metadata.annotations?.['kms.datakey.io/restartedAt'],
+    ).toBeUndefined();
+    await kubectlOk(['delete', 'deployment', '-n', ns, 'rolling', 'plain', '--wait=false']);
+  });
+
+  test('a sidecar-mode Job completes once its main container exits', async () => {
+    const template = keyReader('unused', {
+      annotations: { 'kms.datakey.io/inject-mode': 'sidecar' },
+    });
+    await applyObjects([
+      {
+        apiVersion: 'batch/v1',
+        kind: 'Job',
+        metadata: { name: 'sidecar-job', namespace: ns },
+        spec: {
+          backoffLimit: 0,
+          template: {
+            metadata: { annotations: (template.metadata as Json).annotations },
+            spec: template.spec,
+          },
+        },
+      },
+    ]);
+    const job = await eventually('sidecar-job finished', 180_000, async () => {
+      const j = await client.get<KubeObject & { status?: { succeeded?: number; failed?: number } }>(
+        `/apis/batch/v1/namespaces/${ns}/jobs/sidecar-job`,
+      );
+      return j.status?.succeeded || j.status?.failed ? j : undefined;
+    });
+    expect(job.status?.succeeded).toBe(1);
+    const pods = await client.list<Pod>(podsPath, { labelSelector: 'job-name=sidecar-job' });
+    const out = await logsOf(pods.items[0].metadata.name, 'app');
+    expect(out).toContain(`${await decryptedHash('orders')}  /var/run/datakey/orders`);
+  });
+
   test('a service account without decrypt gets nothing: the agent fails, the app never runs, an Event says why', async () => {
     await applyObjects([keyReader('denied', { sa: 'nobody' })]);
     const pod = await podFinished('denied');
@@ -291,7 +510,7 @@ function injectionSuite(): void {
     await applyObjects([dataKey(ns, 'later', { masterKeyRef: { name: suite.mk('inject') } })]);
     await podFinished('waiter');
     const out = await logsOf('waiter', 'app');
-    expect(out).toMatch(/^later\ndone$/m);
+    expect(out).toMatch(/^later\nlater.generation\nlater.generations\ndone$/m);
     expect((await eventsFor(ns, 'waiter', 'DataKeyNotReady')).length).toBeGreaterThan(0);
   });
 

@@ -179,6 +179,43 @@ describe('admit', () => {
     ]);
   });
 
+  test('sidecar mode: a native sidecar (restartPolicy Always) refreshing on the interval, started once the keys are written', () => {
+    const out = inject(
+      pod({ 'kms.datakey.io/inject': 'orders,payments', 'kms.datakey.io/inject-mode': 'sidecar' }),
+    );
+    const [agent] = out.spec.initContainers;
+    expect(agent.restartPolicy).toBe('Always');
+    expect(agent.args.slice(-2)).toEqual(['--refresh-interval', '30s']);
+    expect(agent.startupProbe.exec.command.slice(3)).toEqual([
+      '/var/run/datakey/orders.generation',
+      '/var/run/datakey/payments.generation',
+    ]);
+    const every = inject(
+      pod({
+        'kms.datakey.io/inject': 'orders',
+        'kms.datakey.io/inject-mode': 'sidecar',
+        'kms.datakey.io/refresh-interval': '5m',
+      }),
+    );
+    expect(every.spec.initContainers[0].args.slice(-2)).toEqual(['--refresh-interval', '5m']);
+    // The default stays the one-shot init container.
+    const once = inject(pod({ 'kms.datakey.io/inject': 'orders' })).spec.initContainers[0];
+    expect(once.restartPolicy).toBeUndefined();
+    expect(once.args).not.toContain('--refresh-interval');
+  });
+
+  test.each([['0s'], ['2d'], ['soon']])('refresh-interval %j is refused', (value) => {
+    const r = review(
+      pod({
+        'kms.datakey.io/inject': 'orders',
+        'kms.datakey.io/inject-mode': 'sidecar',
+        'kms.datakey.io/refresh-interval': value,
+      }),
+    );
+    expect(r).toMatchObject({ allowed: false, status: { code: 400 } });
+    expect(r.status?.message).toMatch(/refresh-interval: .* from 1s to 1d/);
+  });
+
   test('UPDATEs and pods without the annotation pass untouched', () => {
     expect(review(pod({ 'kms.datakey.io/inject': 'orders' }), 'UPDATE')).toEqual({
       uid: 'u-1',
@@ -195,6 +232,12 @@ describe('admit', () => {
     ['kms.datakey.io/inject-path', 'relative', /inject-path: "relative" must be an absolute path/],
     ['kms.datakey.io/inject-path', '/a/../etc', /must be normalized/],
     ['kms.datakey.io/inject-path', '/etc/keys', /is a system directory/],
+    ['kms.datakey.io/inject-mode', 'daemon', /inject-mode: "daemon" is not init or sidecar/],
+    [
+      'kms.datakey.io/refresh-interval',
+      '30s',
+      /refresh-interval needs kms.datakey.io\/inject-mode/,
+    ],
   ])('%s=%j is refused with a message naming it', (annotation, value, message) => {
     const annotations = { 'kms.datakey.io/inject': 'orders', [annotation]: value };
     const r = review(pod(annotations));

@@ -78,13 +78,10 @@ async function secretOpensWithEverySdk(flow: 'Standard' | 'Advance'): Promise<vo
     return decode(s.data?.flow) === flow ? s : undefined;
   });
   lastSecret = secret;
-  // Binary values (ciphertextBlob, iv, aad) stay as the Secret's data holds them:
-  // base64 of the bytes, which is also the text the OpenAPI takes.
+  // Layout 2: every value is the text the KMS API takes (ciphertextBlob, iv and
+  // aad as base64 text), exactly what a mounted Secret file holds.
   const values = Object.fromEntries(
-    Object.entries(secret.data ?? {}).map(([k, v]) => [
-      k,
-      ['ciphertextBlob', 'iv', 'aad'].includes(k) ? v : decode(v),
-    ]),
+    Object.entries(secret.data ?? {}).map(([k, v]) => [k, decode(v)]),
   );
   const expected = await decryptSecret(op, secret);
   const p = await provision(target.openApi, target.keyId);

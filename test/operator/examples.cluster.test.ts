@@ -4,6 +4,7 @@
 import * as path from 'node:path';
 import {
   REPO,
+  STANDARD_SECRET_KEYS,
   client,
   dataKeysPath,
   decode,
@@ -77,14 +78,13 @@ test.each([
         controller: true,
       }),
     ]);
-    expect(Object.keys(secret.data ?? {}).sort()).toEqual(
-      ['ciphertextBlob', 'encryptionContext', 'flow', 'keyId', 'keyVersionId'].sort(),
-    );
+    expect(Object.keys(secret.data ?? {}).sort()).toEqual(STANDARD_SECRET_KEYS);
     const data = secret.data as Record<string, string>;
     expect(decode(data.flow)).toBe('Standard');
     expect(decode(data.keyId)).toBe(dk.status?.keyId);
     expect(decode(data.keyVersionId)).toBe(dk.status?.keyVersionId);
-    expect(dk.status?.ciphertextBlob).toBe(data.ciphertextBlob);
+    expect(dk.status?.ciphertextBlob).toBe(decode(data.ciphertextBlob));
+    expect(secret.metadata.labels?.['kms.datakey.io/layout']).toBe('2');
     // The context is canonical JSON: the user's context plus the identity binding.
     const context = JSON.parse(decode(data.encryptionContext)) as Record<string, string>;
     expect(context).toEqual({

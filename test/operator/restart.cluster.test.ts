@@ -10,6 +10,7 @@ import {
   client,
   dataKey,
   dataKeysPath,
+  decode,
   decryptSecret,
   leakScanTests,
   listDataKeys,
@@ -121,8 +122,10 @@ test(`kill -9 in the middle of a burst of ${BURST} DataKeys: all become Ready, e
     const secret = secrets.get(`${suite.ns}/${dk.spec.secretName ?? dk.metadata.name}`);
     expect(readyOf(dk)?.status).toBe('True');
     expect(dk.status?.ciphertextBlob).toBeDefined();
-    expect(secret?.data?.ciphertextBlob).toBe(dk.status?.ciphertextBlob);
-    expect([...(seen.get(dk.metadata.name) ?? [])]).toEqual([dk.status?.ciphertextBlob]);
+    expect(decode(secret?.data?.ciphertextBlob)).toBe(dk.status?.ciphertextBlob);
+    expect([...(seen.get(dk.metadata.name) ?? [])].map(decode)).toEqual([
+      dk.status?.ciphertextBlob,
+    ]);
   }
 
   // At most one Generated event per DataKey (an event may be lost to the kill).
