@@ -48,7 +48,7 @@ function copiesOf(secret: SecretObject): StoredCopy[] {
       data: {
         ...data,
         flow: b64(g.flow),
-        ciphertextBlob: g.ciphertextBlob,
+        ciphertextBlob: b64(g.ciphertextBlob),
         keyVersionId: b64(g.keyVersionId),
       },
     });
