@@ -242,7 +242,9 @@ test(`${OBJECTS} fuzzed MasterKeys and DataKeys: invalid ones refused naming the
     );
   expect(op.alive()).toBe(true);
   expect(cpuShare).toBeLessThan(0.25);
-  expect(errors(after.metrics) - errors(before.metrics)).toBeLessThan(20);
+  // Valid MasterKeys may conflict over a random alias (AliasConflict): they retry with
+  // exponential backoff, a handful of times each in the window; a hot loop would be thousands.
+  expect(errors(after.metrics) - errors(before.metrics)).toBeLessThan(accepted);
   // The metric counts the reconciles that happened: at least one per accepted DataKey.
   expect(handled(after.metrics)).toBeGreaterThanOrEqual(accepted);
   expect((await op.readyz()).status).toBe(200);
