@@ -18,7 +18,11 @@ module.exports = {
       ...shared,
       displayName: 'unit',
       testMatch: ['<rootDir>/test/**/*.test.ts'],
-      testPathIgnorePatterns: ['/node_modules/', '\\.cluster\\.test\\.ts$'],
+      testPathIgnorePatterns: [
+        '/node_modules/',
+        '\\.cluster\\.test\\.ts$',
+        '\\.reliability\\.test\\.ts$',
+      ],
     },
     {
       ...shared,

@@ -42,6 +42,8 @@ Commands:
                                       datakey-operator-webhook-tls in NS)
         [--agent-image IMAGE]         image of the injected agent (default
                                       $DATAKEY_AGENT_IMAGE or datakey.local/datakey-operator:dev)
+        [--delivery-rate-limit N]     agent requests a second per pod (default 2; 0 = unlimited)
+        [--delivery-global-rate-limit N]  ... for all pods together (default 50); 429 beyond
   agent --url URL --keys a,b --dir DIR --token-file F [--timeout 2m] [--refresh-interval 30s]
       The init container injected into annotated pods: proves the pod's identity
       with its projected token, fetches the named DataKeys over TLS (CA in

@@ -67,6 +67,8 @@ export interface UpOptions {
    * or never (false). With CI=true a node that cannot start is an error.
    */
   node?: boolean;
+  /** Extra kube-apiserver flags (e.g. the reliability suite turns etcd compaction off). */
+  apiserverArgs?: string[];
 }
 
 export interface UpResult {
@@ -488,6 +490,7 @@ export async function up(opts: UpOptions = {}): Promise<UpResult> {
         `--service-account-signing-key-file=${sa.key}`,
         '--allow-privileged=true',
         '--profiling=false',
+        ...(opts.apiserverArgs ?? []),
       ],
       stateDir,
     );
@@ -781,4 +784,64 @@ export async function down(opts: DownOptions = {}): Promise<void> {
   } else {
     fs.rmSync(stateDir, { recursive: true, force: true });
   }
+}
+
+// ------------------------------------------------------------ fault injection
+
+/** True once pid is a zombie or gone: every file and socket it held is closed. */
+function exitedCompletely(pid: number): boolean {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === 'Z';
+  } catch {
+    return true;
+  }
+}
+
+/** The live, verified process of a component of the control plane in `stateDir`. */
+export function componentProcess(stateDir: string, name: string): ProcessRecord {
+  const s = readState(path.resolve(stateDir));
+  const p = s?.processes.find((r) => r.name === name);
+  if (!p || !isOurProcess(p)) throw new Error(`no live ${name} of the cluster in ${stateDir}`);
+  return p;
+}
+
+/**
+ * kill -9 of one control-plane component (etcd or kube-apiserver) and a start
+ * of the same binary with the same flags, recorded in the state so that down()
+ * stops the new process; waits until it serves again.
+ */
+export async function restartComponent(
+  stateDir: string,
+  name: 'etcd' | 'kube-apiserver',
+): Promise<void> {
+  const dir = path.resolve(stateDir);
+  const s = readState(dir);
+  const old = componentProcess(dir, name);
+  if (!s) throw new Error(`no cluster state in ${dir}`);
+  const args = fs.readFileSync(`/proc/${old.pid}/cmdline`, 'utf8').split('\0').slice(1, -1);
+  process.kill(old.pid, 'SIGKILL');
+  // Not only no longer "ours" (its cmdline empties early in exit): gone, its ports closed.
+  const deadline = Date.now() + 60_000;
+  while (!exitedCompletely(old.pid)) {
+    if (Date.now() > deadline) throw new Error(`${name} (pid ${old.pid}) did not exit on SIGKILL`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const started = startProcess(name, old.binary, args, dir);
+  s.processes = s.processes.map((p) => (p.name === name ? started.record : p));
+  writeState(dir, s);
+  const pki = path.join(dir, 'pki');
+  const tls = {
+    ca: path.join(pki, 'ca.crt'),
+    cert: path.join(pki, 'admin.crt'),
+    key: path.join(pki, 'admin.key'),
+  };
+  const url =
+    name === 'etcd' ? `http://127.0.0.1:${s.ports.etcdClient}/health` : `${s.server}/readyz`;
+  await waitFor(
+    `${name} to serve again`,
+    started,
+    120_000,
+    async () => (await probe(url, name === 'etcd' ? undefined : tls)) === 200,
+  );
 }

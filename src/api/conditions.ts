@@ -16,6 +16,8 @@ export const MasterKeyReason = {
   KeyDisabled: 'KeyDisabled',
   AliasConflict: 'AliasConflict',
   KMSError: 'KMSError',
+  /** The key the MasterKey had is gone from the key store: restored, never re-created. */
+  KeyMissingFromStore: 'KeyMissingFromStore',
   DeletionBlocked: 'DeletionBlocked',
   /** Reasons of the Rotating condition. */
   Rewrapping: 'Rewrapping',

@@ -3,10 +3,10 @@ import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 
-/** A request body that could not be read: too large (413) or cut off (400). */
+/** A request body that could not be read: too large (413), cut off (400) or not the right type (415). */
 export class BodyError extends Error {
   constructor(
-    readonly status: 400 | 413,
+    readonly status: 400 | 413 | 415,
     message: string,
   ) {
     super(message);

@@ -30,6 +30,7 @@ export const MASTERKEY_FINALIZER = 'kms.datakey.io/masterkey-protection';
 export const DELETION_WINDOW_DAYS = 7;
 
 type MasterKeyObject = MasterKey & KubeObject;
+const KEY_STORE_WAIT_MS = 30_000;
 
 /**
  * MasterKey: keeps a key in the core in step with the spec (enabled state,
@@ -99,6 +100,17 @@ export class MasterKeyController implements ManagedController {
   private async syncKey(masterKey: MasterKeyObject): Promise<KeyMetadata> {
     const { spec } = masterKey;
     const core = this.ctx.core;
+    // A key this MasterKey already had and the store lost is restored, never made anew:
+    // a new key under the same id would not open any data key wrapped by the old one.
+    const known = masterKey.status?.keyId;
+    if (known && !core.hasKey(known)) {
+      // Looked at again when the operator sees the store put back (and on a slow timer).
+      throw NotReady.wait(
+        MasterKeyReason.KeyMissingFromStore,
+        `Key ${known} is missing from the key store: restore it from a backup (it is never created again)`,
+        KEY_STORE_WAIT_MS,
+      );
+    }
     let meta = await kmsCall(this.ctx, 'CreateKey', () =>
       core.createKey({
         keyId: masterKey.metadata.uid,

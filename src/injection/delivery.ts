@@ -14,7 +14,7 @@ import { AGENT_AUDIENCE, ANNOTATION_INJECT, requestedKeys } from './pod-patch';
  */
 
 export type DeliveryResult =
-  'delivered' | 'unauthenticated' | 'forbidden' | 'not_ready' | 'invalid' | 'error';
+  'delivered' | 'unauthenticated' | 'forbidden' | 'not_ready' | 'invalid' | 'throttled' | 'error';
 
 export interface DeliveryAnswer {
   status: number;

@@ -1,6 +1,7 @@
 import { sleep } from '../common/wait';
 import type { InjectionContext } from './context';
 import { ensureRegistration, removeUrlRegistration, type WebhookClient } from './registration';
+import { DeliveryLimits, type DeliveryRates } from './delivery-limits';
 import { serveInjection, type InjectionServer } from './server';
 import { reconcileServingSecret, type CertPolicy, type ServingMaterial } from './serving-certs';
 
@@ -14,6 +15,8 @@ export interface InjectionOptions {
   /** https URL of the delivery endpoint as pods reach it. */
   deliveryUrl: string;
   agentImage: string;
+  /** Agent requests a second, per pod and in all (429 with Retry-After beyond). */
+  rateLimit: DeliveryRates;
   certs: CertPolicy;
   /** How often the certificate and the registration are checked. */
   refreshMs?: number;
@@ -48,7 +51,8 @@ export async function startInjection(
     deliveryUrl: options.deliveryUrl,
     caBundle: material.caBundle,
   });
-  const server = await serveInjection(ctx, options.listen, material, config);
+  const limits = new DeliveryLimits(ctx.client, options.rateLimit, ctx.logger);
+  const server = await serveInjection(ctx, options.listen, material, config, limits);
   const register = () =>
     ensureRegistration(
       ctx.client,

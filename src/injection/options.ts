@@ -1,5 +1,6 @@
 import * as os from 'node:os';
 import { parseDuration } from '../common/duration';
+import { DEFAULT_GLOBAL_RATE, DEFAULT_PER_POD_RATE } from './delivery-limits';
 import type { InjectionOptions } from './injection';
 import { serviceClient, urlClient } from './registration';
 
@@ -12,6 +13,8 @@ export const INJECTION_FLAGS = {
   'webhook-configuration': { type: 'string' },
   'webhook-secret': { type: 'string' },
   'agent-image': { type: 'string' },
+  'delivery-rate-limit': { type: 'string' },
+  'delivery-global-rate-limit': { type: 'string' },
   // Test-only: short-lived serving certificates to exercise renewal.
   'webhook-cert-validity': { type: 'string' },
 } as const;
@@ -43,6 +46,15 @@ function machineAddress(): string {
     if (v4) return v4.address;
   }
   return '127.0.0.1';
+}
+
+/** A whole number of requests a second, 0 for unlimited. */
+function rateFlag(flag: string, value: string | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (!/^\d{1,6}$/.test(value)) {
+    throw new FlagError(`--${flag} must be a whole number of requests per second (0 = unlimited)`);
+  }
+  return Number(value);
 }
 
 const hostOf = (url: URL) => url.hostname.replace(/^\[|\]$/g, '');
@@ -104,6 +116,14 @@ export function injectionOptions(
       : serviceClient(service ?? '', namespace),
     deliveryUrl: deliveryUrl.origin,
     agentImage: flags['agent-image'] ?? process.env.DATAKEY_AGENT_IMAGE ?? DEFAULT_AGENT_IMAGE,
+    rateLimit: {
+      perPod: rateFlag('delivery-rate-limit', flags['delivery-rate-limit'], DEFAULT_PER_POD_RATE),
+      global: rateFlag(
+        'delivery-global-rate-limit',
+        flags['delivery-global-rate-limit'],
+        DEFAULT_GLOBAL_RATE,
+      ),
+    },
     certs: {
       hosts: [...new Set(hosts)],
       servingValidityMs: servingSeconds * 1000,

@@ -10,6 +10,7 @@ import {
   zeroKeys,
   type DeliveryAnswer,
 } from './delivery';
+import type { DeliveryLimits } from './delivery-limits';
 import { DELIVER_PATH, REPORT_PATH, WEBHOOK_PATH } from './endpoints';
 import { admit, type AdmissionRequest, type InjectionConfig } from './pod-patch';
 import type { ServingMaterial } from './serving-certs';
@@ -30,14 +31,26 @@ export interface InjectionServer {
   close(): Promise<void>;
 }
 
-function send(res: http.ServerResponse, status: number, body: unknown): void {
+function send(
+  res: http.ServerResponse,
+  status: number,
+  body: unknown,
+  headers: Record<string, string> = {},
+): void {
   const text = JSON.stringify(body);
   res.writeHead(status, {
+    ...headers,
     'content-type': 'application/json',
     'content-length': Buffer.byteLength(text),
     'cache-control': 'no-store',
   });
   res.end(text);
+}
+
+/** Both endpoints take JSON only; anything else is refused before it is parsed. */
+function isJson(req: http.IncomingMessage): boolean {
+  const type = (req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
+  return type === 'application/json';
 }
 
 async function answerReview(
@@ -49,7 +62,9 @@ async function answerReview(
   const end = ctx.metrics.admissionSeconds.startTimer();
   let review: { apiVersion?: string; request?: AdmissionRequest };
   try {
-    review = JSON.parse((await readBody(req, MAX_REVIEW_BYTES)).toString('utf8')) as typeof review;
+    const raw = await readBody(req, MAX_REVIEW_BYTES);
+    if (!isJson(req)) throw new BodyError(415, 'the content type must be application/json');
+    review = JSON.parse(raw.toString('utf8')) as typeof review;
     if (typeof review?.request?.uid !== 'string') throw new Error('request.uid is missing');
   } catch (err) {
     ctx.metrics.admissions.inc({ result: 'invalid' });
@@ -75,11 +90,14 @@ async function answerAgent(
   req: http.IncomingMessage,
   res: http.ServerResponse,
   ctx: InjectionContext,
+  limits: DeliveryLimits,
   handler: typeof deliver,
 ): Promise<void> {
   let answer: DeliveryAnswer;
+  const headers: Record<string, string> = {};
   try {
     const text = (await readBody(req, MAX_AGENT_BYTES)).toString('utf8');
+    if (!isJson(req)) throw new BodyError(415, 'the content type must be application/json');
     const token = /^Bearer (\S+)$/.exec(req.headers.authorization ?? '')?.[1] ?? '';
     let body: unknown;
     try {
@@ -87,7 +105,17 @@ async function answerAgent(
     } catch {
       body = null;
     }
-    answer = await handler(ctx, token, body);
+    const admission = token ? await limits.admit(token) : ({ ok: true } as const);
+    if (admission.ok) {
+      answer = await handler(ctx, token, body);
+    } else {
+      answer = {
+        status: admission.status,
+        result: admission.status === 429 ? 'throttled' : 'unauthenticated',
+        message: admission.message,
+      };
+      if (admission.status === 429) headers['retry-after'] = String(admission.retryAfterSeconds);
+    }
   } catch (err) {
     const status = err instanceof BodyError ? err.status : 503;
     answer = {
@@ -101,7 +129,7 @@ async function answerAgent(
   const keys = answer.keys ?? [];
   try {
     if (answer.status !== 200 || handler !== deliver) {
-      send(res, answer.status, { message: answer.message });
+      send(res, answer.status, { message: answer.message }, headers);
       return;
     }
     send(res, 200, {
@@ -120,7 +148,7 @@ async function answerAgent(
   }
 }
 
-function route(ctx: InjectionContext, config: () => InjectionConfig) {
+function route(ctx: InjectionContext, config: () => InjectionConfig, limits: DeliveryLimits) {
   return (req: http.IncomingMessage, res: http.ServerResponse): void => {
     const path = (req.url ?? '/').split('?')[0];
     const handled =
@@ -129,9 +157,9 @@ function route(ctx: InjectionContext, config: () => InjectionConfig) {
         : path === WEBHOOK_PATH
           ? answerReview(req, res, ctx, config)
           : path === DELIVER_PATH
-            ? answerAgent(req, res, ctx, deliver)
+            ? answerAgent(req, res, ctx, limits, deliver)
             : path === REPORT_PATH
-              ? answerAgent(req, res, ctx, reportAgentFailure)
+              ? answerAgent(req, res, ctx, limits, reportAgentFailure)
               : undefined;
     if (!handled) {
       req.resume();
@@ -152,6 +180,7 @@ export function serveInjection(
   listen: { host: string; port: number },
   material: ServingMaterial,
   config: () => InjectionConfig,
+  limits: DeliveryLimits,
 ): Promise<InjectionServer> {
   const server = https.createServer(
     {
@@ -159,10 +188,12 @@ export function serveInjection(
       key: material.key,
       minVersion: 'TLSv1.2',
       keepAliveTimeout: 30_000,
-      requestTimeout: 30_000,
+      // A slow sender holds a socket at most this long (408), headers for less.
+      requestTimeout: 15_000,
+      headersTimeout: 10_000,
       maxHeaderSize: 16 * 1024,
     },
-    route(ctx, config),
+    route(ctx, config, limits),
   );
   server.on('clientError', (_err, socket) => socket.destroy());
   return new Promise((resolve, reject) => {

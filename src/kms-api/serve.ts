@@ -1,8 +1,8 @@
 import * as path from 'node:path';
 import { createLogger, type Logger } from '../common/logger';
 import { KmsCore } from '../kms/core';
-import { FileKeyStore, loadOrCreateRootKey } from '../kms/file-store';
-import { RootKey } from '../kms/root-key';
+import { FileKeyStore, rootKeyFile } from '../kms/file-store';
+import { RootKey, loadOrCreateRootKey } from '../kms/root-key';
 import {
   startInstanceApi,
   type InstanceListenOptions,
@@ -53,8 +53,8 @@ export async function serveKms(options: ServeOptions): Promise<KmsService> {
   const store = await FileKeyStore.open(options.dataDir);
   let core: KmsCore | undefined;
   try {
-    const rootKeyFile = options.rootKeyFile ?? path.join(options.dataDir, 'root.key');
-    const rootKey = new RootKey(await loadOrCreateRootKey(rootKeyFile));
+    const rootKeyPath = options.rootKeyFile ?? path.join(options.dataDir, 'root.key');
+    const rootKey = new RootKey(await loadOrCreateRootKey(rootKeyFile(rootKeyPath), store));
     core = await KmsCore.open({ store, rootKey });
   } catch (err) {
     await store.close();

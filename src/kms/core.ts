@@ -349,6 +349,11 @@ export class KmsCore {
     }
   }
 
+  /** Whether a key with this id (not an alias) is in the core. */
+  hasKey(keyId: string): boolean {
+    return this.keys.has(keyId);
+  }
+
   describeKey(keyId: string): KeyMetadata {
     return this.metadataOf(this.resolveKey(keyId));
   }

@@ -3,7 +3,7 @@ import { promises as fs, constants as fsConstants } from 'node:fs';
 import * as path from 'node:path';
 import { pidAlive, processStart } from '../common/process';
 import type { StoredAlias, StoredKey } from './model';
-import { ROOT_KEY_BYTES } from './root-key';
+import { ROOT_KEY_BYTES, type RootKeyLocation } from './root-key';
 import type { StoredInstance } from './instance';
 import type { KeyStore, StoreContents } from './store';
 
@@ -182,27 +182,34 @@ function holderAlive(holder: LockHolder): boolean {
 }
 
 /**
- * Reads the 32-byte root key from `file`, creating it (mode 0600) on first use.
- * Refuses a file that others can read, because it unlocks every master key.
+ * The root key in `file` (mode 0600). A file that others can read is refused,
+ * because it unlocks every master key.
  */
-export async function loadOrCreateRootKey(file: string): Promise<Buffer> {
-  try {
-    const stat = await fs.stat(file);
-    if ((stat.mode & 0o077) !== 0) {
-      throw new Error(
-        `root key file ${file} must not be accessible to group or others (chmod 600)`,
-      );
-    }
-    const material = await fs.readFile(file);
-    if (material.length !== ROOT_KEY_BYTES) {
-      material.fill(0);
-      throw new Error(`root key file ${file} must hold exactly ${ROOT_KEY_BYTES} bytes`);
-    }
-    return material;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-  }
-  const material = randomBytes(ROOT_KEY_BYTES);
-  await writeDurably(file, material, 0o600);
-  return material;
+export function rootKeyFile(file: string): RootKeyLocation {
+  return {
+    description: `root key file ${file}`,
+    async read() {
+      try {
+        const stat = await fs.stat(file);
+        if ((stat.mode & 0o077) !== 0) {
+          throw new Error(
+            `root key file ${file} must not be accessible to group or others (chmod 600)`,
+          );
+        }
+        const material = await fs.readFile(file);
+        if (material.length !== ROOT_KEY_BYTES) {
+          material.fill(0);
+          throw new Error(`root key file ${file} must hold exactly ${ROOT_KEY_BYTES} bytes`);
+        }
+        return material;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+        return undefined;
+      }
+    },
+    async create(material) {
+      await writeDurably(file, material, 0o600);
+      return material;
+    },
+  };
 }

@@ -1,5 +1,6 @@
-import type { KeyObject } from 'node:crypto';
+import { randomBytes, type KeyObject } from 'node:crypto';
 import { open, sealInto, sealedLength, toSecretKey, zero } from './crypto';
+import { KeyStoreError, type KeyStore } from './store';
 
 export const ROOT_KEY_BYTES = 32;
 
@@ -32,7 +33,7 @@ export class RootKey {
       bindingOf(keyId, keyVersionId),
     ]);
     if (!material) {
-      throw new Error(
+      throw new KeyStoreError(
         `key version ${keyVersionId} of key ${keyId} cannot be unwrapped: wrong root key or altered record`,
       );
     }
@@ -42,3 +43,35 @@ export class RootKey {
 
 const bindingOf = (keyId: string, keyVersionId: string): Buffer =>
   Buffer.from(`datakey-operator/root-wrap/v1|${keyId}|${keyVersionId}`, 'utf8');
+
+/** Where a root key is kept (a file, a Secret): read it, or create it once. */
+export interface RootKeyLocation {
+  /** Names it in messages, e.g. `Secret datakey-system/datakey-root-key`. */
+  readonly description: string;
+  /** The 32 bytes, or undefined when nothing is stored there. */
+  read(): Promise<Buffer | undefined>;
+  /** Stores new material; returns the material in force (another writer may have won). */
+  create(material: Buffer): Promise<Buffer>;
+}
+
+/**
+ * Reads the root key, creating one only when the key store is empty. A missing
+ * root key beside stored keys means it was lost or deleted: a new one would leave
+ * every master key unopenable, so this refuses and says what to restore.
+ */
+export async function loadOrCreateRootKey(
+  location: RootKeyLocation,
+  store: KeyStore,
+): Promise<Buffer> {
+  const existing = await location.read();
+  if (existing) return existing;
+  const { keys, aliases } = await store.load();
+  if (keys.length + aliases.length > 0) {
+    throw new KeyStoreError(
+      `${location.description} is missing while the key store holds ${keys.length} keys and ` +
+        `${aliases.length} aliases: restore the root key from a backup; a new one would leave ` +
+        'every master key unopenable, so none is created',
+    );
+  }
+  return location.create(randomBytes(ROOT_KEY_BYTES));
+}

@@ -52,3 +52,15 @@ export class MemoryKeyStore implements KeyStore {
   }
   async close(): Promise<void> {}
 }
+
+/**
+ * The persisted state cannot be used as it is (a record unreadable or altered, the
+ * root key missing): the message names what is wrong. Nothing is overwritten or
+ * created to get past it; the state has to be put back.
+ */
+export class KeyStoreError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'KeyStoreError';
+  }
+}

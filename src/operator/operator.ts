@@ -14,7 +14,7 @@ import {
   type InjectionOptions,
   type RunningInjection,
 } from '../injection/injection';
-import { KmsCore, RootKey, loadOrCreateRootKey } from '../kms';
+import type { KmsCore } from '../kms';
 import { KmsApi, listen, type Credentials, type RunningServer } from '../kms-api/server';
 import {
   startInstanceApi,
@@ -28,7 +28,7 @@ import { LeaderElector } from '../runtime/leader-election';
 import { Manager, type ManagerHooks } from '../runtime/manager';
 import { keyMaintenance } from './key-maintenance';
 import { OperatorMetrics, serveMetrics } from './metrics';
-import { SecretKeyStore, loadOrCreateRootKeySecret } from './secret-key-store';
+import { KeyStoreGuard, keysNamedByMasterKeys } from './key-store-guard';
 
 export interface OperatorOptions {
   kubeconfig?: string;
@@ -75,18 +75,33 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
   const namespace = options.namespace;
   await ensureNamespace(client, namespace);
 
-  const rootMaterial = options.rootKeyFile
-    ? await loadOrCreateRootKey(options.rootKeyFile)
-    : await loadOrCreateRootKeySecret(client, namespace);
-  const core = await KmsCore.open({
-    store: new SecretKeyStore(client, namespace),
-    rootKey: new RootKey(rootMaterial),
+  // /readyz answers from the start: while the stored state is damaged it says why.
+  const metrics = new OperatorMetrics();
+  let started = false;
+  let stopping = false;
+  const guard: KeyStoreGuard = new KeyStoreGuard({
+    client,
+    namespace,
+    rootKeyFile: options.rootKeyFile,
+    logger,
+    expectedKeyIds: () => keysNamedByMasterKeys(ctx.masterKeys.list()),
+    onRecovered: () => manager.requeueAll(masterKeyController.name),
+  });
+  const metricsServer: Server = await serveMetrics(
+    metrics,
+    {
+      live: () => true,
+      ready: () => (stopping ? 'stopping' : (guard.problem ?? (started || 'starting'))),
+    },
+    options.metricsHost,
+    options.metricsPort,
+  );
+  const core = await guard.open({
     minRotationIntervalSeconds: options.minRotationIntervalSeconds,
     deletionDaySeconds: options.deletionDaySeconds,
     allKeysInInstance: options.kmsInstanceListen !== undefined,
   });
 
-  const metrics = new OperatorMetrics();
   metrics.countKubeRequests(client);
   const ctx: ControllerContext & InjectionContext = {
     client,
@@ -107,14 +122,18 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
     logger,
   };
   const informers = [ctx.masterKeys, ctx.dataKeys, ctx.secrets];
+  // The controllers write only while this replica holds a fresh lease (see
+  // LeaderElector.writeFence); reads, the key store and injection are not fenced.
+  const controllerCtx = { ...ctx, client: client.withWriteFence(() => elector.writeFence()) };
+  const masterKeyController = new MasterKeyController(controllerCtx);
   const manager = new Manager(
     [
-      new MasterKeyController(ctx),
-      new DataKeyController(ctx, {
+      masterKeyController,
+      new DataKeyController(controllerCtx, {
         rewrapsPerSecond: options.rewrapsPerSecond,
         minRegenerationSeconds: options.minRotationIntervalSeconds,
       }),
-      new WorkloadController(ctx),
+      new WorkloadController(controllerCtx),
     ],
     {
       workers: options.workers ?? DEFAULT_WORKERS,
@@ -147,15 +166,6 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
   );
   elector.start();
 
-  // Followers serving --kms-listen keep their view of the key store fresh.
-  const followerReload = setInterval(() => {
-    if (!manager.isLeading())
-      core
-        .reload()
-        .catch((err: Error) => logger.warn({ err: err.message }, 'key store reload failed'));
-  }, 30_000);
-  followerReload.unref();
-
   const gauges = setInterval(() => {
     for (const [controller, depth] of Object.entries(manager.queueDepths())) {
       metrics.queueDepth.set({ controller }, depth);
@@ -168,13 +178,6 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
   const injection: RunningInjection | undefined = options.injection
     ? await startInjection(ctx, namespace, options.injection)
     : undefined;
-  let stopping = false;
-  const metricsServer: Server = await serveMetrics(
-    metrics,
-    { live: () => true, ready: () => !stopping },
-    options.metricsHost,
-    options.metricsPort,
-  );
   const kmsServer: RunningServer | undefined = options.kmsListen
     ? await listen(
         new KmsApi({ core, credentials: options.kmsListen.credentials, logger, rateLimit: 750 }),
@@ -186,6 +189,7 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
   const instanceServer: RunningInstanceApi | undefined = options.kmsInstanceListen
     ? await startInstanceApi(core, options.kmsInstanceListen, logger, () => core.reload())
     : undefined;
+  started = true;
   logger.info({ namespace }, 'operator started');
 
   return {
@@ -194,7 +198,7 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
     async stop() {
       stopping = true;
       clearInterval(gauges);
-      clearInterval(followerReload);
+      guard.stop();
       await elector.stop();
       metrics.leader.set(0);
       await manager.stopTerm();

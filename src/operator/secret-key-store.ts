@@ -1,6 +1,13 @@
-import { createHash, randomBytes } from 'node:crypto';
-import type { KeyStore, StoreContents, StoredAlias, StoredInstance, StoredKey } from '../kms';
-import { ROOT_KEY_BYTES } from '../kms';
+import { createHash } from 'node:crypto';
+import type {
+  KeyStore,
+  RootKeyLocation,
+  StoreContents,
+  StoredAlias,
+  StoredInstance,
+  StoredKey,
+} from '../kms';
+import { KeyStoreError, ROOT_KEY_BYTES } from '../kms';
 import { isConflict, isNotFound, type KubeClient, type KubeObject } from '../runtime/kube-client';
 import { secretsPath } from '../api/paths';
 
@@ -39,14 +46,27 @@ export class SecretKeyStore implements KeyStore {
     let instance: StoredInstance | undefined;
     this.versions.clear();
     for (const secret of list.items) {
-      const raw = secret.data?.[RECORD_FIELD];
-      if (!raw) continue;
+      const raw = secret.data?.[RECORD_FIELD] ?? '';
+      const kind = secret.metadata.labels?.[STORE_LABEL];
+      if (kind !== 'key' && kind !== 'alias' && kind !== 'instance') continue;
+      const record = parseRecord(raw);
+      const expected =
+        kind === 'key'
+          ? keySecretName(String(record?.keyId))
+          : kind === 'alias'
+            ? aliasSecretName(String(record?.aliasName))
+            : INSTANCE_SECRET;
+      // A record under another record's name was moved or edited by hand.
+      if (!record || expected !== secret.metadata.name) {
+        throw new KeyStoreError(
+          `key store Secret ${this.namespace}/${secret.metadata.name} holds an unreadable or ` +
+            'altered record: restore it from a backup',
+        );
+      }
       this.versions.set(secret.metadata.name, secret.metadata.resourceVersion ?? '');
-      const record = JSON.parse(Buffer.from(raw, 'base64').toString('utf8'));
-      if (secret.metadata.labels?.[STORE_LABEL] === 'key') keys.push(record as StoredKey);
-      else if (secret.metadata.labels?.[STORE_LABEL] === 'alias')
-        aliases.push(record as StoredAlias);
-      else if (secret.metadata.labels?.[STORE_LABEL] === 'instance') instance = record;
+      if (kind === 'key') keys.push(record as unknown as StoredKey);
+      else if (kind === 'alias') aliases.push(record as unknown as StoredAlias);
+      else instance = record as unknown as StoredInstance;
     }
     return { keys, aliases, instance };
   }
@@ -112,6 +132,15 @@ export class SecretKeyStore implements KeyStore {
   }
 }
 
+function parseRecord(raw: string): Record<string, unknown> | undefined {
+  try {
+    const record: unknown = JSON.parse(Buffer.from(raw, 'base64').toString('utf8'));
+    return record && typeof record === 'object' ? (record as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** The built-in KMS instance: id, wrapped CA key, network rules, policies, access points, client keys. */
 const INSTANCE_SECRET = 'datakey-kms-instance';
 const keySecretName = (keyId: string) => `datakey-kms-key-${keyId}`;
@@ -121,42 +150,47 @@ const aliasSecretName = (aliasName: string) =>
 export const ROOT_KEY_SECRET = 'datakey-root-key';
 
 /**
- * Reads the root key from its Secret, creating it on first start. When two
- * replicas race, the create of one fails with a conflict and it reads the winner's.
+ * The root key in Secret NS/datakey-root-key. When two replicas create it at once,
+ * the create of one fails with a conflict and it reads the winner's.
  */
-export async function loadOrCreateRootKeySecret(
-  client: KubeClient,
-  namespace: string,
-): Promise<Buffer> {
-  const path = secretsPath(namespace);
-  for (let attempt = 0; attempt < 3; attempt++) {
+export function rootKeySecret(client: KubeClient, namespace: string): RootKeyLocation {
+  const collection = secretsPath(namespace);
+  const description = `Secret ${namespace}/${ROOT_KEY_SECRET}`;
+  const read = async (): Promise<Buffer | undefined> => {
+    let secret: SecretObject;
     try {
-      const secret = await client.get<SecretObject>(`${path}/${ROOT_KEY_SECRET}`);
-      const material = Buffer.from(secret.data?.rootKey ?? '', 'base64');
-      if (material.length !== ROOT_KEY_BYTES) {
-        material.fill(0);
-        throw new Error(
-          `Secret ${namespace}/${ROOT_KEY_SECRET} must hold a ${ROOT_KEY_BYTES}-byte rootKey`,
-        );
-      }
-      return material;
+      secret = await client.get<SecretObject>(`${collection}/${ROOT_KEY_SECRET}`);
     } catch (err) {
-      if (!isNotFound(err)) throw err;
+      if (isNotFound(err)) return undefined;
+      throw err;
     }
-    const material = randomBytes(ROOT_KEY_BYTES);
-    try {
-      await client.create(path, {
-        apiVersion: 'v1',
-        kind: 'Secret',
-        type: 'kms.datakey.io/root-key',
-        metadata: { name: ROOT_KEY_SECRET, namespace },
-        data: { rootKey: material.toString('base64') },
-      });
-      return material;
-    } catch (err) {
+    const material = Buffer.from(secret.data?.rootKey ?? '', 'base64');
+    if (material.length !== ROOT_KEY_BYTES) {
       material.fill(0);
-      if (!isConflict(err)) throw err;
+      throw new KeyStoreError(`${description} must hold a ${ROOT_KEY_BYTES}-byte rootKey`);
     }
-  }
-  throw new Error(`could not read or create Secret ${namespace}/${ROOT_KEY_SECRET}`);
+    return material;
+  };
+  return {
+    description,
+    read,
+    async create(material) {
+      try {
+        await client.create(collection, {
+          apiVersion: 'v1',
+          kind: 'Secret',
+          type: 'kms.datakey.io/root-key',
+          metadata: { name: ROOT_KEY_SECRET, namespace },
+          data: { rootKey: material.toString('base64') },
+        });
+        return material;
+      } catch (err) {
+        material.fill(0);
+        if (!isConflict(err)) throw err;
+      }
+      const winner = await read();
+      if (!winner) throw new Error(`${description} vanished right after it was created`);
+      return winner;
+    },
+  };
 }

@@ -49,17 +49,42 @@ export interface KubeList<T> {
 
 type Query = Record<string, string | number | boolean | undefined>;
 
+/** A write refused before it was sent: this replica may not write now (e.g. lost its lease). */
+export class FencedWriteError extends Error {
+  constructor(reason: string) {
+    super(`write not sent: ${reason}`);
+    this.name = 'FencedWriteError';
+  }
+}
+
 export class KubeClient {
   private readonly server: URL;
   private readonly agent: https.Agent;
-  /** Requests made, for the benchmarks and metrics. */
-  requestCount = 0;
+  /** Shared with the views of withWriteFence, so that every request is counted once. */
+  private readonly counter = { requests: 0 };
+  private fence?: () => string | undefined;
 
   constructor(readonly config: KubeConfig) {
     const cluster = config.getCurrentCluster();
     if (!cluster) throw new Error('the kubeconfig has no current cluster');
     this.server = new URL(cluster.server);
     this.agent = new https.Agent({ keepAlive: true, maxSockets: 32 });
+  }
+
+  /** Requests made, for the benchmarks and metrics. */
+  get requestCount(): number {
+    return this.counter.requests;
+  }
+
+  /**
+   * The same client (connections, credentials, counter) whose writes (any method
+   * but GET) are refused with FencedWriteError while `fence` names a reason,
+   * checked immediately before each request is sent.
+   */
+  withWriteFence(fence: () => string | undefined): KubeClient {
+    const view = Object.create(this) as KubeClient;
+    view.fence = fence;
+    return view;
   }
 
   static fromEnvironment(kubeconfigPath?: string): KubeClient {
@@ -145,7 +170,7 @@ export class KubeClient {
   async request<T>(
     method: string,
     path: string,
-    options: { body?: unknown; contentType?: string; query?: Query } = {},
+    options: { body?: unknown; contentType?: string; query?: Query; accept?: string } = {},
   ): Promise<T> {
     const url = new URL(path, this.server);
     for (const [k, v] of Object.entries(options.query ?? {})) {
@@ -154,7 +179,7 @@ export class KubeClient {
     const requestOptions: https.RequestOptions = {
       method,
       agent: this.agent,
-      headers: { accept: 'application/json' },
+      headers: { accept: options.accept ?? 'application/json' },
     };
     await this.config.applyToHTTPSOptions(requestOptions);
     // applyToHTTPSOptions sets a new Agent on every call: a TLS handshake per request.
@@ -171,7 +196,9 @@ export class KubeClient {
         'content-length': Buffer.byteLength(payload),
       };
     }
-    this.requestCount++;
+    const refused = method !== 'GET' ? this.fence?.() : undefined;
+    if (refused) throw new FencedWriteError(refused);
+    this.counter.requests++;
     const transport = url.protocol === 'https:' ? https : http;
     return new Promise<T>((resolve, reject) => {
       const req = transport.request(url, requestOptions, (res) => {

@@ -55,6 +55,22 @@ export class LeaderElector {
     return this.leading;
   }
 
+  /**
+   * Why this replica may not write as the leader now, or undefined when it may.
+   * The rule: its last successful renewal is younger than the renew deadline,
+   * which is shorter than the lease duration another replica waits out (on its
+   * own clock) before it takes over. Checked right before each write, so a leader
+   * frozen past its lease (SIGSTOP, a long pause) sends nothing from its stale
+   * view when it resumes, even before its next renewal attempt fails.
+   */
+  writeFence(): string | undefined {
+    if (!this.leading) return 'this replica does not lead';
+    const age = Date.now() - this.lastRenewal;
+    return age < this.renewDeadlineMs
+      ? undefined
+      : `the lease was last renewed ${age} ms ago (renew deadline ${this.renewDeadlineMs} ms)`;
+  }
+
   /** Starts (or, after stop, restarts) campaigning for the lease. */
   start(): void {
     this.stopped = false;
@@ -95,6 +111,7 @@ export class LeaderElector {
 
   private async tick(): Promise<void> {
     if (this.stopped) return;
+    this.stepDownIfExpired(); // first: e.g. after the process was frozen
     try {
       const acquired = await this.tryAcquireOrRenew();
       if (acquired) this.lastRenewal = Date.now();
@@ -102,11 +119,15 @@ export class LeaderElector {
     } catch (err) {
       this.logger.warn({ err: (err as Error).message }, 'lease request failed');
     }
+    this.stepDownIfExpired();
+    if (!this.stopped) this.timer = setTimeout(() => void this.tick(), this.retryMs);
+  }
+
+  private stepDownIfExpired(): void {
     if (this.leading && Date.now() - this.lastRenewal > this.renewDeadlineMs) {
       this.logger.error('lease not renewed within the renew deadline, stepping down');
       this.setLeading(false);
     }
-    if (!this.stopped) this.timer = setTimeout(() => void this.tick(), this.retryMs);
   }
 
   private async tryAcquireOrRenew(): Promise<boolean> {

@@ -83,6 +83,13 @@ export class Manager {
     );
   }
 
+  /** Queues every key of a controller again (e.g. once something they all need is back). */
+  requeueAll(name: string): void {
+    const controller = this.controllers.find((c) => c.name === name);
+    const queue = this.current?.queues.get(name);
+    if (controller && queue) for (const key of controller.allKeys()) queue.add(key);
+  }
+
   startTerm(): void {
     const term: Term = {
       queues: new Map(),

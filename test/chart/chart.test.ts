@@ -86,6 +86,8 @@ describe.each(HELMS)('%s', (_label, major) => {
     [['--set', 'image.repository=Not A Repo'], '/image/repository', 'pattern'],
     [['--set', 'replicas=3'], "additional properties 'replicas'", 'not allowed'],
     [['--set', 'podDisruptionBudget.minAvailable=0'], '/podDisruptionBudget/minAvailable', ''],
+    [['--set', 'injection.rateLimit.perPod=-1'], '/injection/rateLimit/perPod', 'minimum'],
+    [['--set', 'injection.rateLimit.global=fast'], '/injection/rateLimit/global', 'integer'],
     [['--set', 'kmsInstanceApi.port=70000'], '/kmsInstanceApi/port', 'maximum'],
   ])('values.schema.json refuses %j with a message naming the value', async (args, names, why) => {
     const r = await helm(major, ['template', 'datakey-operator', CHART, ...args]);
@@ -154,6 +156,10 @@ describe('rendered objects (helm 3; helm 4 renders the same)', () => {
       'datakey-operator-webhook-tls',
       '--agent-image',
       'datakey.local/datakey-operator:0.1.0',
+      '--delivery-rate-limit',
+      '2',
+      '--delivery-global-rate-limit',
+      '50',
     ]);
     expect(c.ports).toEqual([
       { name: 'https', containerPort: 9443, protocol: 'TCP' },
@@ -236,10 +242,9 @@ describe('rendered objects (helm 3; helm 4 renders the same)', () => {
     const other = await render('helm', { args: ['--set', 'image.tag=dev'], namespace: 'keys' });
     const c = container(one(other, 'Deployment'));
     expect(c.image).toBe('datakey.local/datakey-operator:dev');
-    expect(c.args.slice(c.args.indexOf('--agent-image'))).toEqual([
-      '--agent-image',
-      'datakey.local/datakey-operator:dev',
-    ]);
+    expect(
+      c.args.slice(c.args.indexOf('--agent-image'), c.args.indexOf('--agent-image') + 2),
+    ).toEqual(['--agent-image', 'datakey.local/datakey-operator:dev']);
     expect(c.args.slice(0, 3)).toEqual(['operator', '--namespace', 'keys']);
     const webhook = (one(other, 'MutatingWebhookConfiguration').webhooks as Json[])[0] as {
       clientConfig: { service: Json };
@@ -272,6 +277,24 @@ describe('rendered objects (helm 3; helm 4 renders the same)', () => {
         from: [{ podSelector: { matchLabels: { app: 'scraper' } } }],
         ports: [{ port: 8080, protocol: 'TCP' }],
       },
+    ]);
+  });
+
+  test('injection.rateLimit.{perPod,global} become the delivery rate-limit flags', async () => {
+    const c = container(
+      one(
+        await render('helm', {
+          args: ['--set', 'injection.rateLimit.perPod=7,injection.rateLimit.global=0'],
+        }),
+        'Deployment',
+      ),
+    );
+    const at = c.args.indexOf('--delivery-rate-limit');
+    expect(c.args.slice(at, at + 4)).toEqual([
+      '--delivery-rate-limit',
+      '7',
+      '--delivery-global-rate-limit',
+      '0',
     ]);
   });
 

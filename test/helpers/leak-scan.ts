@@ -87,3 +87,85 @@ export async function readAllEtcd(endpoint: string): Promise<{ count: number; al
   // A separator no needle spans.
   return { count, all: Buffer.concat(parts.flatMap((p) => [p, Buffer.from('\n\u0000\n')])) };
 }
+
+/**
+ * Every value etcd still holds in its history (all revisions since the last
+ * compaction, not only the current ones), read with a watch from revision 1
+ * through the JSON gateway (POST /v3/watch streams one JSON result per line).
+ */
+export async function readEtcdHistory(
+  endpoint: string,
+): Promise<{ revisions: number; all: Buffer }> {
+  const head = (await post(`${endpoint}/v3/kv/range`, {
+    key: Buffer.from([0]).toString('base64'),
+    limit: 1,
+  })) as { header: { revision: string } };
+  const target = Number(head.header.revision);
+  const parts: Buffer[] = [];
+  let revisions = 0;
+  let start = 1;
+  for (;;) {
+    const r = await watchFrom(endpoint, start, target, (kv) => {
+      parts.push(Buffer.from(kv.key, 'base64'), Buffer.from(kv.value ?? '', 'base64'));
+      revisions++;
+    });
+    if (r.compactedTo === undefined) break;
+    start = r.compactedTo; // history before it is gone: read from there
+  }
+  return { revisions, all: Buffer.concat(parts.flatMap((p) => [p, Buffer.from('\n\u0000\n')])) };
+}
+
+function watchFrom(
+  endpoint: string,
+  start: number,
+  target: number,
+  onKv: (kv: { key: string; value?: string }) => void,
+): Promise<{ compactedTo?: number }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(`${endpoint}/v3/watch`, { method: 'POST' }, (res) => {
+      let buffered = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => {
+        buffered += chunk;
+        let nl: number;
+        while ((nl = buffered.indexOf('\n')) >= 0) {
+          const line = buffered.slice(0, nl).trim();
+          buffered = buffered.slice(nl + 1);
+          if (!line) continue;
+          const { result } = JSON.parse(line) as {
+            result?: {
+              compact_revision?: string;
+              canceled?: boolean;
+              events?: { kv: { key: string; value?: string; mod_revision: string } }[];
+            };
+          };
+          if (result?.canceled && result.compact_revision) {
+            req.destroy();
+            return resolve({ compactedTo: Number(result.compact_revision) });
+          }
+          for (const e of result?.events ?? []) {
+            onKv(e.kv);
+            if (Number(e.kv.mod_revision) >= target) {
+              req.destroy();
+              return resolve({});
+            }
+          }
+        }
+      });
+      res.on('error', () => undefined);
+    });
+    req.setTimeout(120_000, () => req.destroy(new Error('etcd history watch timed out')));
+    req.on('error', (err) => {
+      if (!req.destroyed || (err as NodeJS.ErrnoException).code !== 'ECONNRESET') reject(err);
+    });
+    req.end(
+      JSON.stringify({
+        create_request: {
+          key: Buffer.from([0]).toString('base64'),
+          range_end: Buffer.from([0]).toString('base64'),
+          start_revision: String(start),
+        },
+      }),
+    );
+  });
+}

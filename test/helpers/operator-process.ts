@@ -38,6 +38,8 @@ export interface OperatorProcess {
   metrics(): Promise<string>;
   /** The value of `datakey_leader` (0 or 1). */
   leader(): Promise<number>;
+  /** /readyz: 200 `ok`, or 503 `not ready: <why>`. */
+  readyz(): Promise<{ status: number; body: string }>;
 }
 
 export interface OperatorStartOptions {
@@ -52,9 +54,11 @@ export interface OperatorStartOptions {
   kubeconfig?: string;
   /** Where to append the log lines; default: a new temp file. */
   logFile?: string;
+  /** The log message that means it started (default `operator started`). */
+  startedMessage?: string;
 }
 
-/** Starts the operator and waits for its "operator started" line. */
+/** Starts the operator and waits for its "operator started" line (or `startedMessage`). */
 export async function startOperatorProcess(
   options: OperatorStartOptions,
 ): Promise<OperatorProcess> {
@@ -107,7 +111,7 @@ export async function startOperatorProcess(
     }, START_TIMEOUT_MS);
     stdout.on('line', (line) => {
       keep(line);
-      if (line.includes('"msg":"operator started"')) {
+      if (line.includes(`"msg":"${options.startedMessage ?? 'operator started'}"`)) {
         clearTimeout(timer);
         resolve();
       }
@@ -138,6 +142,7 @@ export async function startOperatorProcess(
     stop: () => tracked.stop('SIGTERM'),
     kill9: tracked.kill9,
     metrics,
+    readyz: () => httpGet(`${metricsUrl}/readyz`),
     async leader() {
       const match = /^datakey_leader (\S+)$/m.exec(await metrics());
       if (!match) throw new Error('datakey_leader missing from /metrics');

@@ -335,6 +335,7 @@ export interface OperatorSuite {
     kms?: boolean;
     args?: string[];
     kubeconfig?: string;
+    startedMessage?: string;
   }): Promise<OperatorProcess>;
   operators: OperatorProcess[];
   /** Extra cluster-scoped MasterKeys / namespaces to clean up (e.g. fixed example names). */
@@ -363,6 +364,7 @@ export function useOperatorSuite(name: string): OperatorSuite {
         kms: options.kms ?? true,
         args: options.args,
         kubeconfig: options.kubeconfig,
+        startedMessage: options.startedMessage,
       });
       suite.operators.push(op);
       return op;

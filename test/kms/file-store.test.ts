@@ -4,7 +4,14 @@ import { mkdtempSync, promises as fs, rmSync, statSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { processStart } from '../../src/common/process';
-import { FileKeyStore, KmsCore, RootKey, loadOrCreateRootKey } from '../../src/kms';
+import {
+  FileKeyStore,
+  KeyStoreError,
+  KmsCore,
+  RootKey,
+  loadOrCreateRootKey,
+  rootKeyFile,
+} from '../../src/kms';
 
 const DIST_KMS = path.resolve(__dirname, '../../dist/kms/index.js');
 let dir: string;
@@ -16,7 +23,9 @@ afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
 async function openFileCore(folder = dir) {
   const store = await FileKeyStore.open(folder);
-  const rootKey = new RootKey(await loadOrCreateRootKey(path.join(folder, 'root.key')));
+  const rootKey = new RootKey(
+    await loadOrCreateRootKey(rootKeyFile(path.join(folder, 'root.key')), store),
+  );
   return KmsCore.open({ store, rootKey });
 }
 
@@ -76,9 +85,46 @@ test('a different root key cannot open the store, and the error says why', async
 test('a root key readable by others, or of the wrong size, is refused', async () => {
   const file = path.join(dir, 'loose.key');
   writeFileSync(file, randomBytes(32), { mode: 0o644 });
-  await expect(loadOrCreateRootKey(file)).rejects.toThrow(/chmod 600/);
+  await expect(rootKeyFile(file).read()).rejects.toThrow(/chmod 600/);
   writeFileSync(path.join(dir, 'short.key'), randomBytes(16), { mode: 0o600 });
-  await expect(loadOrCreateRootKey(path.join(dir, 'short.key'))).rejects.toThrow(/32 bytes/);
+  await expect(rootKeyFile(path.join(dir, 'short.key')).read()).rejects.toThrow(/32 bytes/);
+});
+
+test('a missing root key beside stored keys is refused, never created anew; put back, it opens', async () => {
+  const core = await openFileCore();
+  const { keyId } = await core.createKey({});
+  const sealed = core.generateDataKey({ keyId });
+  await core.close();
+  const file = path.join(dir, 'root.key');
+  const backup = await fs.readFile(file);
+  await fs.rm(file);
+
+  const store = await FileKeyStore.open(dir);
+  const err = await loadOrCreateRootKey(rootKeyFile(file), store).catch((e: unknown) => e);
+  expect(err).toBeInstanceOf(KeyStoreError);
+  expect((err as Error).message).toMatch(
+    new RegExp(`root key file ${file} is missing while the key store holds 1 keys`),
+  );
+  await expect(fs.stat(file)).rejects.toThrow(/ENOENT/);
+  await store.close();
+
+  writeFileSync(file, backup, { mode: 0o600 });
+  const restored = await openFileCore();
+  expect(restored.decrypt({ ciphertextBlob: sealed.ciphertextBlob }).plaintext).toEqual(
+    sealed.plaintext,
+  );
+  sealed.plaintext.fill(0);
+  await restored.close();
+});
+
+test('an empty store gets a new root key once; later reads return the same one', async () => {
+  const store = await FileKeyStore.open(dir);
+  const file = path.join(dir, 'root.key');
+  const first = await loadOrCreateRootKey(rootKeyFile(file), store);
+  const again = await loadOrCreateRootKey(rootKeyFile(file), store);
+  expect(again.equals(first)).toBe(true);
+  expect(statSync(file).mode & 0o777).toBe(0o600);
+  await store.close();
 });
 
 test('a live process holds the data folder; a dead one does not', async () => {
@@ -128,11 +174,11 @@ test('leftover temporary files from a killed write are ignored and removed', asy
 test('kill -9 during writes loses nothing acknowledged and leaves a loadable store', async () => {
   const script = `
     const path = require('path');
-    const { FileKeyStore, KmsCore, RootKey, loadOrCreateRootKey } = require(${JSON.stringify(DIST_KMS)});
+    const { FileKeyStore, KmsCore, RootKey, loadOrCreateRootKey, rootKeyFile } = require(${JSON.stringify(DIST_KMS)});
     (async () => {
       const dir = process.argv[1];
       const store = await FileKeyStore.open(dir);
-      const core = await KmsCore.open({ store, rootKey: new RootKey(await loadOrCreateRootKey(path.join(dir, 'root.key'))) });
+      const core = await KmsCore.open({ store, rootKey: new RootKey(await loadOrCreateRootKey(rootKeyFile(path.join(dir, 'root.key')), store)) });
       for (let i = 0; ; i++) {
         const { keyId } = await core.createKey({ description: 'k' + i });
         const blob = core.generateDataKeyWithoutPlaintext({ keyId }).ciphertextBlob.toString('base64');
