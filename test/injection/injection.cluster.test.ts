@@ -35,7 +35,7 @@ import {
 import type { OperatorProcess } from '../helpers/operator-process';
 import { findNeedles, needlesOf } from '../helpers/leak-scan';
 import { NODE_NAME, onLocalNodeWithImage } from '../helpers/image-on-node';
-import { eventually } from '../helpers/wait';
+import { eventually, sleep } from '../helpers/wait';
 import type { KubeObject } from '../../src/runtime/kube-client';
 
 const nodeName = NODE_NAME;
@@ -594,7 +594,19 @@ function injectionSuite(): void {
   });
 
   /** Calls the delivery endpoint from the host, as a pod would. */
-  function deliver(token: string, body: Json): Promise<{ status: number; text: string }> {
+  /** One delivery request; a 429 (the per-pod limit) is waited out as its Retry-After says, as the agent does. */
+  async function deliver(token: string, body: Json): Promise<{ status: number; text: string }> {
+    for (;;) {
+      const res = await deliverOnce(token, body);
+      if (res.status !== 429) return { status: res.status, text: res.text };
+      await sleep(Number(res.retryAfter ?? '1') * 1000);
+    }
+  }
+
+  function deliverOnce(
+    token: string,
+    body: Json,
+  ): Promise<{ status: number; text: string; retryAfter?: string }> {
     return new Promise((resolve, reject) => {
       const req = https.request(
         `https://127.0.0.1:${port}${DELIVER_PATH}`,
@@ -606,7 +618,13 @@ function injectionSuite(): void {
         (res) => {
           let text = '';
           res.on('data', (d: Buffer) => (text += d.toString()));
-          res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+          res.on('end', () =>
+            resolve({
+              status: res.statusCode ?? 0,
+              text,
+              retryAfter: res.headers['retry-after'] as string | undefined,
+            }),
+          );
         },
       );
       req.on('error', reject);
