@@ -50,7 +50,7 @@ import {
   type RegenerationDue,
 } from './datakey-policy';
 import { MAX_TIMER_MS, mattersToDataKeys } from './masterkey-policy';
-import { writeStatus } from './status';
+import { notReadyCondition, writeStatus } from './status';
 
 export const DEFAULT_REWRAPS_PER_SECOND = 100;
 const REWRAP_RETRY_MS = 200;
@@ -160,13 +160,11 @@ export class DataKeyController implements ManagedController {
       return ready(this.untilNextRegeneration(dataKey, current));
     } catch (err) {
       if (!(err instanceof NotReady)) throw err;
-      await this.writeReady(dataKey, undefined, {
-        type: ConditionType.Ready,
-        status: 'False',
-        reason: err.outcome.reason,
-        message: err.outcome.message,
-        observedGeneration: dataKey.metadata.generation,
-      });
+      await this.writeReady(
+        dataKey,
+        undefined,
+        notReadyCondition(err.outcome, dataKey.metadata.generation),
+      );
       return err.outcome;
     }
   }

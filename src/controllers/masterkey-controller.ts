@@ -23,7 +23,7 @@ import {
   rotationRequested,
   type RewrapProgress,
 } from './masterkey-policy';
-import { writeStatus } from './status';
+import { notReadyCondition, writeStatus } from './status';
 
 export const MASTERKEY_FINALIZER = 'kms.datakey.io/masterkey-protection';
 /** Deleting a MasterKey schedules the key's deletion with this window, never destroys at once. */
@@ -86,13 +86,11 @@ export class MasterKeyController implements ManagedController {
           ? NotReady.retry(MasterKeyReason.KMSError, `${err.code}: ${err.message}`)
           : err;
       if (!(notReady instanceof NotReady)) throw err;
-      await this.writeStatus(masterKey, undefined, {
-        type: ConditionType.Ready,
-        status: 'False',
-        reason: notReady.outcome.reason,
-        message: notReady.outcome.message,
-        observedGeneration: masterKey.metadata.generation,
-      });
+      await this.writeStatus(
+        masterKey,
+        undefined,
+        notReadyCondition(notReady.outcome, masterKey.metadata.generation),
+      );
       return notReady.outcome;
     }
   }

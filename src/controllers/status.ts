@@ -1,6 +1,8 @@
 import { isDeepStrictEqual } from 'node:util';
+import { ConditionType } from '../api/conditions';
 import type { Condition } from '../api/types';
 import type { KubeClient, KubeObject } from '../runtime/kube-client';
+import type { NotReadyOutcome } from '../runtime/outcome';
 
 /**
  * The one status writer of both controllers.
@@ -29,5 +31,19 @@ function withoutTimes(status: { conditions?: Condition[] }): unknown {
   return {
     ...status,
     conditions: status.conditions?.map(({ lastTransitionTime: _t, ...rest }) => rest),
+  };
+}
+
+/** The Ready=False condition both controllers report for a wait or retry outcome. */
+export function notReadyCondition(
+  outcome: NotReadyOutcome,
+  observedGeneration: number | undefined,
+): Omit<Condition, 'lastTransitionTime'> {
+  return {
+    type: ConditionType.Ready,
+    status: 'False',
+    reason: outcome.reason,
+    message: outcome.message,
+    observedGeneration,
   };
 }

@@ -551,43 +551,27 @@ export class KmsCore {
 
   /** Standard flow: wraps under the key's initial version (seed 001). */
   generateDataKey(input: DataKeyInput): Sealed & { plaintext: Buffer } {
-    const plaintext = this.prepareDataKey(input);
-    try {
-      return { ...this.sealStandard(input.keyId, plaintext, input), plaintext };
-    } catch (err) {
-      zero(plaintext);
-      throw err;
-    }
+    return sealedWithPlaintext(this.prepareDataKey(input), (p) =>
+      this.sealStandard(input.keyId, p, input),
+    );
   }
 
   generateDataKeyWithoutPlaintext(input: DataKeyInput): Sealed {
-    const plaintext = this.prepareDataKey(input);
-    try {
-      return this.sealStandard(input.keyId, plaintext, input);
-    } finally {
-      zero(plaintext);
-    }
+    return sealedOnly(this.prepareDataKey(input), (p) => this.sealStandard(input.keyId, p, input));
   }
 
   /** Advance flow: wraps under the key's primary version. */
   advanceGenerateDataKey(input: AdvanceDataKeyInput): SealedAdvance & { plaintext: Buffer } {
-    const plaintext = this.prepareAdvanceDataKey(input);
-    try {
-      return { ...this.sealAdvance(input.keyId, plaintext, input.aad), plaintext };
-    } catch (err) {
-      zero(plaintext);
-      throw err;
-    }
+    return sealedWithPlaintext(this.prepareAdvanceDataKey(input), (p) =>
+      this.sealAdvance(input.keyId, p, input.aad),
+    );
   }
 
   /** Extension for the operator: the plaintext never leaves the core. */
   advanceGenerateDataKeyWithoutPlaintext(input: AdvanceDataKeyInput): SealedAdvance {
-    const plaintext = this.prepareAdvanceDataKey(input);
-    try {
-      return this.sealAdvance(input.keyId, plaintext, input.aad);
-    } finally {
-      zero(plaintext);
-    }
+    return sealedOnly(this.prepareAdvanceDataKey(input), (p) =>
+      this.sealAdvance(input.keyId, p, input.aad),
+    );
   }
 
   encrypt(input: Binding & { keyId: string; plaintext: Buffer; dryRun?: boolean }): Sealed {
@@ -951,6 +935,28 @@ function checkKeyUsage(value: string, spec: MasterKeySpec): KeyUsage {
   const allowed = isSymmetricSpec(spec) ? ['ENCRYPT/DECRYPT'] : ['ENCRYPT/DECRYPT', 'SIGN/VERIFY'];
   if (!allowed.includes(value)) throw invalidParameter('KeyUsage');
   return value as KeyUsage;
+}
+
+/** A fresh data key sealed and handed back with its ciphertext; zeroed if sealing fails. */
+function sealedWithPlaintext<T>(
+  plaintext: Buffer,
+  seal: (plaintext: Buffer) => T,
+): T & { plaintext: Buffer } {
+  try {
+    return { ...seal(plaintext), plaintext };
+  } catch (err) {
+    zero(plaintext);
+    throw err;
+  }
+}
+
+/** A fresh data key sealed; the plaintext never leaves the core and is zeroed. */
+function sealedOnly<T>(plaintext: Buffer, seal: (plaintext: Buffer) => T): T {
+  try {
+    return seal(plaintext);
+  } finally {
+    zero(plaintext);
+  }
 }
 
 function dataKeySpecBytes(keySpec: string | undefined): number {
