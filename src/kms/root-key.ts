@@ -42,3 +42,13 @@ export class RootKey {
 
 const bindingOf = (keyId: string, keyVersionId: string): Buffer =>
   Buffer.from(`datakey-operator/root-wrap/v1|${keyId}|${keyVersionId}`, 'utf8');
+
+/** Where a root key is kept (a file, a Secret): read it, or create it once. */
+export interface RootKeyLocation {
+  /** Names it in messages, e.g. `Secret datakey-system/datakey-root-key`. */
+  readonly description: string;
+  /** The 32 bytes, or undefined when nothing is stored there. */
+  read(): Promise<Buffer | undefined>;
+  /** Stores new material; returns the material in force (another writer may have won). */
+  create(material: Buffer): Promise<Buffer>;
+}

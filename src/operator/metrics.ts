@@ -110,8 +110,8 @@ export class OperatorMetrics {
 export interface HealthState {
   /** Live: the process and its event loop work. */
   live(): boolean;
-  /** Ready: caches synced (leader) or standing by (follower). */
-  ready(): boolean;
+  /** Ready: caches synced (leader) or standing by (follower); else why not. */
+  ready(): true | string;
 }
 
 /** Serves /metrics, /healthz and /readyz on their own port. */
@@ -124,8 +124,10 @@ export function serveMetrics(
   const server = http.createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (path === '/healthz' || path === '/readyz') {
-      const ok = path === '/healthz' ? health.live() : health.ready();
-      res.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' }).end(ok ? 'ok' : 'not ready');
+      const state = path === '/healthz' ? health.live() || 'not live' : health.ready();
+      res
+        .writeHead(state === true ? 200 : 503, { 'content-type': 'text/plain' })
+        .end(state === true ? 'ok' : `not ready: ${state}`);
       return;
     }
     if (path === '/metrics') {

@@ -22,6 +22,8 @@ import { LeaderElector } from '../runtime/leader-election';
 import { Manager, type ManagerHooks } from '../runtime/manager';
 import { keyMaintenance } from './key-maintenance';
 import { OperatorMetrics, serveMetrics } from './metrics';
+import { SealGuard } from './seal-guard';
+import { openSeal, type SealOptions } from './seal-options';
 import { SecretKeyStore, loadOrCreateRootKeySecret } from './secret-key-store';
 
 export interface OperatorOptions {
@@ -42,6 +44,8 @@ export interface OperatorOptions {
   maintenanceIntervalMs?: number;
   /** Re-wraps per second after a rotation (default 100, 0 = unlimited). */
   rewrapsPerSecond?: number;
+  /** The root key sealed by an Alibaba Cloud KMS key; the embedded default when undefined. */
+  seal?: SealOptions;
   /** The pod webhook and the agents' delivery endpoint; off when undefined. */
   injection?: InjectionOptions;
   logger?: Logger;
@@ -64,9 +68,35 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
   const namespace = options.namespace;
   await ensureNamespace(client, namespace);
 
-  const rootMaterial = options.rootKeyFile
-    ? await loadOrCreateRootKey(options.rootKeyFile)
-    : await loadOrCreateRootKeySecret(client, namespace);
+  const metrics = new OperatorMetrics();
+  const events = new EventRecorder(client, 'datakey-operator', logger);
+  const sealGuard = options.seal
+    ? new SealGuard({
+        location: await openSeal(client, namespace, options.seal),
+        namespace,
+        events,
+        logger,
+        retryMs: options.seal.retryMs,
+      })
+    : undefined;
+  // /readyz answers from the start: while the root key cannot be unsealed it says why.
+  let started = false;
+  let stopping = false;
+  const metricsServer: Server = await serveMetrics(
+    metrics,
+    {
+      live: () => true,
+      ready: () => (stopping ? 'stopping' : (sealGuard?.problem ?? (started || 'starting'))),
+    },
+    options.metricsHost,
+    options.metricsPort,
+  );
+  logger.info({ namespace }, 'health endpoints serving');
+  const rootMaterial = sealGuard
+    ? await sealGuard.open()
+    : options.rootKeyFile
+      ? await loadOrCreateRootKey(options.rootKeyFile)
+      : await loadOrCreateRootKeySecret(client, namespace);
   const core = await KmsCore.open({
     store: new SecretKeyStore(client, namespace),
     rootKey: new RootKey(rootMaterial),
@@ -74,7 +104,6 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
     deletionDaySeconds: options.deletionDaySeconds,
   });
 
-  const metrics = new OperatorMetrics();
   metrics.countKubeRequests(client);
   const ctx: ControllerContext & InjectionContext = {
     client,
@@ -86,7 +115,7 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
       { path: secretsPath(), labelSelector: LABEL_DATAKEY },
       logger,
     ),
-    events: new EventRecorder(client, 'datakey-operator', logger),
+    events,
     metrics,
     logger,
   };
@@ -99,7 +128,7 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
     {
       workers: options.workers ?? 4,
       logger,
-      hooks: reconcileHooks(core, metrics, logger),
+      hooks: reconcileHooks(core, metrics, logger, sealGuard),
       tasks: [keyMaintenance(core, ctx.masterKeys, logger, options.maintenanceIntervalMs)],
     },
   );
@@ -136,6 +165,12 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
   }, 30_000);
   followerReload.unref();
 
+  // Mid-term, the root key stays in memory; a seal that stops answering is named, not Ready.
+  const sealCheck = sealGuard
+    ? setInterval(() => void sealGuard.check().catch(() => undefined), options.seal?.checkIntervalMs ?? 60_000)
+    : undefined;
+  sealCheck?.unref();
+
   const gauges = setInterval(() => {
     for (const [controller, depth] of Object.entries(manager.queueDepths())) {
       metrics.queueDepth.set({ controller }, depth);
@@ -148,19 +183,13 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
   const injection: RunningInjection | undefined = options.injection
     ? await startInjection(ctx, namespace, options.injection)
     : undefined;
-  let stopping = false;
-  const metricsServer: Server = await serveMetrics(
-    metrics,
-    { live: () => true, ready: () => !stopping },
-    options.metricsHost,
-    options.metricsPort,
-  );
   const kmsServer: RunningServer | undefined = options.kmsListen
     ? await listen(
         new KmsApi({ core, credentials: options.kmsListen.credentials, logger, rateLimit: 750 }),
         options.kmsListen,
       )
     : undefined;
+  started = true;
   logger.info({ namespace }, 'operator started');
 
   return {
@@ -170,6 +199,8 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
       stopping = true;
       clearInterval(gauges);
       clearInterval(followerReload);
+      clearInterval(sealCheck);
+      sealGuard?.stop();
       await elector.stop();
       metrics.leader.set(0);
       await manager.stopTerm();
@@ -184,11 +215,21 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
 }
 
 /** Reconciles counted and timed; a failure logged, and a conflict (perhaps in the key store) reloads it. */
-function reconcileHooks(core: KmsCore, metrics: OperatorMetrics, logger: Logger): ManagerHooks {
+function reconcileHooks(
+  core: KmsCore,
+  metrics: OperatorMetrics,
+  logger: Logger,
+  sealGuard: SealGuard | undefined,
+): ManagerHooks {
   return {
     // Another replica may have led since this core loaded the key store: the keys
-    // it created exist only in the store, so re-read it before reconciling.
-    prepareTerm: () => core.reload(),
+    // it created exist only in the store, so re-read it before reconciling. With a
+    // seal, each term also unseals the root key again: no term runs on a seal that
+    // has been revoked.
+    prepareTerm: async () => {
+      await sealGuard?.check();
+      await core.reload();
+    },
     reconciled(controller, outcome, seconds) {
       metrics.reconcileSeconds.observe({ controller }, seconds);
       if (outcome === 'error' || outcome.kind === 'retry') return; // counted by failed()

@@ -118,6 +118,12 @@ export async function loadOrCreateRootKeySecret(
   for (let attempt = 0; attempt < 3; attempt++) {
     try {
       const secret = await client.get<SecretObject>(`${path}/${ROOT_KEY_SECRET}`);
+      if (secret.data?.sealedRootKey) {
+        throw new Error(
+          `Secret ${namespace}/${ROOT_KEY_SECRET} is sealed by a KMS key: start the operator with ` +
+            'the --seal options it was sealed with (docs/operator.md, "Root of trust")',
+        );
+      }
       const material = Buffer.from(secret.data?.rootKey ?? '', 'base64');
       if (material.length !== ROOT_KEY_BYTES) {
         material.fill(0);

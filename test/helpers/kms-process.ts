@@ -44,6 +44,8 @@ export interface StartOptions {
   accessKeySecret?: string;
   /** Reuse a data dir (e.g. across a restart); default: a fresh temp dir. */
   dataDir?: string;
+  /** HOST:PORT to listen on (e.g. the same port again after a restart); default 127.0.0.1:0. */
+  listen?: string;
   /** Extra `kms serve` arguments, e.g. ['--rate-limit', '2']. */
   args?: string[];
   env?: NodeJS.ProcessEnv;
@@ -123,7 +125,7 @@ export async function startKms(options: StartOptions = {}): Promise<KmsProcess> 
       'kms',
       'serve',
       '--listen',
-      '127.0.0.1:0',
+      options.listen ?? '127.0.0.1:0',
       '--data-dir',
       dataDir,
       ...(options.args ?? []),

@@ -52,6 +52,10 @@ export interface OperatorStartOptions {
   kubeconfig?: string;
   /** Where to append the log lines; default: a new temp file. */
   logFile?: string;
+  /** More environment variables (e.g. RRSA's, NODE_EXTRA_CA_CERTS). */
+  env?: NodeJS.ProcessEnv;
+  /** Resolve once /readyz answers ('serving', e.g. while a seal fails) instead of at "operator started". */
+  until?: 'started' | 'serving';
 }
 
 /** Starts the operator and waits for its "operator started" line. */
@@ -87,6 +91,8 @@ export async function startOperatorProcess(
       ...process.env,
       DATAKEY_ACCESS_KEY_ID: accessKeyId,
       DATAKEY_ACCESS_KEY_SECRET: accessKeySecret,
+      ALIBABA_CLOUD_ECS_METADATA_DISABLED: 'true',
+      ...options.env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -100,6 +106,8 @@ export async function startOperatorProcess(
   createInterface({ input: child.stderr as NodeJS.ReadableStream }).on('line', keep);
   const stdout = createInterface({ input: child.stdout as NodeJS.ReadableStream });
 
+  const readyLine =
+    options.until === 'serving' ? '"msg":"health endpoints serving"' : '"msg":"operator started"';
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
@@ -107,7 +115,7 @@ export async function startOperatorProcess(
     }, START_TIMEOUT_MS);
     stdout.on('line', (line) => {
       keep(line);
-      if (line.includes('"msg":"operator started"')) {
+      if (line.includes(readyLine)) {
         clearTimeout(timer);
         resolve();
       }

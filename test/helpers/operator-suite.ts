@@ -283,6 +283,8 @@ export interface OperatorSuite {
     kms?: boolean;
     args?: string[];
     kubeconfig?: string;
+    env?: NodeJS.ProcessEnv;
+    until?: 'started' | 'serving';
   }): Promise<OperatorProcess>;
   operators: OperatorProcess[];
   /** Extra cluster-scoped MasterKeys / namespaces to clean up (e.g. fixed example names). */
@@ -311,6 +313,8 @@ export function useOperatorSuite(name: string): OperatorSuite {
         kms: options.kms ?? true,
         args: options.args,
         kubeconfig: options.kubeconfig,
+        env: options.env,
+        until: options.until,
       });
       suite.operators.push(op);
       return op;

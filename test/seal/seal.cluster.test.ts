@@ -1,0 +1,537 @@
+// The root of trust: the operator's root key sealed by a KMS key of a `kms serve`
+// on loopback (TLS), reached with the operator's own identity (RRSA: a service
+// account token of audience sts.aliyuncs.com exchanged at the emulated STS, whose
+// OIDC issuer is this cluster's kube-apiserver). No node is needed.
+import { execFileSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import * as https from 'node:https';
+import * as path from 'node:path';
+import RPCClient from '@alicloud/pop-core';
+import { KubeConfig } from '@kubernetes/client-node';
+import { CLI, makeTempDir, startKms, type KmsProcess } from '../helpers/kms-process';
+import type { OperatorProcess } from '../helpers/operator-process';
+import {
+  applyObjects,
+  client,
+  dataKey,
+  decryptSecret,
+  masterKey,
+  masterKeysPath,
+  secretsPath,
+  useOperatorSuite,
+  waitAllReady,
+  waitCondition,
+  type SecretObject,
+} from '../helpers/operator-suite';
+import { eventually, sleep } from '../helpers/wait';
+import type { KubeObject } from '../../src/runtime/kube-client';
+import { httpGet } from '../../src/common/wait';
+
+const suite = useOperatorSuite('seal');
+const MK = suite.mk('sealed');
+const ACCOUNT = '1234567890123456';
+const PROVIDER = `acs:ram::${ACCOUNT}:oidc-provider/ack-rrsa-local`;
+const ROLE = `acs:ram::${ACCOUNT}:role/datakey-seal`;
+/** Issues credentials that expire 6 s after issue: inside the client's 15-minute refresh window. */
+const SHORT_ROLE = `acs:ram::${ACCOUNT}:role/datakey-seal-short`;
+const OPERATOR_SA = 'datakey-operator';
+const ROOT_SECRET = 'datakey-root-key';
+const SEAL_ENV = { ALIBABA_CLOUD_ECS_METADATA_DISABLED: 'true' };
+
+let dir: string;
+let certFile: string;
+let kms: KmsProcess;
+let pop: RPCClient;
+let sealKeyId: string;
+let operatorToken: string;
+let op: OperatorProcess;
+const plaintexts = new Map<string, string>();
+let rootKeyB64: string;
+
+const names = ['dk-0', 'dk-1', 'dk-2'];
+
+function issueCert(): void {
+  certFile = path.join(dir, 'kms.crt');
+  execFileSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-nodes',
+      '-days',
+      '1',
+      '-subj',
+      '/CN=127.0.0.1',
+      '-addext',
+      'subjectAltName=IP:127.0.0.1',
+      '-keyout',
+      path.join(dir, 'kms.key'),
+      '-out',
+      certFile,
+    ],
+    { stdio: 'ignore' },
+  );
+}
+
+/** A service-account token minted through the TokenRequest API. */
+async function mintToken(ns: string, sa: string, audiences?: string[]): Promise<string> {
+  const r = await client.create<KubeObject & { status: { token: string } }>(
+    `/api/v1/namespaces/${ns}/serviceaccounts/${sa}/token`,
+    {
+      apiVersion: 'authentication.k8s.io/v1',
+      kind: 'TokenRequest',
+      spec: { audiences, expirationSeconds: 3600 },
+    },
+  );
+  return r.status.token;
+}
+
+async function ensureServiceAccount(ns: string, name: string): Promise<void> {
+  try {
+    await client.create(`/api/v1/namespaces/${ns}/serviceaccounts`, {
+      apiVersion: 'v1',
+      kind: 'ServiceAccount',
+      metadata: { name },
+    });
+  } catch (err) {
+    if ((err as { statusCode?: number }).statusCode !== 409) throw err;
+  }
+}
+
+function writeFile(name: string, text: string): string {
+  const file = path.join(dir, name);
+  writeFileSync(file, text, { mode: 0o600 });
+  return file;
+}
+
+/** The kube-apiserver's address and CA: where the emulated STS reads the issuer's keys. */
+function apiServer(): { url: string; caFile: string } {
+  const kc = new KubeConfig();
+  kc.loadFromDefault();
+  const cluster = kc.getCurrentCluster();
+  if (!cluster) throw new Error('no current cluster');
+  const ca = cluster.caFile
+    ? readFileSync(cluster.caFile, 'utf8')
+    : Buffer.from(cluster.caData ?? '', 'base64').toString('utf8');
+  return { url: cluster.server, caFile: writeFile('apiserver-ca.crt', ca) };
+}
+
+async function startSealKms(listen?: string): Promise<KmsProcess> {
+  return startKms({
+    listen,
+    dataDir: kms?.dataDir,
+    accessKeyId: kms?.accessKeyId,
+    accessKeySecret: kms?.accessKeySecret,
+    args: [
+      '--tls-cert',
+      certFile,
+      '--tls-key',
+      path.join(dir, 'kms.key'),
+      '--sts-trust',
+      path.join(dir, 'sts-trust.json'),
+    ],
+    env: SEAL_ENV,
+  });
+}
+
+function sealArgs(): string[] {
+  const endpoint = `127.0.0.1:${kms.port}`;
+  return [
+    '--seal',
+    'alicloudkms',
+    '--seal-key-id',
+    sealKeyId,
+    '--seal-endpoint',
+    endpoint,
+    '--seal-region',
+    'cn-hangzhou',
+    '--sts-endpoint',
+    endpoint,
+    '--seal-check-interval',
+    '2s',
+  ];
+}
+
+function rrsaEnv(tokenFile: string, role = ROLE): NodeJS.ProcessEnv {
+  return {
+    ...SEAL_ENV,
+    ALIBABA_CLOUD_ROLE_ARN: role,
+    ALIBABA_CLOUD_OIDC_PROVIDER_ARN: PROVIDER,
+    ALIBABA_CLOUD_OIDC_TOKEN_FILE: tokenFile,
+    NODE_EXTRA_CA_CERTS: certFile,
+  };
+}
+
+function startSealed(
+  namespaceArgs: string[] = [],
+  tokenFile = path.join(dir, 'operator.token'),
+): Promise<OperatorProcess> {
+  return suite.start({
+    args: [...sealArgs(), ...namespaceArgs],
+    env: rrsaEnv(tokenFile),
+    until: 'serving',
+  });
+}
+
+async function readyz(o: OperatorProcess): Promise<{ status: number; body: string }> {
+  return httpGet(`${o.metricsUrl}/readyz`);
+}
+
+async function waitReadyz(o: OperatorProcess, want: RegExp, timeoutMs = 30_000): Promise<string> {
+  return eventually(`/readyz matching ${want}`, timeoutMs, async () => {
+    const r = await readyz(o);
+    const line = `${r.status} ${r.body}`;
+    return want.test(line) ? line : undefined;
+  });
+}
+
+const rootSecret = (ns = suite.operatorNs) =>
+  client.get<SecretObject & { metadata: { annotations?: Record<string, string> } }>(
+    `${secretsPath(ns)}/${ROOT_SECRET}`,
+  );
+
+async function warningEvents(ns: string, reason: string): Promise<KubeObject[]> {
+  const list = await client.list<KubeObject & { reason: string; involvedObject: { name: string } }>(
+    `/api/v1/namespaces/${ns}/events`,
+  );
+  return list.items.filter((e) => e.reason === reason && e.involvedObject.name === ROOT_SECRET);
+}
+
+async function stsCall(form: Record<string, string>): Promise<{ status: number; json: Record<string, unknown> }> {
+  const body = new URLSearchParams(form).toString();
+  return new Promise((resolve, reject) => {
+    const req = https.request(
+      `https://127.0.0.1:${kms.port}/?Action=AssumeRoleWithOIDC&Version=2015-04-01&Format=JSON`,
+      {
+        method: 'POST',
+        ca: readFileSync(certFile),
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () =>
+          resolve({
+            status: res.statusCode ?? 0,
+            json: JSON.parse(Buffer.concat(chunks).toString('utf8')) as Record<string, unknown>,
+          }),
+        );
+      },
+    );
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+beforeAll(async () => {
+  dir = makeTempDir('datakey-seal-');
+  issueCert();
+  const api = apiServer();
+  // The credential the emulated STS reads the issuer's discovery documents with.
+  await eventually('the default service account', 30_000, async () =>
+    client.get('/api/v1/namespaces/default/serviceaccounts/default').catch(() => undefined),
+  );
+  const readerToken = writeFile('discovery-reader.token', await mintToken('default', 'default'));
+  writeFile(
+    'sts-trust.json',
+    JSON.stringify({
+      providers: {
+        [PROVIDER]: {
+          issuer: 'https://kubernetes.default.svc.cluster.local',
+          discoveryUrl: api.url,
+          caFile: api.caFile,
+          tokenFile: readerToken,
+        },
+      },
+      roles: {
+        [ROLE]: {
+          provider: PROVIDER,
+          subjects: [`system:serviceaccount:${suite.operatorNs}:${OPERATOR_SA}`],
+        },
+        [SHORT_ROLE]: {
+          provider: PROVIDER,
+          subjects: [`system:serviceaccount:${suite.operatorNs}:${OPERATOR_SA}`],
+          issuedLifetimeSeconds: 6,
+        },
+      },
+    }),
+  );
+  kms = await startSealKms();
+  pop = new RPCClient({
+    endpoint: kms.url,
+    apiVersion: '2016-01-20',
+    accessKeyId: kms.accessKeyId,
+    accessKeySecret: kms.accessKeySecret,
+    opts: { agent: new https.Agent({ ca: readFileSync(certFile) }) },
+  });
+  const created = await pop.request<{ KeyMetadata: { KeyId: string } }>(
+    'CreateKey',
+    { Description: 'datakey-operator seal' },
+    { method: 'POST' },
+  );
+  sealKeyId = created.KeyMetadata.KeyId;
+  await client.create('/api/v1/namespaces', {
+    apiVersion: 'v1',
+    kind: 'Namespace',
+    metadata: { name: suite.operatorNs },
+  });
+  await ensureServiceAccount(suite.operatorNs, OPERATOR_SA);
+  await ensureServiceAccount(suite.operatorNs, 'someone-else');
+  operatorToken = await mintToken(suite.operatorNs, OPERATOR_SA, ['sts.aliyuncs.com']);
+  writeFile('operator.token', operatorToken);
+}, 120_000);
+
+afterAll(async () => {
+  await kms?.stop();
+});
+
+test('a plaintext root key is sealed in place on the first start with a seal; every DataKey opens to the same plaintext', async () => {
+  op = await suite.start();
+  expect((await applyObjects([masterKey(MK)])).code).toBe(0);
+  await waitCondition(`${masterKeysPath}/${MK}`, 'True');
+  await applyObjects(names.map((n) => dataKey(suite.ns, n, { masterKeyRef: { name: MK } })));
+  await waitAllReady(suite.ns, names.length, 60_000);
+  for (const n of names) {
+    const secret = await client.get<SecretObject>(`${secretsPath(suite.ns)}/${n}`);
+    plaintexts.set(n, (await decryptSecret(op, secret)).toString('hex'));
+  }
+  rootKeyB64 = (await rootSecret()).data?.rootKey as string;
+  expect(Buffer.from(rootKeyB64, 'base64')).toHaveLength(32);
+  expect((await op.stop()).code).toBe(0);
+
+  op = await startSealed();
+  await waitReadyz(op, /^200 ok$/);
+  const sealed = await rootSecret();
+  expect(Object.keys(sealed.data ?? {})).toEqual(['sealedRootKey']);
+  expect(sealed.metadata.annotations?.['kms.datakey.io/sealed-by']).toBe(`alicloudkms:${sealKeyId}`);
+  const blob = JSON.parse(Buffer.from(sealed.data?.sealedRootKey as string, 'base64').toString());
+  expect(blob).toMatchObject({ version: 1, seal: 'alicloudkms', keyId: sealKeyId });
+  // Only STS credentials reached KMS: the calls carried a security token.
+  expect(kms.stdoutLines.some((l) => l.includes('"action":"AssumeRoleWithOIDC"'))).toBe(true);
+  expect(kms.stdoutLines.some((l) => l.includes('"action":"Decrypt"') && l.includes('"status":200'))).toBe(true);
+
+  for (const n of names) {
+    const secret = await client.get<SecretObject>(`${secretsPath(suite.ns)}/${n}`);
+    expect((await decryptSecret(op, secret)).toString('hex')).toBe(plaintexts.get(n));
+  }
+  await applyObjects([dataKey(suite.ns, 'dk-after', { masterKeyRef: { name: MK } })]);
+  await waitAllReady(suite.ns, names.length + 1, 60_000);
+});
+
+test('no Secret in the cluster holds the root key in the clear; a copy of the namespace opened with no seal yields nothing', async () => {
+  const rootKey = Buffer.from(rootKeyB64, 'base64');
+  const all = await client.list<SecretObject>('/api/v1/secrets');
+  const holding = all.items.filter((s) =>
+    Object.values(s.data ?? {}).some((v) => {
+      const raw = Buffer.from(v, 'base64');
+      return raw.includes(rootKey) || raw.includes(Buffer.from(rootKeyB64));
+    }),
+  );
+  expect(holding.map((s) => `${s.metadata.namespace}/${s.metadata.name}`)).toEqual([]);
+
+  const copyNs = `${suite.id}-copy`;
+  suite.extraNamespaces.push(copyNs);
+  await client.create('/api/v1/namespaces', {
+    apiVersion: 'v1',
+    kind: 'Namespace',
+    metadata: { name: copyNs },
+  });
+  const mine = await client.list<SecretObject & { type?: string }>(secretsPath(suite.operatorNs));
+  for (const s of mine.items) {
+    if (s.type === 'kubernetes.io/service-account-token') continue;
+    await client.create(secretsPath(copyNs), {
+      apiVersion: 'v1',
+      kind: 'Secret',
+      type: s.type,
+      metadata: { name: s.metadata.name, labels: s.metadata.labels },
+      data: s.data,
+    });
+  }
+  // Today's embedded code, no seal: it refuses the sealed Secret and creates nothing.
+  await expect(
+    suite.start({ args: ['--namespace', copyNs] }).catch((err: Error) => Promise.reject(err.message)),
+  ).rejects.toMatch(/sealed by a KMS key/);
+  const after = await rootSecret(copyNs);
+  expect(Object.keys(after.data ?? {})).toEqual(['sealedRootKey']);
+});
+
+test('the seal key disabled: the operator stays up, not Ready, named; recovers when the key is back; nothing rewritten', async () => {
+  const before = (await rootSecret()).data?.sealedRootKey;
+  await pop.request('DisableKey', { KeyId: sealKeyId }, { method: 'POST' });
+  try {
+    await waitReadyz(op, /^503 not ready: SealKeyUnavailable/);
+    expect(await warningEvents(suite.operatorNs, 'SealKeyUnavailable')).not.toHaveLength(0);
+    // A restart while it is disabled: up, not Ready, nothing served from a new key.
+    expect((await op.stop()).code).toBe(0);
+    op = await startSealed();
+    await waitReadyz(op, /^503 not ready: SealKeyUnavailable/);
+    await sleep(3000);
+    expect(op.alive()).toBe(true);
+    expect((await readyz(op)).status).toBe(503);
+    expect(await op.leader()).toBe(0);
+  } finally {
+    await pop.request('EnableKey', { KeyId: sealKeyId }, { method: 'POST' });
+  }
+  await waitReadyz(op, /^200 ok$/);
+  expect(await warningEvents(suite.operatorNs, 'SealRecovered')).not.toHaveLength(0);
+  expect((await rootSecret()).data?.sealedRootKey).toBe(before);
+  for (const n of names) {
+    const secret = await client.get<SecretObject>(`${secretsPath(suite.ns)}/${n}`);
+    expect((await decryptSecret(op, secret)).toString('hex')).toBe(plaintexts.get(n));
+  }
+});
+
+test('the KMS endpoint unreachable mid-term and at start: named, not Ready, recovers when it is back', async () => {
+  const listen = `127.0.0.1:${kms.port}`;
+  await kms.stop();
+  try {
+    await waitReadyz(op, /^503 not ready: SealEndpointUnreachable/);
+    expect((await op.stop()).code).toBe(0);
+    op = await startSealed();
+    await waitReadyz(op, /^503 not ready: SealEndpointUnreachable/);
+    expect(await warningEvents(suite.operatorNs, 'SealEndpointUnreachable')).not.toHaveLength(0);
+  } finally {
+    kms = await startSealKms(listen);
+  }
+  await waitReadyz(op, /^200 ok$/);
+  expect(await op.leader()).toBe(1);
+});
+
+test('STS refuses a token of another service account and a token of another audience', async () => {
+  const other = writeFile(
+    'other-sa.token',
+    await mintToken(suite.operatorNs, 'someone-else', ['sts.aliyuncs.com']),
+  );
+  const wrongAudience = writeFile(
+    'wrong-audience.token',
+    await mintToken(suite.operatorNs, OPERATOR_SA, ['https://kubernetes.default.svc.cluster.local']),
+  );
+  const ask = (token: string) =>
+    stsCall({
+      OIDCProviderArn: PROVIDER,
+      RoleArn: ROLE,
+      OIDCToken: token,
+      RoleSessionName: 'test',
+    });
+  const ok = await ask(operatorToken);
+  expect(ok.status).toBe(200);
+  expect(ok.json).toMatchObject({
+    Credentials: { AccessKeyId: expect.stringMatching(/^STS\./) },
+    AssumedRoleUser: { Arn: `acs:ram::${ACCOUNT}:assumed-role/datakey-seal/test` },
+    OIDCTokenInfo: { Subject: `system:serviceaccount:${suite.operatorNs}:${OPERATOR_SA}` },
+  });
+  expect((await ask(readFileSync(other, 'utf8'))).json.Code).toBe('AuthenticationFail.NoPermission');
+  expect((await ask(readFileSync(wrongAudience, 'utf8'))).json.Code).toBe(
+    'AuthenticationFail.OIDCToken.AudienceNotMatch',
+  );
+  const [h, p, s] = operatorToken.split('.');
+  const forged = Buffer.from(p, 'base64url').toString().replace(OPERATOR_SA, 'someone-else');
+  expect((await ask(`${h}.${Buffer.from(forged).toString('base64url')}.${s}`)).json.Code).toBe(
+    'AuthenticationFail.OIDCToken.InvalidSignature',
+  );
+  expect((await ask('not-a-jwt')).json.Code).toBe('AuthenticationFail.OIDCToken.Invalid');
+
+  // An operator started with the other service account's token: named, not Ready.
+  const refused = await startSealed([], other);
+  await waitReadyz(refused, /^503 not ready: StsRefused: .*AuthenticationFail\.NoPermission/);
+  expect(await warningEvents(suite.operatorNs, 'StsRefused')).not.toHaveLength(0);
+  expect((await refused.stop()).code).toBe(0);
+});
+
+test('a sealed root key restored into another namespace is refused by its context, and re-sealed only when asked', async () => {
+  const restoredNs = `${suite.id}-restored`;
+  suite.extraNamespaces.push(restoredNs);
+  await client.create('/api/v1/namespaces', {
+    apiVersion: 'v1',
+    kind: 'Namespace',
+    metadata: { name: restoredNs },
+  });
+  const original = await rootSecret();
+  await client.create(secretsPath(restoredNs), {
+    apiVersion: 'v1',
+    kind: 'Secret',
+    type: 'kms.datakey.io/root-key',
+    metadata: { name: ROOT_SECRET },
+    data: original.data,
+  });
+  expect((await op.stop()).code).toBe(0);
+  const restored = await startSealed(['--namespace', restoredNs]);
+  await waitReadyz(restored, /^503 not ready: SealContextMismatch/);
+  expect((await rootSecret(restoredNs)).data).toEqual(original.data);
+  expect((await restored.stop()).code).toBe(0);
+
+  const kubeSystem = await client.get<KubeObject>('/api/v1/namespaces/kube-system');
+  const resealed = await startSealed([
+    '--namespace',
+    restoredNs,
+    '--seal-previous-context',
+    `cluster=${kubeSystem.metadata.uid},namespace=${suite.operatorNs}`,
+  ]);
+  await waitReadyz(resealed, /^200 ok$/);
+  const after = (await rootSecret(restoredNs)).data?.sealedRootKey;
+  expect(after).toBeDefined();
+  expect(after).not.toBe(original.data?.sealedRootKey);
+  expect((await resealed.stop()).code).toBe(0);
+  op = await startSealed();
+  await waitReadyz(op, /^200 ok$/);
+});
+
+test('credentials are refreshed across an expiry: each call a fresh one; an expired one is refused', async () => {
+  // In a child process: NODE_EXTRA_CA_CERTS is how a user hands the CA to the client.
+  const script = `
+    const { alibabaCredentials } = require(${JSON.stringify(path.resolve(CLI, '../seal/credentials.js'))});
+    const { AliCloudKmsSeal } = require(${JSON.stringify(path.resolve(CLI, '../seal/alicloudkms-seal.js'))});
+    const Credential = require('@alicloud/credentials');
+    (async () => {
+      const endpoint = ${JSON.stringify(`127.0.0.1:${kms.port}`)};
+      const { credential } = alibabaCredentials(process.env, endpoint);
+      const seal = new AliCloudKmsSeal({ keyId: ${JSON.stringify(sealKeyId)}, endpoint, region: 'cn-hangzhou', credential });
+      const ids = [];
+      for (let i = 0; i < 3; i++) ids.push((await credential.getCredential()).accessKeyId);
+      const context = { 'kms.datakey.io/cluster': 'test', 'kms.datakey.io/namespace': 'test' };
+      const blob = await seal.seal(Buffer.alloc(32, 7), context);
+      const opened = await seal.unseal(blob, context);
+      const old = await credential.getCredential();
+      await new Promise((r) => setTimeout(r, 7000));
+      const stale = (model) => new Credential.default(null, Credential.StaticSTSCredentialsProvider.builder()
+        .withAccessKeyId(model.accessKeyId).withAccessKeySecret(model.accessKeySecret)
+        .withSecurityToken(model.securityToken).build());
+      const attempt = async (cred) => {
+        try { await new AliCloudKmsSeal({ keyId: ${JSON.stringify(sealKeyId)}, endpoint, region: 'cn-hangzhou', credential: cred }).seal(Buffer.alloc(32), context); return 'accepted'; }
+        catch (err) { return err.message; }
+      };
+      const fresh = await credential.getCredential();
+      const mismatched = { ...old, securityToken: fresh.securityToken };
+      const malformed = { ...fresh, securityToken: 'CAIS.garbage' };
+      console.log(JSON.stringify({
+        ids, opened: opened.equals(Buffer.alloc(32, 7)),
+        expired: await attempt(stale(old)),
+        fresh: await attempt(stale(fresh)),
+        mismatched: await attempt(stale(mismatched)),
+        malformed: await attempt(stale(malformed)),
+        missing: await attempt(new Credential.default(null, Credential.StaticAKCredentialsProvider.builder()
+          .withAccessKeyId(fresh.accessKeyId).withAccessKeySecret(fresh.accessKeySecret).build())),
+      }));
+    })().catch((err) => { console.error(err); process.exit(1); });`;
+  const before = kms.stdoutLines.filter((l) => l.includes('"action":"AssumeRoleWithOIDC"')).length;
+  const out = execFileSync(process.execPath, ['-e', script], {
+    cwd: path.resolve(CLI, '../..'),
+    env: { ...process.env, ...rrsaEnv(path.join(dir, 'operator.token'), SHORT_ROLE) },
+    encoding: 'utf8',
+  });
+  const result = JSON.parse(out.trim().split('\n').pop() as string);
+  expect(new Set(result.ids).size).toBe(3);
+  expect(result.opened).toBe(true);
+  expect(result.fresh).toBe('accepted');
+  expect(result.expired).toMatch(/InvalidSecurityToken\.Expired/);
+  expect(result.mismatched).toMatch(/InvalidSecurityToken\.MismatchWithAccessKey/);
+  expect(result.malformed).toMatch(/InvalidSecurityToken\.Malformed/);
+  expect(result.missing).toMatch(/MissingSecurityToken/);
+  const after = kms.stdoutLines.filter((l) => l.includes('"action":"AssumeRoleWithOIDC"')).length;
+  // 3 getCredential + seal (Encrypt, Decrypt) + unseal + old + fresh: each one an exchange.
+  expect(after - before).toBeGreaterThanOrEqual(7);
+});
