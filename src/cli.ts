@@ -219,9 +219,13 @@ function sealFromFlags(values: Record<string, unknown>): SealOptions | undefined
 
 function previousContextOf(value: string | undefined): Record<string, string> | undefined {
   if (value === undefined) return undefined;
-  const match = /^cluster=([0-9a-f-]{36}),namespace=([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)$/.exec(value);
+  const match = /^cluster=([0-9a-f-]{36}),namespace=([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)$/.exec(
+    value,
+  );
   if (!match) {
-    throw new UsageError('--seal-previous-context must be cluster=<kube-system UID>,namespace=<NS>');
+    throw new UsageError(
+      '--seal-previous-context must be cluster=<kube-system UID>,namespace=<NS>',
+    );
   }
   return { 'kms.datakey.io/cluster': match[1], 'kms.datakey.io/namespace': match[2] };
 }
@@ -236,7 +240,9 @@ async function unsealRootKey(
   const { sealedRootKeyOptions } = await import('./operator/seal-options');
   const { unsealInPlace } = await import('./operator/sealed-root-key');
   const client = KubeClient.fromEnvironment(kubeconfig);
-  const done = await unsealInPlace(await sealedRootKeyOptions(client, namespace, seal as SealOptions));
+  const done = await unsealInPlace(
+    await sealedRootKeyOptions(client, namespace, seal as SealOptions),
+  );
   process.stdout.write(
     done
       ? `root key of ${namespace} unsealed: start the operator without --seal\n`
@@ -270,7 +276,26 @@ export type ExtraCommands = Record<string, (args: string[]) => Promise<Stoppable
 
 async function main(argv: string[], extra: ExtraCommands): Promise<void> {
   const [command, sub, ...rest] = argv;
-  let service: Stoppable;
+  let service: Stoppable | undefined;
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    // Stopped while starting (e.g. waiting for a seal): nothing was taken on yet.
+    if (!service) process.exit(0);
+    service.stop().then(
+      () => process.exit(0),
+      (err: Error) => {
+        console.error(`datakey: error while stopping on ${signal}: ${err.message}`);
+        process.exit(1);
+      },
+    );
+  };
+  // Services stop cleanly on a signal, also while they are still starting.
+  if (command !== 'agent') {
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+  }
   if (command === 'kms' && sub === 'serve') service = await kmsServe(rest);
   else if (command === 'operator')
     service = await operator(sub === undefined ? [] : [sub, ...rest]);
@@ -288,21 +313,6 @@ async function main(argv: string[], extra: ExtraCommands): Promise<void> {
     process.stdout.write(USAGE);
     return;
   } else throw new UsageError(`unknown command: ${argv.join(' ')}`);
-
-  let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    service.stop().then(
-      () => process.exit(0),
-      (err: Error) => {
-        console.error(`datakey: error while stopping on ${signal}: ${err.message}`);
-        process.exit(1);
-      },
-    );
-  };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
 }
 
 /** Runs `datakey` with the product's commands and those a build adds. */

@@ -64,14 +64,19 @@ export class OidcVerifier {
     const key = await this.keyOf(typeof header.kid === 'string' ? header.kid : '', nowMs);
     const signed = Buffer.from(`${parts[0]}.${parts[1]}`, 'utf8');
     const signature = Buffer.from(parts[2], 'base64url');
-    if (!key || !verify(algorithm.hash, signed, { key, dsaEncoding: algorithm.dsaEncoding }, signature)) {
+    if (
+      !key ||
+      !verify(algorithm.hash, signed, { key, dsaEncoding: algorithm.dsaEncoding }, signature)
+    ) {
       throw new OidcError('InvalidSignature', 'The OIDC token signature is invalid.');
     }
     if (claims.iss !== this.config.issuer) {
-      throw new OidcError('Invalid', 'The OIDC token issuer is not the provider\'s issuer.');
+      throw new OidcError('Invalid', "The OIDC token issuer is not the provider's issuer.");
     }
     const aud = typeof claims.aud === 'string' ? [claims.aud] : claims.aud;
-    const audiences = Array.isArray(aud) ? aud.filter((a): a is string => typeof a === 'string') : [];
+    const audiences = Array.isArray(aud)
+      ? aud.filter((a): a is string => typeof a === 'string')
+      : [];
     if (!audiences.includes(audience)) {
       throw new OidcError('AudienceNotMatch', `The OIDC token audience is not ${audience}.`);
     }
@@ -125,7 +130,9 @@ export class OidcVerifier {
 
   private fetchJson(url: URL): Promise<Record<string, unknown>> {
     const { caFile, tokenFile } = this.config;
-    const headers: Record<string, string> = { accept: 'application/json' };
+    const headers: Record<string, string> = {
+      accept: 'application/json, application/jwk-set+json',
+    };
     if (tokenFile) headers.authorization = `Bearer ${readFileSync(tokenFile, 'utf8').trim()}`;
     return new Promise((resolve, reject) => {
       const req = https.get(

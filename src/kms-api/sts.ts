@@ -52,7 +52,11 @@ export function readStsTrust(file: string): StsTrust {
     }
   }
   for (const [arn, r] of Object.entries(trust.roles)) {
-    if (!isRecord(r) || typeof r.provider !== 'string' || !Object.hasOwn(trust.providers, r.provider)) {
+    if (
+      !isRecord(r) ||
+      typeof r.provider !== 'string' ||
+      !Object.hasOwn(trust.providers, r.provider)
+    ) {
       throw fail(`roles["${arn}"].provider`, 'must name a provider of the file');
     }
     if (!Array.isArray(r.subjects) || !r.subjects.every((s) => typeof s === 'string')) {
@@ -87,14 +91,21 @@ export class StsService {
     if (!/^[\w.@-]{2,64}$/.test(sessionName)) throw invalidParameter('RoleSessionName');
     const provider = ownEntry(this.trust.providers, providerArn);
     if (!provider) {
-      throw new KmsError(404, 'EntityNotExist.OIDCProvider', 'The specified OIDC provider does not exist.');
+      throw new KmsError(
+        404,
+        'EntityNotExist.OIDCProvider',
+        'The specified OIDC provider does not exist.',
+      );
     }
     const role = ownEntry(this.trust.roles, roleArn);
     if (!role) throw new KmsError(404, 'EntityNotExist.Role', 'The specified role does not exist.');
     const maxSeconds = role.maxSessionDurationSeconds ?? DEFAULT_DURATION_SECONDS;
     const duration = Number(params.optional('DurationSeconds') ?? DEFAULT_DURATION_SECONDS);
     if (!Number.isInteger(duration) || duration < MIN_DURATION_SECONDS || duration > maxSeconds) {
-      throw invalidParameter('DurationSeconds', `It must be from ${MIN_DURATION_SECONDS} to ${maxSeconds}.`);
+      throw invalidParameter(
+        'DurationSeconds',
+        `It must be from ${MIN_DURATION_SECONDS} to ${maxSeconds}.`,
+      );
     }
     const verified = await this.verify(providerArn, provider, token, nowMs);
     if (role.provider !== providerArn || !role.subjects.includes(verified.subject)) {

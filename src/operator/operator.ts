@@ -167,7 +167,10 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
 
   // Mid-term, the root key stays in memory; a seal that stops answering is named, not Ready.
   const sealCheck = sealGuard
-    ? setInterval(() => void sealGuard.check().catch(() => undefined), options.seal?.checkIntervalMs ?? 60_000)
+    ? setInterval(
+        () => void sealGuard.check().catch(() => undefined),
+        options.seal?.checkIntervalMs ?? 60_000,
+      )
     : undefined;
   sealCheck?.unref();
 

@@ -113,11 +113,16 @@ export function sealedRootKeySecret(options: SealedRootKeyOptions): RootKeyLocat
     const material = Buffer.from(secret.data?.rootKey ?? '', 'base64');
     if (material.length !== ROOT_KEY_BYTES) {
       material.fill(0);
-      throw new Error(`${description} holds neither a sealedRootKey nor a ${ROOT_KEY_BYTES}-byte rootKey`);
+      throw new Error(
+        `${description} holds neither a sealedRootKey nor a ${ROOT_KEY_BYTES}-byte rootKey`,
+      );
     }
     try {
       const blob = await sealChecked(material);
-      await client.replace(`${collection}/${ROOT_KEY_SECRET}`, body(blob, secret.metadata.resourceVersion));
+      await client.replace(
+        `${collection}/${ROOT_KEY_SECRET}`,
+        body(blob, secret.metadata.resourceVersion),
+      );
       return material;
     } catch (err) {
       material.fill(0);
@@ -162,7 +167,11 @@ export async function unsealInPlace(options: SealedRootKeyOptions): Promise<bool
       apiVersion: 'v1',
       kind: 'Secret',
       type: 'kms.datakey.io/root-key',
-      metadata: { name: ROOT_KEY_SECRET, namespace, resourceVersion: secret.metadata.resourceVersion },
+      metadata: {
+        name: ROOT_KEY_SECRET,
+        namespace,
+        resourceVersion: secret.metadata.resourceVersion,
+      },
       data: { rootKey: material.toString('base64') },
     });
   } finally {

@@ -124,7 +124,10 @@ export class AliCloudKmsSeal {
             ])
           : undefined;
       if (!rootKey) {
-        throw new SealError('SealContextMismatch', 'the sealed root key does not open under this context');
+        throw new SealError(
+          'SealContextMismatch',
+          'the sealed root key does not open under this context',
+        );
       }
       return rootKey;
     } finally {
@@ -132,7 +135,10 @@ export class AliCloudKmsSeal {
     }
   }
 
-  private async call(action: string, query: Record<string, string>): Promise<Record<string, unknown>> {
+  private async call(
+    action: string,
+    query: Record<string, string>,
+  ): Promise<Record<string, unknown>> {
     const params = new $OpenApi.Params({
       action,
       version: '2016-01-20',
@@ -146,7 +152,11 @@ export class AliCloudKmsSeal {
     });
     const runtime = new $Util.RuntimeOptions({ readTimeout: 10_000, connectTimeout: 5_000 });
     try {
-      const res = await this.client.callApi(params, new $OpenApi.OpenApiRequest({ query }), runtime);
+      const res = await this.client.callApi(
+        params,
+        new $OpenApi.OpenApiRequest({ query }),
+        runtime,
+      );
       return (res as { body: Record<string, unknown> }).body;
     } catch (err) {
       throw sealErrorOf(action, err);
@@ -188,7 +198,10 @@ function sealErrorOf(action: string, err: unknown): SealError {
     return new SealError('StsRefused', `STS refused the OIDC token: ${message}`);
   }
   if (KEY_UNAVAILABLE.has(code)) {
-    return new SealError('SealKeyUnavailable', `KMS ${action}: the seal key is unavailable (${code})`);
+    return new SealError(
+      'SealKeyUnavailable',
+      `KMS ${action}: the seal key is unavailable (${code})`,
+    );
   }
   if (action === 'Decrypt' && code === 'InvalidParameter') {
     return new SealError(
@@ -197,10 +210,16 @@ function sealErrorOf(action: string, err: unknown): SealError {
     );
   }
   if (CREDENTIALS_REFUSED.test(code)) {
-    return new SealError('SealCredentialsRefused', `KMS ${action} refused the credentials (${code})`);
+    return new SealError(
+      'SealCredentialsRefused',
+      `KMS ${action} refused the credentials (${code})`,
+    );
   }
   if (e.data?.httpCode !== undefined) {
     return new SealError('SealKmsError', `KMS ${action} failed (${code || e.data.httpCode})`);
   }
-  return new SealError('SealEndpointUnreachable', `KMS ${action}: endpoint unreachable (${message})`);
+  return new SealError(
+    'SealEndpointUnreachable',
+    `KMS ${action}: endpoint unreachable (${message})`,
+  );
 }
