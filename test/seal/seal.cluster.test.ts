@@ -551,3 +551,20 @@ test('credentials are refreshed across an expiry: each call a fresh one; an expi
   // 3 getCredential + seal (Encrypt, Decrypt) + unseal + old + fresh: each one an exchange.
   expect(after - before).toBeGreaterThanOrEqual(7);
 });
+
+test('going back: --unseal-root-key writes the same root key back in the clear; the embedded default opens every DataKey', async () => {
+  expect((await op.stop()).code).toBe(0);
+  const { stdout } = await promisify(execFile)(
+    process.execPath,
+    [CLI, 'operator', '--namespace', suite.operatorNs, ...sealArgs(), '--unseal-root-key'],
+    { env: { ...process.env, ...rrsaEnv(path.join(dir, 'operator.token')) }, encoding: 'utf8' },
+  );
+  expect(stdout).toContain('unsealed');
+  const back = await rootSecret();
+  expect(back.data).toEqual({ rootKey: rootKeyB64 });
+  op = await suite.start();
+  for (const n of names) {
+    const secret = await client.get<SecretObject>(`${secretsPath(suite.ns)}/${n}`);
+    expect((await decryptSecret(op, secret)).toString('hex')).toBe(plaintexts.get(n));
+  }
+});
