@@ -56,18 +56,13 @@ export function sealedRootKeySecret(options: SealedRootKeyOptions): RootKeyLocat
   const { client, namespace, seal, context } = options;
   const collection = secretsPath(namespace);
   const description = `Secret ${namespace}/${ROOT_KEY_SECRET}`;
-  const body = (blob: SealedBlob, resourceVersion?: string): SecretObject => ({
-    apiVersion: 'v1',
-    kind: 'Secret',
-    type: 'kms.datakey.io/root-key',
-    metadata: {
-      name: ROOT_KEY_SECRET,
+  const body = (blob: SealedBlob, resourceVersion?: string): SecretObject =>
+    rootKeySecretBody(
       namespace,
+      { [SEALED_ROOT_KEY_FIELD]: Buffer.from(JSON.stringify(blob)).toString('base64') },
       resourceVersion,
-      annotations: { [SEALED_BY_ANNOTATION]: `alicloudkms:${blob.keyId}` },
-    },
-    data: { [SEALED_ROOT_KEY_FIELD]: Buffer.from(JSON.stringify(blob)).toString('base64') },
-  });
+      { [SEALED_BY_ANNOTATION]: `alicloudkms:${blob.keyId}` },
+    );
 
   /** Seals and checks that the blob opens to the same key before anything is written. */
   const sealChecked = async (material: Buffer): Promise<SealedBlob> => {
@@ -163,19 +158,32 @@ export async function unsealInPlace(options: SealedRootKeyOptions): Promise<bool
   const blob = parseSealedBlob(Buffer.from(sealed, 'base64').toString('utf8'));
   const material = await options.seal.unseal(blob, options.context);
   try {
-    await client.replace(path, {
-      apiVersion: 'v1',
-      kind: 'Secret',
-      type: 'kms.datakey.io/root-key',
-      metadata: {
-        name: ROOT_KEY_SECRET,
+    await client.replace(
+      path,
+      rootKeySecretBody(
         namespace,
-        resourceVersion: secret.metadata.resourceVersion,
-      },
-      data: { rootKey: material.toString('base64') },
-    });
+        { rootKey: material.toString('base64') },
+        secret.metadata.resourceVersion,
+      ),
+    );
   } finally {
     material.fill(0);
   }
   return true;
+}
+
+/** The root-key Secret as written, sealed or not. */
+function rootKeySecretBody(
+  namespace: string,
+  data: Record<string, string>,
+  resourceVersion?: string,
+  annotations?: Record<string, string>,
+): SecretObject {
+  return {
+    apiVersion: 'v1',
+    kind: 'Secret',
+    type: 'kms.datakey.io/root-key',
+    metadata: { name: ROOT_KEY_SECRET, namespace, resourceVersion, annotations },
+    data,
+  };
 }

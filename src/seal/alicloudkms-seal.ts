@@ -139,17 +139,7 @@ export class AliCloudKmsSeal {
     action: string,
     query: Record<string, string>,
   ): Promise<Record<string, unknown>> {
-    const params = new $OpenApi.Params({
-      action,
-      version: '2016-01-20',
-      protocol: 'HTTPS',
-      pathname: '/',
-      method: 'POST',
-      authType: 'AK',
-      style: 'RPC',
-      reqBodyType: 'formData',
-      bodyType: 'json',
-    });
+    const params = kmsRpcParams(action, 'HTTPS');
     const runtime = new $Util.RuntimeOptions({ readTimeout: 10_000, connectTimeout: 5_000 });
     try {
       const res = await this.client.callApi(
@@ -162,6 +152,21 @@ export class AliCloudKmsSeal {
       throw sealErrorOf(action, err);
     }
   }
+}
+
+/** A KMS action as the generated SDKs (kms20160120 v3) describe it to the OpenAPI client. */
+export function kmsRpcParams(action: string, protocol: 'HTTPS' | 'HTTP'): $OpenApi.Params {
+  return new $OpenApi.Params({
+    action,
+    version: '2016-01-20',
+    protocol,
+    pathname: '/',
+    method: 'POST',
+    authType: 'AK',
+    style: 'RPC',
+    reqBodyType: 'formData',
+    bodyType: 'json',
+  });
 }
 
 /** Parses a stored blob; the error names what is wrong. */

@@ -12,6 +12,7 @@ import { RootKey } from '../../src/kms/root-key';
 import { MemoryKeyStore } from '../../src/kms/store';
 import { KmsApi, listen, type RunningServer } from '../../src/kms-api/server';
 import { StsService } from '../../src/kms-api/sts';
+import { kmsRpcParams } from '../../src/seal/alicloudkms-seal';
 import {
   TemporaryCredentials,
   type IssuedCredentials,
@@ -98,17 +99,7 @@ describe('KMS API with STS on: official clients signing with temporary credentia
     const client = new OpenApi(
       new $OpenApi.Config({ credential, endpoint: running.url.slice(7), protocol: 'http' }),
     );
-    const params = new $OpenApi.Params({
-      action: 'Encrypt',
-      version: '2016-01-20',
-      protocol: 'HTTP',
-      pathname: '/',
-      method: 'POST',
-      authType: 'AK',
-      style: 'RPC',
-      reqBodyType: 'formData',
-      bodyType: 'json',
-    });
+    const params = kmsRpcParams('Encrypt', 'HTTP');
     return client
       .callApi(
         params,

@@ -2,14 +2,20 @@
 // on loopback (TLS), reached with the operator's own identity (RRSA: a service
 // account token of audience sts.aliyuncs.com exchanged at the emulated STS, whose
 // OIDC issuer is this cluster's kube-apiserver). No node is needed.
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { readFileSync, writeFileSync } from 'node:fs';
 import * as https from 'node:https';
 import * as path from 'node:path';
 import RPCClient from '@alicloud/pop-core';
 import { KubeConfig } from '@kubernetes/client-node';
-import { CLI, makeTempDir, startKms, type KmsProcess } from '../helpers/kms-process';
+import {
+  CLI,
+  loopbackCertificate,
+  makeTempDir,
+  startKms,
+  type KmsProcess,
+} from '../helpers/kms-process';
 import type { OperatorProcess } from '../helpers/operator-process';
 import {
   applyObjects,
@@ -41,6 +47,7 @@ const SEAL_ENV = { ALIBABA_CLOUD_ECS_METADATA_DISABLED: 'true' };
 
 let dir: string;
 let certFile: string;
+let keyFile: string;
 let kms: KmsProcess;
 let pop: RPCClient;
 let sealKeyId: string;
@@ -50,33 +57,6 @@ const plaintexts = new Map<string, string>();
 let rootKeyB64: string;
 
 const names = ['dk-0', 'dk-1', 'dk-2'];
-
-function issueCert(): void {
-  certFile = path.join(dir, 'kms.crt');
-  execFileSync(
-    'openssl',
-    [
-      'req',
-      '-x509',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:P-256',
-      '-nodes',
-      '-days',
-      '1',
-      '-subj',
-      '/CN=127.0.0.1',
-      '-addext',
-      'subjectAltName=IP:127.0.0.1',
-      '-keyout',
-      path.join(dir, 'kms.key'),
-      '-out',
-      certFile,
-    ],
-    { stdio: 'ignore' },
-  );
-}
 
 /** A service-account token minted through the TokenRequest API. */
 async function mintToken(ns: string, sa: string, audiences?: string[]): Promise<string> {
@@ -131,7 +111,7 @@ async function startSealKms(listen?: string): Promise<KmsProcess> {
       '--tls-cert',
       certFile,
       '--tls-key',
-      path.join(dir, 'kms.key'),
+      keyFile,
       '--sts-trust',
       path.join(dir, 'sts-trust.json'),
     ],
@@ -232,7 +212,7 @@ async function stsCall(
 
 beforeAll(async () => {
   dir = makeTempDir('datakey-seal-');
-  issueCert();
+  ({ cert: certFile, key: keyFile } = loopbackCertificate(dir));
   const api = apiServer();
   // The credential the emulated STS reads the issuer's discovery documents with.
   await eventually('the default service account', 30_000, async () =>
