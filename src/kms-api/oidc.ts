@@ -35,6 +35,7 @@ export interface VerifiedToken {
 }
 
 const JWKS_MAX_AGE_MS = 5 * 60_000;
+const JWKS_MIN_REFETCH_MS = 10_000;
 const ALGORITHMS: Record<string, { hash: string; dsaEncoding?: 'ieee-p1363' }> = {
   RS256: { hash: 'sha256' },
   ES256: { hash: 'sha256', dsaEncoding: 'ieee-p1363' },
@@ -101,7 +102,8 @@ export class OidcVerifier {
   private async keyOf(kid: string, nowMs: number): Promise<KeyObject | undefined> {
     if (this.keys && nowMs - this.keys.at < JWKS_MAX_AGE_MS) {
       const known = this.keys.byKid.get(kid);
-      if (known) return known;
+      // Unknown kids re-read the JWKS at most every 10 s: tokens cannot make this server flood the issuer.
+      if (known || nowMs - this.keys.at < JWKS_MIN_REFETCH_MS) return known;
     }
     this.keys = { at: nowMs, byKid: await this.fetchKeys() };
     return this.keys.byKid.get(kid);
