@@ -16,7 +16,8 @@ import {
   startKms,
   type KmsProcess,
 } from '../helpers/kms-process';
-import type { OperatorProcess } from '../helpers/operator-process';
+import { findNeedles, needlesOf } from '../helpers/leak-scan';
+import { allOperatorLines, type OperatorProcess } from '../helpers/operator-process';
 import {
   applyObjects,
   client,
@@ -547,4 +548,11 @@ test('going back: --unseal-root-key writes the same root key back in the clear; 
     const secret = await client.get<SecretObject>(`${secretsPath(suite.ns)}/${n}`);
     expect((await decryptSecret(op, secret)).toString('hex')).toBe(plaintexts.get(n));
   }
+});
+
+test('leak scan: the root key is in no operator or kms log line', () => {
+  const needles = needlesOf([rootKeyB64]);
+  const logs = [...allOperatorLines, ...kms.stdoutLines, kms.stderr()].join('\n');
+  expect(allOperatorLines.length).toBeGreaterThan(0);
+  expect(findNeedles(Buffer.from(logs), needles)).toEqual([]);
 });
