@@ -187,8 +187,8 @@ export async function startKms(options: StartOptions = {}): Promise<KmsProcess> 
   };
 }
 
-/** A self-signed certificate for 127.0.0.1 (what `kms serve --tls-cert/--tls-key` takes). */
-export function loopbackCertificate(dir: string): { cert: string; key: string } {
+/** A self-signed certificate for an IP address (what `kms serve --tls-cert/--tls-key` takes). */
+export function addressCertificate(dir: string, ip = '127.0.0.1'): { cert: string; key: string } {
   const cert = path.join(dir, 'cert.pem');
   const key = path.join(dir, 'key.pem');
   execFileSync(
@@ -202,9 +202,9 @@ export function loopbackCertificate(dir: string): { cert: string; key: string } 
       '-days',
       '1',
       '-subj',
-      '/CN=127.0.0.1',
+      `/CN=${ip}`,
       '-addext',
-      'subjectAltName=IP:127.0.0.1',
+      `subjectAltName=IP:${ip}`,
       '-keyout',
       key,
       '-out',

@@ -6,7 +6,7 @@ import * as https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { OidcVerifier, type OidcFailure } from '../../src/kms-api/oidc';
-import { loopbackCertificate, makeTempDir } from '../helpers/kms-process';
+import { addressCertificate, makeTempDir } from '../helpers/kms-process';
 
 const ISSUER = 'https://issuer.example.invalid';
 const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 });
@@ -38,7 +38,7 @@ const good = {
 
 beforeAll(async () => {
   const dir = makeTempDir('datakey-oidc-');
-  const { cert, key } = loopbackCertificate(dir);
+  const { cert, key } = addressCertificate(dir);
   const tokenFile = path.join(dir, 'reader.token');
   writeFileSync(tokenFile, 'reader-token\n');
   server = https.createServer({ cert: readFileSync(cert), key: readFileSync(key) }, (req, res) => {

@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import * as https from 'node:https';
 import {
-  loopbackCertificate,
+  addressCertificate,
   makeTempDir,
   runCli,
   startKms,
@@ -1284,7 +1284,7 @@ describe('rate limiting (--rate-limit 2)', () => {
 
 describe('HTTPS (--tls-cert/--tls-key)', () => {
   it('serves signed calls over TLS to pop-core given the CA', async () => {
-    const { cert, key } = loopbackCertificate(makeTempDir('datakey-tls-'));
+    const { cert, key } = addressCertificate(makeTempDir('datakey-tls-'));
     const server = await startKms({ args: ['--tls-cert', cert, '--tls-key', key] });
     expect(server.url).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/);
     const agent = new https.Agent({ ca: readFileSync(cert) });

@@ -4,18 +4,22 @@
 // OIDC issuer is this cluster's kube-apiserver). No node is needed.
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import * as https from 'node:https';
 import * as path from 'node:path';
-import RPCClient from '@alicloud/pop-core';
-import { KubeConfig } from '@kubernetes/client-node';
+import { CLI, makeTempDir } from '../helpers/kms-process';
 import {
-  CLI,
-  loopbackCertificate,
-  makeTempDir,
-  startKms,
-  type KmsProcess,
-} from '../helpers/kms-process';
+  ensureServiceAccount,
+  mintToken,
+  PROVIDER,
+  ROLE,
+  SEAL_ENV,
+  SHORT_ROLE,
+  startSealKms,
+  STS_AUDIENCE,
+  writeFile,
+  type SealKms,
+} from '../helpers/seal';
 import { findNeedles, needlesOf } from '../helpers/leak-scan';
 import { allOperatorLines, type OperatorProcess } from '../helpers/operator-process';
 import {
@@ -37,21 +41,11 @@ import { httpGet } from '../../src/common/wait';
 
 const suite = useOperatorSuite('seal');
 const MK = suite.mk('sealed');
-const ACCOUNT = '1234567890123456';
-const PROVIDER = `acs:ram::${ACCOUNT}:oidc-provider/ack-rrsa-local`;
-const ROLE = `acs:ram::${ACCOUNT}:role/datakey-seal`;
-/** Issues credentials that expire 6 s after issue: inside the client's 15-minute refresh window. */
-const SHORT_ROLE = `acs:ram::${ACCOUNT}:role/datakey-seal-short`;
 const OPERATOR_SA = 'datakey-operator';
 const ROOT_SECRET = 'datakey-root-key';
-const SEAL_ENV = { ALIBABA_CLOUD_ECS_METADATA_DISABLED: 'true' };
 
 let dir: string;
-let certFile: string;
-let keyFile: string;
-let kms: KmsProcess;
-let pop: RPCClient;
-let sealKeyId: string;
+let seal: SealKms;
 let operatorToken: string;
 let op: OperatorProcess;
 const plaintexts = new Map<string, string>();
@@ -59,74 +53,31 @@ let rootKeyB64: string;
 
 const names = ['dk-0', 'dk-1', 'dk-2'];
 
-/** A service-account token minted through the TokenRequest API. */
-async function mintToken(ns: string, sa: string, audiences?: string[]): Promise<string> {
-  const r = await client.create<KubeObject & { status: { token: string } }>(
-    `/api/v1/namespaces/${ns}/serviceaccounts/${sa}/token`,
-    {
-      apiVersion: 'authentication.k8s.io/v1',
-      kind: 'TokenRequest',
-      spec: { audiences, expirationSeconds: 3600 },
-    },
-  );
-  return r.status.token;
-}
-
-async function ensureServiceAccount(ns: string, name: string): Promise<void> {
-  try {
-    await client.create(`/api/v1/namespaces/${ns}/serviceaccounts`, {
-      apiVersion: 'v1',
-      kind: 'ServiceAccount',
-      metadata: { name },
-    });
-  } catch (err) {
-    if ((err as { statusCode?: number }).statusCode !== 409) throw err;
-  }
-}
-
-function writeFile(name: string, text: string): string {
-  const file = path.join(dir, name);
-  writeFileSync(file, text, { mode: 0o600 });
-  return file;
-}
-
-/** The kube-apiserver's address and CA: where the emulated STS reads the issuer's keys. */
-function apiServer(): { url: string; caFile: string } {
-  const kc = new KubeConfig();
-  kc.loadFromDefault();
-  const cluster = kc.getCurrentCluster();
-  if (!cluster) throw new Error('no current cluster');
-  const ca = cluster.caFile
-    ? readFileSync(cluster.caFile, 'utf8')
-    : Buffer.from(cluster.caData ?? '', 'base64').toString('utf8');
-  return { url: cluster.server, caFile: writeFile('apiserver-ca.crt', ca) };
-}
-
-async function startSealKms(listen?: string): Promise<KmsProcess> {
-  return startKms({
-    listen,
-    dataDir: kms?.dataDir,
-    accessKeyId: kms?.accessKeyId,
-    accessKeySecret: kms?.accessKeySecret,
-    args: [
-      '--tls-cert',
-      certFile,
-      '--tls-key',
-      keyFile,
-      '--sts-trust',
-      path.join(dir, 'sts-trust.json'),
-    ],
-    env: SEAL_ENV,
+beforeAll(async () => {
+  dir = makeTempDir('datakey-seal-');
+  seal = await startSealKms(dir, [`system:serviceaccount:${suite.operatorNs}:${OPERATOR_SA}`]);
+  await client.create('/api/v1/namespaces', {
+    apiVersion: 'v1',
+    kind: 'Namespace',
+    metadata: { name: suite.operatorNs },
   });
-}
+  await ensureServiceAccount(suite.operatorNs, OPERATOR_SA);
+  await ensureServiceAccount(suite.operatorNs, 'someone-else');
+  operatorToken = await mintToken(suite.operatorNs, OPERATOR_SA, [STS_AUDIENCE]);
+  writeFile(dir, 'operator.token', operatorToken);
+}, 120_000);
+
+afterAll(async () => {
+  await seal?.kms.stop();
+});
 
 function sealArgs(): string[] {
-  const endpoint = `127.0.0.1:${kms.port}`;
+  const endpoint = seal.endpoint();
   return [
     '--seal',
     'alicloudkms',
     '--seal-key-id',
-    sealKeyId,
+    seal.sealKeyId,
     '--seal-endpoint',
     endpoint,
     '--seal-region',
@@ -144,7 +95,7 @@ function rrsaEnv(tokenFile: string, role = ROLE): NodeJS.ProcessEnv {
     ALIBABA_CLOUD_ROLE_ARN: role,
     ALIBABA_CLOUD_OIDC_PROVIDER_ARN: PROVIDER,
     ALIBABA_CLOUD_OIDC_TOKEN_FILE: tokenFile,
-    NODE_EXTRA_CA_CERTS: certFile,
+    NODE_EXTRA_CA_CERTS: seal.certFile,
   };
 }
 
@@ -189,10 +140,10 @@ async function stsCall(
   const body = new URLSearchParams(form).toString();
   return new Promise((resolve, reject) => {
     const req = https.request(
-      `https://127.0.0.1:${kms.port}/?Action=AssumeRoleWithOIDC&Version=2015-04-01&Format=JSON`,
+      `https://${seal.endpoint()}/?Action=AssumeRoleWithOIDC&Version=2015-04-01&Format=JSON`,
       {
         method: 'POST',
-        ca: readFileSync(certFile),
+        ca: readFileSync(seal.certFile),
         headers: { 'content-type': 'application/x-www-form-urlencoded' },
       },
       (res) => {
@@ -210,68 +161,6 @@ async function stsCall(
     req.end(body);
   });
 }
-
-beforeAll(async () => {
-  dir = makeTempDir('datakey-seal-');
-  ({ cert: certFile, key: keyFile } = loopbackCertificate(dir));
-  const api = apiServer();
-  // The credential the emulated STS reads the issuer's discovery documents with.
-  await eventually('the default service account', 30_000, async () =>
-    client.get('/api/v1/namespaces/default/serviceaccounts/default').catch(() => undefined),
-  );
-  const readerToken = writeFile('discovery-reader.token', await mintToken('default', 'default'));
-  writeFile(
-    'sts-trust.json',
-    JSON.stringify({
-      providers: {
-        [PROVIDER]: {
-          issuer: 'https://kubernetes.default.svc.cluster.local',
-          discoveryUrl: api.url,
-          caFile: api.caFile,
-          tokenFile: readerToken,
-        },
-      },
-      roles: {
-        [ROLE]: {
-          provider: PROVIDER,
-          subjects: [`system:serviceaccount:${suite.operatorNs}:${OPERATOR_SA}`],
-        },
-        [SHORT_ROLE]: {
-          provider: PROVIDER,
-          subjects: [`system:serviceaccount:${suite.operatorNs}:${OPERATOR_SA}`],
-          issuedLifetimeSeconds: 6,
-        },
-      },
-    }),
-  );
-  kms = await startSealKms();
-  pop = new RPCClient({
-    endpoint: kms.url,
-    apiVersion: '2016-01-20',
-    accessKeyId: kms.accessKeyId,
-    accessKeySecret: kms.accessKeySecret,
-    opts: { agent: new https.Agent({ ca: readFileSync(certFile) }) },
-  });
-  const created = await pop.request<{ KeyMetadata: { KeyId: string } }>(
-    'CreateKey',
-    { Description: 'datakey-operator seal' },
-    { method: 'POST' },
-  );
-  sealKeyId = created.KeyMetadata.KeyId;
-  await client.create('/api/v1/namespaces', {
-    apiVersion: 'v1',
-    kind: 'Namespace',
-    metadata: { name: suite.operatorNs },
-  });
-  await ensureServiceAccount(suite.operatorNs, OPERATOR_SA);
-  await ensureServiceAccount(suite.operatorNs, 'someone-else');
-  operatorToken = await mintToken(suite.operatorNs, OPERATOR_SA, ['sts.aliyuncs.com']);
-  writeFile('operator.token', operatorToken);
-}, 120_000);
-
-afterAll(async () => {
-  await kms?.stop();
-});
 
 test('a plaintext root key is sealed in place on the first start with a seal; every DataKey opens to the same plaintext', async () => {
   op = await suite.start();
@@ -292,14 +181,16 @@ test('a plaintext root key is sealed in place on the first start with a seal; ev
   const sealed = await rootSecret();
   expect(Object.keys(sealed.data ?? {})).toEqual(['sealedRootKey']);
   expect(sealed.metadata.annotations?.['kms.datakey.io/sealed-by']).toBe(
-    `alicloudkms:${sealKeyId}`,
+    `alicloudkms:${seal.sealKeyId}`,
   );
   const blob = JSON.parse(Buffer.from(sealed.data?.sealedRootKey as string, 'base64').toString());
-  expect(blob).toMatchObject({ version: 1, seal: 'alicloudkms', keyId: sealKeyId });
+  expect(blob).toMatchObject({ version: 1, seal: 'alicloudkms', keyId: seal.sealKeyId });
   // Only STS credentials reached KMS: the calls carried a security token.
-  expect(kms.stdoutLines.some((l) => l.includes('"action":"AssumeRoleWithOIDC"'))).toBe(true);
+  expect(seal.kms.stdoutLines.some((l) => l.includes('"action":"AssumeRoleWithOIDC"'))).toBe(true);
   expect(
-    kms.stdoutLines.some((l) => l.includes('"action":"Decrypt"') && l.includes('"status":200')),
+    seal.kms.stdoutLines.some(
+      (l) => l.includes('"action":"Decrypt"') && l.includes('"status":200'),
+    ),
   ).toBe(true);
 
   for (const n of names) {
@@ -351,7 +242,7 @@ test('no Secret in the cluster holds the root key in the clear; a copy of the na
 
 test('the seal key disabled: the operator stays up, not Ready, named; recovers when the key is back; nothing rewritten', async () => {
   const before = (await rootSecret()).data?.sealedRootKey;
-  await pop.request('DisableKey', { KeyId: sealKeyId }, { method: 'POST' });
+  await seal.pop.request('DisableKey', { KeyId: seal.sealKeyId }, { method: 'POST' });
   try {
     await waitReadyz(op, /^503 not ready: SealKeyUnavailable/);
     expect(await warningEvents(suite.operatorNs, 'SealKeyUnavailable')).not.toHaveLength(0);
@@ -364,7 +255,7 @@ test('the seal key disabled: the operator stays up, not Ready, named; recovers w
     expect((await readyz(op)).status).toBe(503);
     expect(await op.leader()).toBe(0);
   } finally {
-    await pop.request('EnableKey', { KeyId: sealKeyId }, { method: 'POST' });
+    await seal.pop.request('EnableKey', { KeyId: seal.sealKeyId }, { method: 'POST' });
   }
   await waitReadyz(op, /^200 ok$/);
   expect(await warningEvents(suite.operatorNs, 'SealRecovered')).not.toHaveLength(0);
@@ -376,8 +267,7 @@ test('the seal key disabled: the operator stays up, not Ready, named; recovers w
 });
 
 test('the KMS endpoint unreachable mid-term and at start: named, not Ready, recovers when it is back', async () => {
-  const listen = `127.0.0.1:${kms.port}`;
-  await kms.stop();
+  await seal.kms.stop();
   try {
     await waitReadyz(op, /^503 not ready: SealEndpointUnreachable/);
     expect((await op.stop()).code).toBe(0);
@@ -385,7 +275,7 @@ test('the KMS endpoint unreachable mid-term and at start: named, not Ready, reco
     await waitReadyz(op, /^503 not ready: SealEndpointUnreachable/);
     expect(await warningEvents(suite.operatorNs, 'SealEndpointUnreachable')).not.toHaveLength(0);
   } finally {
-    kms = await startSealKms(listen);
+    await seal.start();
   }
   await waitReadyz(op, /^200 ok$/);
   expect(await op.leader()).toBe(1);
@@ -393,10 +283,12 @@ test('the KMS endpoint unreachable mid-term and at start: named, not Ready, reco
 
 test('STS refuses a token of another service account and a token of another audience', async () => {
   const other = writeFile(
+    dir,
     'other-sa.token',
     await mintToken(suite.operatorNs, 'someone-else', ['sts.aliyuncs.com']),
   );
   const wrongAudience = writeFile(
+    dir,
     'wrong-audience.token',
     await mintToken(suite.operatorNs, OPERATOR_SA, [
       'https://kubernetes.default.svc.cluster.local',
@@ -483,9 +375,9 @@ test('credentials are refreshed across an expiry: each call a fresh one; an expi
     const { AliCloudKmsSeal } = require(${JSON.stringify(path.resolve(CLI, '../seal/alicloudkms-seal.js'))});
     const Credential = require('@alicloud/credentials');
     (async () => {
-      const endpoint = ${JSON.stringify(`127.0.0.1:${kms.port}`)};
+      const endpoint = ${JSON.stringify(`127.0.0.1:${seal.kms.port}`)};
       const { credential } = alibabaCredentials(process.env, endpoint);
-      const seal = new AliCloudKmsSeal({ keyId: ${JSON.stringify(sealKeyId)}, endpoint, region: 'cn-hangzhou', credential });
+      const seal = new AliCloudKmsSeal({ keyId: ${JSON.stringify(seal.sealKeyId)}, endpoint, region: 'cn-hangzhou', credential });
       const ids = [];
       for (let i = 0; i < 3; i++) ids.push((await credential.getCredential()).accessKeyId);
       const context = { 'kms.datakey.io/cluster': 'test', 'kms.datakey.io/namespace': 'test' };
@@ -497,7 +389,7 @@ test('credentials are refreshed across an expiry: each call a fresh one; an expi
         .withAccessKeyId(model.accessKeyId).withAccessKeySecret(model.accessKeySecret)
         .withSecurityToken(model.securityToken).build());
       const attempt = async (cred) => {
-        try { await new AliCloudKmsSeal({ keyId: ${JSON.stringify(sealKeyId)}, endpoint, region: 'cn-hangzhou', credential: cred }).seal(Buffer.alloc(32), context); return 'accepted'; }
+        try { await new AliCloudKmsSeal({ keyId: ${JSON.stringify(seal.sealKeyId)}, endpoint, region: 'cn-hangzhou', credential: cred }).seal(Buffer.alloc(32), context); return 'accepted'; }
         catch (err) { return err.message; }
       };
       const fresh = await credential.getCredential();
@@ -513,7 +405,9 @@ test('credentials are refreshed across an expiry: each call a fresh one; an expi
           .withAccessKeyId(fresh.accessKeyId).withAccessKeySecret(fresh.accessKeySecret).build())),
       }));
     })().catch((err) => { console.error(err); process.exit(1); });`;
-  const before = kms.stdoutLines.filter((l) => l.includes('"action":"AssumeRoleWithOIDC"')).length;
+  const before = seal.kms.stdoutLines.filter((l) =>
+    l.includes('"action":"AssumeRoleWithOIDC"'),
+  ).length;
   // Asynchronously: the kms child's log lines are read meanwhile.
   const { stdout: out } = await promisify(execFile)(process.execPath, ['-e', script], {
     cwd: path.resolve(CLI, '../..'),
@@ -528,7 +422,9 @@ test('credentials are refreshed across an expiry: each call a fresh one; an expi
   expect(result.mismatched).toMatch(/InvalidSecurityToken\.MismatchWithAccessKey/);
   expect(result.malformed).toMatch(/InvalidSecurityToken\.Malformed/);
   expect(result.missing).toMatch(/MissingSecurityToken/);
-  const after = kms.stdoutLines.filter((l) => l.includes('"action":"AssumeRoleWithOIDC"')).length;
+  const after = seal.kms.stdoutLines.filter((l) =>
+    l.includes('"action":"AssumeRoleWithOIDC"'),
+  ).length;
   // 3 getCredential + seal (Encrypt, Decrypt) + unseal + old + fresh: each one an exchange.
   expect(after - before).toBeGreaterThanOrEqual(7);
 });
@@ -552,7 +448,7 @@ test('going back: --unseal-root-key writes the same root key back in the clear; 
 
 test('leak scan: the root key is in no operator or kms log line', () => {
   const needles = needlesOf([rootKeyB64]);
-  const logs = [...allOperatorLines, ...kms.stdoutLines, kms.stderr()].join('\n');
+  const logs = [...allOperatorLines, ...seal.kms.stdoutLines, seal.kms.stderr()].join('\n');
   expect(allOperatorLines.length).toBeGreaterThan(0);
   expect(findNeedles(Buffer.from(logs), needles)).toEqual([]);
 });
