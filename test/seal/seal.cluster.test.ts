@@ -185,13 +185,14 @@ test('a plaintext root key is sealed in place on the first start with a seal; ev
   );
   const blob = JSON.parse(Buffer.from(sealed.data?.sealedRootKey as string, 'base64').toString());
   expect(blob).toMatchObject({ version: 1, seal: 'alicloudkms', keyId: seal.sealKeyId });
-  // Only STS credentials reached KMS: the calls carried a security token.
-  expect(seal.kms.stdoutLines.some((l) => l.includes('"action":"AssumeRoleWithOIDC"'))).toBe(true);
-  expect(
-    seal.kms.stdoutLines.some(
-      (l) => l.includes('"action":"Decrypt"') && l.includes('"status":200'),
-    ),
-  ).toBe(true);
+  // Only STS credentials reached KMS: the calls carried a security token. (The
+  // kms child's log lines arrive asynchronously.)
+  await eventually('an STS exchange and a Decrypt in the kms log', 10_000, async () =>
+    seal.kms.stdoutLines.some((l) => l.includes('"action":"AssumeRoleWithOIDC"')) &&
+    seal.kms.stdoutLines.some((l) => l.includes('"action":"Decrypt"') && l.includes('"status":200'))
+      ? true
+      : undefined,
+  );
 
   for (const n of names) {
     const secret = await client.get<SecretObject>(`${secretsPath(suite.ns)}/${n}`);
@@ -422,11 +423,13 @@ test('credentials are refreshed across an expiry: each call a fresh one; an expi
   expect(result.mismatched).toMatch(/InvalidSecurityToken\.MismatchWithAccessKey/);
   expect(result.malformed).toMatch(/InvalidSecurityToken\.Malformed/);
   expect(result.missing).toMatch(/MissingSecurityToken/);
-  const after = seal.kms.stdoutLines.filter((l) =>
-    l.includes('"action":"AssumeRoleWithOIDC"'),
-  ).length;
   // 3 getCredential + seal (Encrypt, Decrypt) + unseal + old + fresh: each one an exchange.
-  expect(after - before).toBeGreaterThanOrEqual(7);
+  await eventually('an STS exchange for every call', 10_000, async () => {
+    const after = seal.kms.stdoutLines.filter((l) =>
+      l.includes('"action":"AssumeRoleWithOIDC"'),
+    ).length;
+    return after - before >= 7 ? true : undefined;
+  });
 });
 
 test('going back: --unseal-root-key writes the same root key back in the clear; the embedded default opens every DataKey', async () => {
