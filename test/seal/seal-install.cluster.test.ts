@@ -66,6 +66,10 @@ function sealInstallSuite(): void {
     await helmAsync('helm', ['uninstall', RELEASE, '-n', RELEASE_NS, '--wait', '--timeout', '2m']);
     await kubectl(['delete', 'namespace', RELEASE_NS, '--wait=false']);
     await seal?.kms.stop();
+    // The chart install suite installs into the same namespace next: leave it gone.
+    await eventually(`namespace ${RELEASE_NS} gone`, 180_000, async () =>
+      (await getOrUndefined(`/api/v1/namespaces/${RELEASE_NS}`)) ? undefined : true,
+    );
   }, 300_000);
 
   test('the operator unseals with its own identity; the examples are Ready; an injected pod reads its key', async () => {
