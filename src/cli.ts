@@ -8,16 +8,21 @@ const USAGE = `Usage: datakey <command> [options]
 
 Commands:
   kms serve --listen HOST:PORT --data-dir DIR [--tls-cert F --tls-key F] [--rate-limit N]
-            [--instance-listen HOST:PORT [--instance-host NAME]...]
+            [--instance-listen HOST:PORT [--instance-host NAME]...] [--sts-trust FILE]
       Serve the Alibaba-compatible KMS API. Credentials of the one account come from
       DATAKEY_ACCESS_KEY_ID and DATAKEY_ACCESS_KEY_SECRET. --rate-limit is calls per
       second per account per operation (default 750, 0 = unlimited). --instance-listen
       also serves the KMS Instance API (dkms-gcs-0.2, TLS) of the server's one KMS
       instance; its certificate, from the CA GetKmsInstance returns, covers the listen
-      address, localhost and every --instance-host NAME.
+      address, localhost and every --instance-host NAME. --sts-trust also answers STS
+      AssumeRoleWithOIDC for the OIDC providers and roles FILE names (for tests of the
+      root of trust; serve it over TLS).
   operator [--kubeconfig F] [--namespace NS] [--kms-listen HOST:PORT] [--metrics-listen HOST:PORT]
            [--kms-instance-listen HOST:PORT [--kms-instance-host NAME]...]
            [--root-key-file F] [--rewrap-rate N] [--workers N]
+           [--seal alicloudkms --seal-key-id ID --seal-endpoint HOST[:PORT] --seal-region R
+            [--sts-endpoint HOST[:PORT]] [--seal-previous-context cluster=UID,namespace=NS]
+            [--unseal-root-key]]
       Run the MasterKey and DataKey controllers (leader-elected). NS (default
       datakey-system) holds the operator's own state. In-cluster config or
       KUBECONFIG. --kms-listen also serves the KMS API over the embedded core
@@ -29,6 +34,13 @@ Commands:
       --metrics-listen (default 0.0.0.0:8080). After a master key rotates, its
       DataKeys are re-wrapped at --rewrap-rate per second (default 100, 0 = unlimited).
       Reconciles run on --workers workers (default 4, at most 64).
+      --seal alicloudkms keeps the root key sealed by an Alibaba Cloud KMS key (only the
+      blob is stored; a plaintext root key is sealed in place on the first start).
+      Credentials: RRSA (ALIBABA_CLOUD_ROLE_ARN, ALIBABA_CLOUD_OIDC_PROVIDER_ARN,
+      ALIBABA_CLOUD_OIDC_TOKEN_FILE; STS at --sts-endpoint) or ALIBABA_CLOUD_ACCESS_KEY_ID,
+      _SECRET (and _SECURITY_TOKEN). --seal-previous-context re-seals a key store restored
+      from another cluster or namespace; --unseal-root-key writes the root key back in
+      the clear and exits (going back to the embedded default).
       Pod injection (webhook and key delivery, TLS) is served on --webhook-listen
       (default 0.0.0.0:9443, none = off):
         [--webhook-service NAME]      in a cluster: the Service of that port; the webhook
@@ -108,6 +120,7 @@ async function kmsServe(args: string[]): Promise<KmsService> {
       'rate-limit': { type: 'string' },
       'instance-listen': { type: 'string' },
       'instance-host': { type: 'string', multiple: true },
+      'sts-trust': { type: 'string' },
     },
     strict: true,
   });
@@ -133,6 +146,7 @@ async function kmsServe(args: string[]): Promise<KmsService> {
           hosts: values['instance-host'],
         }
       : undefined,
+    stsTrustFile: values['sts-trust'],
   });
 }
 
@@ -150,6 +164,15 @@ async function operator(args: string[]): Promise<Stoppable> {
       'root-key-file': { type: 'string' },
       'rewrap-rate': { type: 'string' },
       workers: { type: 'string' },
+      seal: { type: 'string' },
+      'seal-key-id': { type: 'string' },
+      'seal-endpoint': { type: 'string' },
+      'seal-region': { type: 'string' },
+      'sts-endpoint': { type: 'string' },
+      'seal-previous-context': { type: 'string' },
+      'unseal-root-key': { type: 'boolean' },
+      // Test-only: how often the seal is checked mid-term, and a failed unseal retried.
+      'seal-check-interval': { type: 'string' },
       // Test-only: allow rotation intervals under 7 days.
       'min-rotation-interval': { type: 'string' },
       // Test-only: shorten one day of a deletion window (the 7-day minimum stays).
@@ -165,6 +188,8 @@ async function operator(args: string[]): Promise<Stoppable> {
   if (!/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(namespace)) {
     throw new UsageError('--namespace must be a Kubernetes namespace name');
   }
+  const seal = sealFromFlags(values);
+  if (values['unseal-root-key']) return unsealRootKey(values.kubeconfig, namespace, seal);
   const { credentialsFromEnv } = await import('./kms-api/serve');
   const { startOperator } = await import('./operator/operator');
   const running = await startOperator({
@@ -181,6 +206,7 @@ async function operator(args: string[]): Promise<Stoppable> {
         }
       : undefined,
     rootKeyFile: values['root-key-file'],
+    seal,
     rewrapsPerSecond:
       values['rewrap-rate'] === undefined
         ? undefined
@@ -194,6 +220,79 @@ async function operator(args: string[]): Promise<Stoppable> {
     injection: injectionFromFlags(injection, values, namespace),
   });
   return running;
+}
+
+type SealOptions = import('./operator/seal-options').SealOptions;
+
+function sealFromFlags(values: Record<string, unknown>): SealOptions | undefined {
+  const flag = (name: string) => values[name] as string | undefined;
+  if (flag('seal') === undefined) {
+    const stray = ['seal-key-id', 'seal-endpoint', 'seal-region', 'sts-endpoint'].find(flag);
+    if (stray || values['unseal-root-key']) {
+      throw new UsageError(`--${stray ?? 'unseal-root-key'} needs --seal alicloudkms`);
+    }
+    return undefined;
+  }
+  if (flag('seal') !== 'alicloudkms') throw new UsageError('--seal must be alicloudkms');
+  for (const name of ['seal-key-id', 'seal-endpoint', 'seal-region']) {
+    if (!flag(name)) throw new UsageError(`--seal alicloudkms needs --${name}`);
+  }
+  if (!/^(alias\/[\w/-]{1,255}|[\w-]{1,128})$/.test(flag('seal-key-id') as string)) {
+    throw new UsageError('--seal-key-id must be a key id or alias/NAME');
+  }
+  for (const name of ['seal-endpoint', 'sts-endpoint']) {
+    const value = flag(name);
+    if (value !== undefined && !/^[A-Za-z0-9.-]{1,253}(:\d{1,5})?$/.test(value)) {
+      throw new UsageError(`--${name} must be HOST[:PORT]`);
+    }
+  }
+  if (!/^[a-z0-9-]{1,64}$/.test(flag('seal-region') as string)) {
+    throw new UsageError('--seal-region must be a region id, e.g. cn-hangzhou');
+  }
+  const interval = testDuration(flag('seal-check-interval'), '--seal-check-interval');
+  return {
+    keyId: flag('seal-key-id') as string,
+    endpoint: flag('seal-endpoint') as string,
+    region: flag('seal-region') as string,
+    stsEndpoint: flag('sts-endpoint'),
+    previousContext: previousContextOf(flag('seal-previous-context')),
+    checkIntervalMs: interval === undefined ? undefined : interval * 1000,
+    retryMs: interval === undefined ? undefined : interval * 1000,
+  };
+}
+
+function previousContextOf(value: string | undefined): Record<string, string> | undefined {
+  if (value === undefined) return undefined;
+  const match = /^cluster=([0-9a-f-]{36}),namespace=([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)$/.exec(
+    value,
+  );
+  if (!match) {
+    throw new UsageError(
+      '--seal-previous-context must be cluster=<kube-system UID>,namespace=<NS>',
+    );
+  }
+  return { 'kms.datakey.io/cluster': match[1], 'kms.datakey.io/namespace': match[2] };
+}
+
+/** `--unseal-root-key`: back to the embedded default, then exit. */
+async function unsealRootKey(
+  kubeconfig: string | undefined,
+  namespace: string,
+  seal: SealOptions | undefined,
+): Promise<Stoppable> {
+  const { KubeClient } = await import('./runtime/kube-client');
+  const { sealedRootKeyOptions } = await import('./operator/seal-options');
+  const { unsealInPlace } = await import('./operator/sealed-root-key');
+  const client = KubeClient.fromEnvironment(kubeconfig);
+  const done = await unsealInPlace(
+    await sealedRootKeyOptions(client, namespace, seal as SealOptions),
+  );
+  process.stdout.write(
+    done
+      ? `root key of ${namespace} unsealed: start the operator without --seal\n`
+      : `root key of ${namespace} is not sealed: nothing to do\n`,
+  );
+  return { stop: async () => undefined };
 }
 
 function injectionFromFlags(
@@ -221,7 +320,26 @@ export type ExtraCommands = Record<string, (args: string[]) => Promise<Stoppable
 
 async function main(argv: string[], extra: ExtraCommands): Promise<void> {
   const [command, sub, ...rest] = argv;
-  let service: Stoppable;
+  let service: Stoppable | undefined;
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    // Stopped while starting (e.g. waiting for a seal): nothing was taken on yet.
+    if (!service) process.exit(0);
+    service.stop().then(
+      () => process.exit(0),
+      (err: Error) => {
+        console.error(`datakey: error while stopping on ${signal}: ${err.message}`);
+        process.exit(1);
+      },
+    );
+  };
+  // Services stop cleanly on a signal, also while they are still starting.
+  if (command !== 'agent') {
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+  }
   if (command === 'kms' && sub === 'serve') service = await kmsServe(rest);
   else if (command === 'operator')
     service = await operator(sub === undefined ? [] : [sub, ...rest]);
@@ -239,21 +357,6 @@ async function main(argv: string[], extra: ExtraCommands): Promise<void> {
     process.stdout.write(USAGE);
     return;
   } else throw new UsageError(`unknown command: ${argv.join(' ')}`);
-
-  let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    service.stop().then(
-      () => process.exit(0),
-      (err: Error) => {
-        console.error(`datakey: error while stopping on ${signal}: ${err.message}`);
-        process.exit(1);
-      },
-    );
-  };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
 }
 
 /** Runs `datakey` with the product's commands and those a build adds. */

@@ -56,6 +56,15 @@ export const WorkloadEvent = {
   RestartedForDataKey: 'RestartedForDataKey',
 } as const;
 
+/**
+ * Events on the root-key Secret when the root key is sealed by a KMS key: a
+ * failing seal is a Warning whose reason is the failure's (`SealKeyUnavailable`,
+ * `StsRefused`, ...; see SealFailure), its recovery this Normal one.
+ */
+export const RootKeyEvent = {
+  SealRecovered: 'SealRecovered',
+} as const;
+
 /** Events on the pods that pod injection serves. */
 export const PodEvent = {
   DataKeyDelivered: 'DataKeyDelivered',

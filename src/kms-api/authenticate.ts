@@ -11,6 +11,7 @@ import {
 import { NonceCache } from './nonce-cache';
 import type { Params } from './params';
 import { signatureMatches, signStringV1, stringToSignV1 } from './signature';
+import { TEMPORARY_KEY_PREFIX, type TemporaryCredentials } from './temporary-credentials';
 
 export const TIMESTAMP_WINDOW_MS = 15 * 60 * 1000;
 const TIMESTAMP = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(\.\d{1,3})?Z$/;
@@ -42,7 +43,8 @@ export interface Authenticated {
  * Verifies a request's signature, signature v1 (parameters) or ACS3 (headers),
  * with the same rules for both, in this order: every signature field present
  * (IncompleteSignature), the scheme supported, the AccessKeyId known
- * (InvalidAccessKeyId.NotFound), the time within 15 minutes (IllegalTimestamp),
+ * (InvalidAccessKeyId.NotFound; a temporary `STS.` one only with its matching,
+ * unexpired security token, when STS is on), the time within 15 minutes (IllegalTimestamp),
  * the signature right (SignatureDoesNotMatch, compared in constant time), then
  * the nonce unused (SignatureNonceUsed). Nothing about the requested action or
  * its parameters is looked at before this passes.
@@ -53,6 +55,7 @@ export class Authenticator {
   constructor(
     private readonly credentials: AuthCredentials,
     private readonly nowMs: () => number,
+    private readonly temporary?: TemporaryCredentials,
   ) {}
 
   authenticate(req: SignedRequest, params: Params, body: Buffer): Authenticated {
@@ -72,10 +75,10 @@ export class Authenticator {
     if (params.optional('SignatureVersion') !== '1.0') {
       throw new KmsError(400, 'IncompleteSignature', 'SignatureVersion must be 1.0.');
     }
-    this.checkAccessKeyId(accessKeyId);
+    const secret = this.secretOf(accessKeyId, params.optional('SecurityToken'));
     const signedAt = this.checkTimestamp(timestamp, 'Timestamp');
     const stringToSign = stringToSignV1(method, params.all);
-    const expected = signStringV1(stringToSign, this.credentials.accessKeySecret);
+    const expected = signStringV1(stringToSign, secret);
     this.checkSignature(expected, signature, stringToSign);
     this.useNonce(accessKeyId, nonce, signedAt);
     return { scheme: 'v1', action: params.optional('Action'), version: params.optional('Version') };
@@ -86,12 +89,13 @@ export class Authenticator {
     const date = requiredHeader(req.headers, 'x-acs-date');
     const nonce = requiredHeader(req.headers, 'x-acs-signature-nonce');
     const contentSha256 = requiredHeader(req.headers, 'x-acs-content-sha256');
-    this.checkAccessKeyId(auth.accessKeyId);
+    const token = req.headers['x-acs-security-token'];
+    const secret = this.secretOf(auth.accessKeyId, typeof token === 'string' ? token : undefined);
     const signedAt = this.checkTimestamp(date, 'x-acs-date');
     const at = req.url.indexOf('?');
     const [path, query] = at < 0 ? [req.url, ''] : [req.url.slice(0, at), req.url.slice(at + 1)];
     const stringToSign = acs3StringToSign(auth, req.method, path, query, req.headers);
-    const expected = acs3Signature(auth, this.credentials.accessKeySecret, stringToSign);
+    const expected = acs3Signature(auth, secret, stringToSign);
     this.checkSignature(expected, auth.signature, stringToSign);
     checkContentSha256(contentSha256, body);
     this.useNonce(auth.accessKeyId, nonce, signedAt);
@@ -102,10 +106,15 @@ export class Authenticator {
     };
   }
 
-  private checkAccessKeyId(accessKeyId: string): void {
+  /** The secret to check the signature with: the account's, or a temporary key's. */
+  private secretOf(accessKeyId: string, securityToken: string | undefined): string {
+    if (this.temporary && accessKeyId.startsWith(TEMPORARY_KEY_PREFIX)) {
+      return this.temporary.secretFor(accessKeyId, securityToken, this.nowMs());
+    }
     if (!signatureMatches(this.credentials.accessKeyId, accessKeyId)) {
       throw new KmsError(404, 'InvalidAccessKeyId.NotFound', 'Specified access key is not found.');
     }
+    return this.credentials.accessKeySecret;
   }
 
   /** Returns the signed time; throws when it is malformed or outside the window. */

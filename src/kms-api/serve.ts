@@ -8,7 +8,8 @@ import {
   type InstanceListenOptions,
   type RunningInstanceApi,
 } from '../kms-instance-api/server';
-import { KmsApi, listen, type Credentials, type RunningServer } from './server';
+import { KmsApi, accountIdOf, listen, type Credentials, type RunningServer } from './server';
+import { StsService, readStsTrust } from './sts';
 
 export interface ServeOptions {
   host: string;
@@ -19,6 +20,8 @@ export interface ServeOptions {
   tlsCertFile?: string;
   tlsKeyFile?: string;
   rootKeyFile?: string;
+  /** Also answer STS AssumeRoleWithOIDC for the providers and roles this file trusts. */
+  stsTrustFile?: string;
   logger?: Logger;
   maintenanceIntervalMs?: number;
   /** Also serve the KMS Instance API (TLS, certificate from the instance CA). */
@@ -50,6 +53,14 @@ export function credentialsFromEnv(env: NodeJS.ProcessEnv = process.env): Creden
 /** Opens the file-backed core in `dataDir` and serves the KMS API over it. */
 export async function serveKms(options: ServeOptions): Promise<KmsService> {
   const logger = options.logger ?? createLogger('kms-api');
+  const { credentials } = options;
+  const sts = options.stsTrustFile
+    ? new StsService(
+        readStsTrust(options.stsTrustFile),
+        credentials.accessKeySecret,
+        accountIdOf(credentials.accessKeyId),
+      )
+    : undefined;
   const store = await FileKeyStore.open(options.dataDir);
   let core: KmsCore | undefined;
   try {
@@ -63,9 +74,10 @@ export async function serveKms(options: ServeOptions): Promise<KmsService> {
   const openedCore = core;
   const api = new KmsApi({
     core: openedCore,
-    credentials: options.credentials,
+    credentials,
     logger,
     rateLimit: options.rateLimit,
+    sts,
   });
   let running: RunningServer;
   let instanceApi: RunningInstanceApi | undefined;

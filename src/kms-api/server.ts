@@ -11,6 +11,7 @@ import { RateLimiter } from '../kms/rate-limit';
 import { ACTIONS, type ActionContext } from './actions';
 import { Authenticator } from './authenticate';
 import { Params } from './params';
+import { STS_VERSION, type StsService } from './sts';
 import { toXml } from './xml';
 
 export const API_VERSION = '2016-01-20';
@@ -30,6 +31,8 @@ export interface KmsApiOptions {
   rateLimit: number;
   defaultRegionId?: string;
   nowMs?: () => number;
+  /** Also answers STS AssumeRoleWithOIDC, and accepts the temporary credentials it issues. */
+  sts?: StsService;
 }
 
 interface Reply {
@@ -52,7 +55,11 @@ export class KmsApi {
   constructor(private readonly options: KmsApiOptions) {
     this.limiter = new RateLimiter(options.rateLimit);
     this.accessLog = accessLoggerOf(options.logger);
-    this.auth = new Authenticator(options.credentials, options.nowMs ?? Date.now);
+    this.auth = new Authenticator(
+      options.credentials,
+      options.nowMs ?? Date.now,
+      options.sts?.credentials,
+    );
     this.accountId = accountIdOf(options.credentials.accessKeyId);
   }
 
@@ -75,6 +82,8 @@ export class KmsApi {
       }
       const params = Params.merge([queryOf(req.url ?? '/'), formBodyOf(req, body)]);
       xml = params.optional('Format')?.toUpperCase() === 'XML';
+      const sts = this.stsReply(params);
+      if (sts) return { ...(await sts), xml };
       const signed = this.auth.authenticate(
         { method: req.method, url: req.url ?? '/', headers: req.headers },
         params,
@@ -104,6 +113,19 @@ export class KmsApi {
     } catch (err) {
       return { ...this.errorReply(err, xml, action), action };
     }
+  }
+
+  /** STS's AssumeRoleWithOIDC is unsigned (the OIDC token is the proof); only with STS on. */
+  private stsReply(params: Params): Promise<Reply> | undefined {
+    const sts = this.options.sts;
+    const action = params.optional('Action');
+    if (!sts || action !== 'AssumeRoleWithOIDC' || params.optional('Version') !== STS_VERSION) {
+      return undefined;
+    }
+    this.limiter.take('sts', action);
+    return sts
+      .assumeRoleWithOidc(params, (this.options.nowMs ?? Date.now)())
+      .then((body) => ({ status: 200, root: `${action}Response`, body, xml: false, action }));
   }
 
   /** A 500 is logged at error level with its cause; its body says nothing about it. */

@@ -9,9 +9,12 @@ import {
   type KmsCoreOptions,
   type RootKeyLocation,
 } from '../kms';
+import { RootKeyEvent } from '../api/conditions';
+import type { EventRecorder } from '../runtime/events';
 import { Informer } from '../runtime/informer';
 import type { KubeClient, KubeObject } from '../runtime/kube-client';
-import { SecretKeyStore, rootKeySecret } from './secret-key-store';
+import { SealError } from '../seal/seal-error';
+import { ROOT_KEY_SECRET, SecretKeyStore, rootKeySecret } from './secret-key-store';
 
 /** How often a store that cannot be opened is tried again (changes to it retry at once). */
 const RETRY_MS = 5_000;
@@ -22,7 +25,18 @@ export interface KeyStoreGuardOptions {
   client: KubeClient;
   namespace: string;
   rootKeyFile?: string;
+  /** Where the root key is when it is not a file or the plain Secret (a sealed Secret). */
+  rootKeyLocation?: RootKeyLocation;
+  /**
+   * How often the root key is read again although nothing changed: a seal's KMS
+   * key can be disabled without any change in the cluster. Off by default.
+   */
+  recheckIntervalMs?: number;
+  /** How soon a store that cannot be opened is tried again (default 5 s). */
+  retryMs?: number;
   logger: Logger;
+  /** Seal failures are named in Warning events on the root-key Secret. */
+  events?: EventRecorder;
   /** Key ids the cluster's objects name (MasterKeys' status): each must be in the store. */
   expectedKeyIds: () => Iterable<{ keyId: string; owner: string }>;
   /** The store became usable again after a problem: re-check what depends on it. */
@@ -38,10 +52,11 @@ export interface KeyStoreGuardOptions {
  * namespace's Secrets reloads the core and re-checks.
  */
 export class KeyStoreGuard {
-  private problemText?: string;
+  private current?: Problem;
   private rootKeyDigest?: Buffer;
   private secrets?: Informer<KubeObject>;
   private timer?: NodeJS.Timeout;
+  private recheck?: NodeJS.Timeout;
   private checking: Promise<void> = Promise.resolve();
   private core?: KmsCore;
   private wake?: () => void;
@@ -50,12 +65,24 @@ export class KeyStoreGuard {
 
   /** What is wrong with the stored state, or undefined when nothing is. */
   get problem(): string | undefined {
-    return this.problemText;
+    return this.current?.text;
   }
 
   private location(): RootKeyLocation {
-    const { client, namespace, rootKeyFile: file } = this.options;
+    const { client, namespace, rootKeyFile: file, rootKeyLocation } = this.options;
+    if (rootKeyLocation) return rootKeyLocation;
     return file ? rootKeyFile(file) : rootKeySecret(client, namespace);
+  }
+
+  /**
+   * Reads the root key again now and throws when it no longer opens to the one
+   * in use: with a seal, a term does not start on a revoked KMS key.
+   */
+  async verifyRootKey(): Promise<void> {
+    const problem = await this.rootKeyProblem();
+    if (!problem) return;
+    this.report(problem);
+    throw new KeyStoreError(problem.text);
   }
 
   /**
@@ -71,14 +98,15 @@ export class KeyStoreGuard {
         this.rootKeyDigest = digest(material);
         this.core = await KmsCore.open({ ...coreOptions, store, rootKey: new RootKey(material) });
         this.report(undefined);
+        this.startRecheck();
         return this.core;
       } catch (err) {
         if (!(err instanceof KeyStoreError)) throw err;
-        this.report(err.message);
+        this.report(problemOf(err));
       }
       await new Promise<void>((resolve) => {
         this.wake = resolve;
-        setTimeout(resolve, RETRY_MS);
+        setTimeout(resolve, this.options.retryMs ?? RETRY_MS);
       });
     }
   }
@@ -86,7 +114,15 @@ export class KeyStoreGuard {
   stop(): void {
     this.secrets?.stop();
     if (this.timer) clearTimeout(this.timer);
+    if (this.recheck) clearInterval(this.recheck);
     this.wake?.();
+  }
+
+  private startRecheck(): void {
+    const every = this.options.recheckIntervalMs;
+    if (!every || this.recheck) return;
+    this.recheck = setInterval(() => this.schedule(), every);
+    this.recheck.unref();
   }
 
   /** Re-checks soon (changes come in bursts). */
@@ -117,7 +153,7 @@ export class KeyStoreGuard {
     if (!core) return;
     try {
       const problem = (await this.rootKeyProblem()) ?? (await this.storeProblem(core));
-      const recovered = this.problemText !== undefined && problem === undefined;
+      const recovered = this.current !== undefined && problem === undefined;
       this.report(problem);
       if (recovered) this.options.onRecovered();
     } catch (err) {
@@ -127,47 +163,77 @@ export class KeyStoreGuard {
     }
   }
 
-  private async rootKeyProblem(): Promise<string | undefined> {
+  private async rootKeyProblem(): Promise<Problem | undefined> {
     const location = this.location();
     let material: Buffer | undefined;
     try {
       material = await location.read();
     } catch (err) {
-      if (err instanceof KeyStoreError) return err.message;
+      if (err instanceof KeyStoreError) return problemOf(err);
       throw err;
     }
     if (!material) {
-      return `${location.description} is missing (this process still holds the root key; restore it from a backup before any restart)`;
+      return {
+        text: `${location.description} is missing (this process still holds the root key; restore it from a backup before any restart)`,
+      };
     }
     const same = timingSafeEqual(digest(material), this.rootKeyDigest as Buffer);
     material.fill(0);
     return same
       ? undefined
-      : `${location.description} differs from the root key in use: restore it from a backup`;
+      : {
+          text: `${location.description} differs from the root key in use: restore it from a backup`,
+        };
   }
 
-  private async storeProblem(core: KmsCore): Promise<string | undefined> {
+  private async storeProblem(core: KmsCore): Promise<Problem | undefined> {
     try {
       await core.reload();
     } catch (err) {
-      if (err instanceof KeyStoreError) return err.message;
+      if (err instanceof KeyStoreError) return problemOf(err);
       throw err;
     }
     for (const { keyId, owner } of this.options.expectedKeyIds()) {
       if (!core.hasKey(keyId)) {
-        return `key ${keyId} of ${owner} is missing from the key store: restore it from a backup`;
+        return {
+          text: `key ${keyId} of ${owner} is missing from the key store: restore it from a backup`,
+        };
       }
     }
     return undefined;
   }
 
-  private report(problem: string | undefined): void {
-    if (problem === this.problemText) return;
-    this.problemText = problem;
-    if (problem) this.options.logger.error({ problem }, 'key store unusable, not Ready');
-    else this.options.logger.info('key store usable');
+  private report(problem: Problem | undefined): void {
+    const previous = this.current;
+    if (problem?.text === previous?.text) return;
+    this.current = problem;
+    const { logger, events, namespace } = this.options;
+    if (problem) logger.error({ problem: problem.text }, 'key store unusable, not Ready');
+    else logger.info('key store usable');
+    if (!events) return;
+    const secret: KubeObject = {
+      apiVersion: 'v1',
+      kind: 'Secret',
+      metadata: { name: ROOT_KEY_SECRET, namespace },
+    };
+    if (problem?.sealReason) {
+      events.record(secret, 'Warning', problem.sealReason, problem.text);
+    } else if (!problem && previous?.sealReason) {
+      events.record(secret, 'Normal', RootKeyEvent.SealRecovered, 'The root key unseals again.');
+    }
   }
 }
+
+/** What is wrong with the stored state: the text /readyz and the log give, and a seal's reason. */
+interface Problem {
+  text: string;
+  sealReason?: string;
+}
+
+const problemOf = (err: KeyStoreError): Problem => ({
+  text: err.message,
+  sealReason: err instanceof SealError ? err.reason : undefined,
+});
 
 const digest = (material: Buffer): Buffer => createHash('sha256').update(material).digest();
 

@@ -29,6 +29,7 @@ import { Manager, type ManagerHooks } from '../runtime/manager';
 import { keyMaintenance } from './key-maintenance';
 import { OperatorMetrics, serveMetrics } from './metrics';
 import { KeyStoreGuard, keysNamedByMasterKeys } from './key-store-guard';
+import type { SealOptions } from './seal-options';
 
 export interface OperatorOptions {
   kubeconfig?: string;
@@ -50,6 +51,8 @@ export interface OperatorOptions {
   maintenanceIntervalMs?: number;
   /** Re-wraps per second after a rotation (default 100, 0 = unlimited). */
   rewrapsPerSecond?: number;
+  /** The root key sealed by an Alibaba Cloud KMS key; the embedded default when undefined. */
+  seal?: SealOptions;
   /** The pod webhook and the agents' delivery endpoint; off when undefined. */
   injection?: InjectionOptions;
   logger?: Logger;
@@ -75,15 +78,24 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
   const namespace = options.namespace;
   await ensureNamespace(client, namespace);
 
-  // /readyz answers from the start: while the stored state is damaged it says why.
+  // /readyz answers from the start: while the stored state is damaged, or the
+  // sealed root key cannot be opened, it says why.
   const metrics = new OperatorMetrics();
+  const events = new EventRecorder(client, 'datakey-operator', logger);
   let started = false;
   let stopping = false;
   const guard: KeyStoreGuard = new KeyStoreGuard({
     client,
     namespace,
     rootKeyFile: options.rootKeyFile,
+    // Loaded only with a seal: the Alibaba SDK stays out of the embedded default.
+    rootKeyLocation: options.seal
+      ? await (await import('./seal-options')).openSeal(client, namespace, options.seal)
+      : undefined,
+    recheckIntervalMs: options.seal ? (options.seal.checkIntervalMs ?? 60_000) : undefined,
+    retryMs: options.seal?.retryMs,
     logger,
+    events,
     expectedKeyIds: () => keysNamedByMasterKeys(ctx.masterKeys.list()),
     onRecovered: () => manager.requeueAll(masterKeyController.name),
   });
@@ -96,6 +108,7 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
     options.metricsHost,
     options.metricsPort,
   );
+  logger.info({ namespace }, 'health endpoints serving');
   const core = await guard.open({
     minRotationIntervalSeconds: options.minRotationIntervalSeconds,
     deletionDaySeconds: options.deletionDaySeconds,
@@ -117,7 +130,7 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
       { path: secretsPath(), labelSelector: LABEL_DATAKEY },
       logger,
     ),
-    events: new EventRecorder(client, 'datakey-operator', logger),
+    events,
     metrics,
     logger,
   };
@@ -138,7 +151,7 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
     {
       workers: options.workers ?? DEFAULT_WORKERS,
       logger,
-      hooks: reconcileHooks(core, metrics, logger),
+      hooks: reconcileHooks(core, metrics, logger, options.seal ? guard : undefined),
       tasks: [keyMaintenance(core, ctx.masterKeys, logger, options.maintenanceIntervalMs)],
     },
   );
@@ -213,7 +226,6 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
   };
 }
 
-/** Reconciles counted and timed; a failure logged, and a conflict (perhaps in the key store) reloads it. */
 /**
  * kubectl's client-side apply keeps a whole copy of the object in an annotation
  * no controller reads: the DataKey cache drops it (a DataKey applied with
@@ -225,11 +237,22 @@ function withoutLastApplied(object: KubeObject): void {
   delete object.metadata.annotations?.['kubectl.kubernetes.io/last-applied-configuration'];
 }
 
-function reconcileHooks(core: KmsCore, metrics: OperatorMetrics, logger: Logger): ManagerHooks {
+/** Reconciles counted and timed; a failure logged, and a conflict (perhaps in the key store) reloads it. */
+function reconcileHooks(
+  core: KmsCore,
+  metrics: OperatorMetrics,
+  logger: Logger,
+  sealedRootKey: KeyStoreGuard | undefined,
+): ManagerHooks {
   return {
     // Another replica may have led since this core loaded the key store: the keys
-    // it created exist only in the store, so re-read it before reconciling.
-    prepareTerm: () => core.reload(),
+    // it created exist only in the store, so re-read it before reconciling. With a
+    // seal, each term also unseals the root key again: no term runs on a seal that
+    // has been revoked.
+    prepareTerm: async () => {
+      await sealedRootKey?.verifyRootKey();
+      await core.reload();
+    },
     reconciled(controller, outcome, seconds) {
       metrics.reconcileSeconds.observe({ controller }, seconds);
       if (outcome === 'error' || outcome.kind === 'retry') return; // counted by failed()

@@ -164,6 +164,13 @@ export function rootKeySecret(client: KubeClient, namespace: string): RootKeyLoc
       if (isNotFound(err)) return undefined;
       throw err;
     }
+    // Not damage but a start without the options it needs: exit and say so.
+    if (secret.data?.sealedRootKey) {
+      throw new Error(
+        `${description} is sealed by a KMS key: start the operator with the --seal options ` +
+          'it was sealed with (docs/operator.md, "Root of trust")',
+      );
+    }
     const material = Buffer.from(secret.data?.rootKey ?? '', 'base64');
     if (material.length !== ROOT_KEY_BYTES) {
       material.fill(0);

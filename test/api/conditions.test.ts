@@ -7,6 +7,7 @@ import {
   MasterKeyEvent,
   MasterKeyReason,
   PodEvent,
+  RootKeyEvent,
 } from '../../src/api/conditions';
 
 const docs = path.resolve(__dirname, '../../docs');
@@ -25,6 +26,7 @@ test('docs/operator.md names every condition type, reason and controller event r
     ...Object.values(DataKeyReason),
     ...Object.values(MasterKeyEvent),
     ...Object.values(DataKeyEvent),
+    ...Object.values(RootKeyEvent),
   ];
   expect(constants.filter((name) => !named.has(name))).toEqual([]);
 });

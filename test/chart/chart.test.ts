@@ -30,6 +30,7 @@ interface PodSpec extends Json {
   securityContext: Json;
   containers: Container[];
   topologySpreadConstraints?: Json[];
+  volumes?: Json[];
 }
 const podSpec = (d: Rendered) => (d.spec as { template: { spec: PodSpec } }).template.spec;
 const container = (d: Rendered) => podSpec(d).containers[0];
@@ -256,6 +257,86 @@ describe('rendered objects (helm 3; helm 4 renders the same)', () => {
       (x) => !x.kind.startsWith('Cluster') && !x.kind.startsWith('Mutating'),
     ))
       expect(o.metadata.namespace).toBe('keys');
+  });
+
+  test("seal with RRSA: seal flags, the projected STS token at ACK's path, the CA, no static credential", async () => {
+    const rrsa = [
+      '--set',
+      'seal.alicloudkms.keyId=alias/datakey-seal,seal.alicloudkms.endpoint=kms-vpc.cn-hangzhou.aliyuncs.com',
+      '--set',
+      'seal.alicloudkms.region=cn-hangzhou,seal.alicloudkms.caSecret=seal-ca',
+      '--set',
+      'rrsa.roleArn=acs:ram::1234:role/datakey-seal,rrsa.oidcProviderArn=acs:ram::1234:oidc-provider/ack-rrsa-c1',
+      '--set',
+      'rrsa.stsEndpoint=sts-vpc.cn-hangzhou.aliyuncs.com,rrsa.stsRegion=cn-hangzhou',
+    ];
+    const objects = await render('helm', { args: rrsa });
+    const deployment = one(objects, 'Deployment');
+    const c = container(deployment) as Container & {
+      env: { name: string; value: string }[];
+      envFrom?: Json[];
+      volumeMounts: Json[];
+    };
+    expect(c.args.slice(c.args.indexOf('--seal'))).toEqual([
+      '--seal',
+      'alicloudkms',
+      '--seal-key-id',
+      'alias/datakey-seal',
+      '--seal-endpoint',
+      'kms-vpc.cn-hangzhou.aliyuncs.com',
+      '--seal-region',
+      'cn-hangzhou',
+      '--sts-endpoint',
+      'sts-vpc.cn-hangzhou.aliyuncs.com',
+    ]);
+    expect(Object.fromEntries(c.env.map((e) => [e.name, e.value]))).toEqual({
+      ALIBABA_CLOUD_ECS_METADATA_DISABLED: 'true',
+      ALIBABA_CLOUD_ROLE_ARN: 'acs:ram::1234:role/datakey-seal',
+      ALIBABA_CLOUD_OIDC_PROVIDER_ARN: 'acs:ram::1234:oidc-provider/ack-rrsa-c1',
+      ALIBABA_CLOUD_OIDC_TOKEN_FILE: '/var/run/secrets/ack.alibabacloud.com/rrsa-tokens/token',
+      ALIBABA_CLOUD_STS_REGION: 'cn-hangzhou',
+      NODE_EXTRA_CA_CERTS: '/etc/datakey/seal-ca/ca.crt',
+    });
+    expect(c.envFrom).toBeUndefined();
+    expect(podSpec(deployment).volumes).toEqual([
+      {
+        name: 'rrsa-oidc-token',
+        projected: {
+          sources: [
+            {
+              serviceAccountToken: {
+                path: 'token',
+                audience: 'sts.aliyuncs.com',
+                expirationSeconds: 3600,
+              },
+            },
+          ],
+        },
+      },
+      {
+        name: 'seal-ca',
+        secret: { secretName: 'seal-ca', items: [{ key: 'ca.crt', path: 'ca.crt' }] },
+      },
+    ]);
+    // No static credential anywhere in the release.
+    const text = JSON.stringify(objects);
+    expect(text).not.toMatch(/ACCESS_KEY|credentialsSecret/);
+    expect(objects.filter((o) => o.kind === 'Secret')).toEqual([]);
+    const role = JSON.stringify(objects.filter((o) => o.kind.includes('Role')));
+    expect(role).toContain('kube-system');
+
+    // Static keys and RRSA exclude each other; a seal needs one of them.
+    await expect(
+      render('helm', { args: [...rrsa, '--set', 'seal.alicloudkms.credentialsSecret=ali'] }),
+    ).rejects.toThrow(/exclude each other/);
+    await expect(
+      render('helm', {
+        args: [
+          '--set',
+          'seal.alicloudkms.keyId=k,seal.alicloudkms.endpoint=h,seal.alicloudkms.region=r',
+        ],
+      }),
+    ).rejects.toThrow(/needs credentials/);
   });
 
   test('NetworkPolicy (when enabled): 9443 from anywhere, 8080 from the configured peers', async () => {

@@ -3,7 +3,6 @@
 // the chart's RBAC, the examples Ready through it, an injected example pod
 // reading its key through the webhook and delivery Services (kube-proxy,
 // CoreDNS), `helm upgrade` rolling the pods, `helm uninstall` leaving the CRDs.
-import * as path from 'node:path';
 import * as tls from 'node:tls';
 import { buildAndImport } from '../../harness/devcluster/image';
 import { nodePaths } from '../../harness/devcluster/node';
@@ -17,7 +16,6 @@ import {
   HELM_BUILD_TIMEOUT_MS,
 } from '../helpers/helm';
 import {
-  REPO,
   client,
   getOrUndefined,
   kubectl,
@@ -25,6 +23,7 @@ import {
   useOperatorSuite,
   type Json,
 } from '../helpers/operator-suite';
+import { applyExamplesReady, removeExamples, runExampleWorkload } from '../helpers/examples';
 import { onLocalNodeWithImage } from '../helpers/image-on-node';
 import { eventually, sleep } from '../helpers/wait';
 import type { KubeObject } from '../../src/runtime/kube-client';
@@ -38,8 +37,6 @@ type Pod = KubeObject & {
 };
 type Lease = KubeObject & { spec?: { holderIdentity?: string } };
 
-const EXAMPLES = path.join(REPO, 'examples');
-const WORKLOAD = path.join(EXAMPLES, 'workload');
 const LABELS = `app.kubernetes.io/instance=${RELEASE}`;
 const LEASE = `/apis/coordination.k8s.io/v1/namespaces/${RELEASE_NS}/leases/datakey-operator`;
 
@@ -104,16 +101,7 @@ function installSuite(): void {
     const pods = await operatorPods();
     expect(pods).toHaveLength(2);
     for (const p of pods) expect(ready(p)).toBe(true);
-    await kubectlOk(['apply', '-f', EXAMPLES]);
-    await kubectlOk([
-      'wait',
-      '--for=condition=Ready',
-      'datakeys',
-      '--all',
-      '-n',
-      'shop',
-      '--timeout=120s',
-    ]);
+    await applyExamplesReady();
     process.stderr.write(
       `[chart] helm install → examples' DataKeys Ready: ${((Date.now() - started) / 1000).toFixed(1)} s\n`,
     );
@@ -131,25 +119,8 @@ function installSuite(): void {
   });
 
   test('the example workload gets its key through the Services (webhook, delivery by DNS name)', async () => {
-    await kubectlOk(['apply', '-f', WORKLOAD]);
-    await kubectlOk([
-      'rollout',
-      'status',
-      '-n',
-      'shop',
-      'deployment/orders-reader',
-      '--timeout=180s',
-    ]);
-    const agent = await kubectlOk([
-      'logs',
-      '-n',
-      'shop',
-      'deployment/orders-reader',
-      '-c',
-      'datakey-agent',
-    ]);
+    const { agent, app } = await runExampleWorkload();
     expect(agent).toContain('wrote 1 key(s) (orders) to /var/run/datakey');
-    const app = await kubectlOk(['logs', '-n', 'shop', 'deployment/orders-reader', '-c', 'app']);
     expect(app).toContain('key /var/run/datakey/orders: 32 bytes, mode 400, uid 1000');
     expect(app).toMatch(/ \/var\/run\/datakey tmpfs ro[,\s]/);
     const pod = (
@@ -269,10 +240,7 @@ function installSuite(): void {
   });
 
   test('helm uninstall removes everything of the release but the CRDs', async () => {
-    await kubectlOk(['delete', '-f', WORKLOAD, '--wait=true']);
-    await kubectlOk(['delete', 'datakeys', '--all', '-n', 'shop', '--wait=true']);
-    await kubectlOk(['delete', 'masterkey', 'payments', '--wait=true', '--timeout=60s']);
-    await kubectlOk(['delete', 'namespace', 'shop', '--wait=false']);
+    await removeExamples();
     const r = await helmAsync('helm', [
       'uninstall',
       RELEASE,

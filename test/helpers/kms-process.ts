@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -46,6 +46,8 @@ export interface StartOptions {
   accessKeySecret?: string;
   /** Reuse a data dir (e.g. across a restart); default: a fresh temp dir. */
   dataDir?: string;
+  /** HOST:PORT to listen on (e.g. the same port again after a restart); default 127.0.0.1:0. */
+  listen?: string;
   /** Extra `kms serve` arguments, e.g. ['--rate-limit', '2']. */
   args?: string[];
   env?: NodeJS.ProcessEnv;
@@ -125,7 +127,7 @@ export async function startKms(options: StartOptions = {}): Promise<KmsProcess> 
       'kms',
       'serve',
       '--listen',
-      '127.0.0.1:0',
+      options.listen ?? '127.0.0.1:0',
       '--data-dir',
       dataDir,
       ...(options.args ?? []),
@@ -188,6 +190,34 @@ export async function startKms(options: StartOptions = {}): Promise<KmsProcess> 
     stop: (signal = 'SIGTERM') => stopChild(child, signal),
     kill9: () => stopChild(child, 'SIGKILL'),
   };
+}
+
+/** A self-signed certificate for an IP address (what `kms serve --tls-cert/--tls-key` takes). */
+export function addressCertificate(dir: string, ip = '127.0.0.1'): { cert: string; key: string } {
+  const cert = path.join(dir, 'cert.pem');
+  const key = path.join(dir, 'key.pem');
+  execFileSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-days',
+      '1',
+      '-subj',
+      `/CN=${ip}`,
+      '-addext',
+      `subjectAltName=IP:${ip}`,
+      '-keyout',
+      key,
+      '-out',
+      cert,
+    ],
+    { stdio: 'ignore' },
+  );
+  return { cert, key };
 }
 
 export interface CliResult extends Exit {

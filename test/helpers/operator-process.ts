@@ -56,6 +56,8 @@ export interface OperatorStartOptions {
   logFile?: string;
   /** The log message that means it started (default `operator started`). */
   startedMessage?: string;
+  /** More environment variables (e.g. RRSA's, NODE_EXTRA_CA_CERTS). */
+  env?: NodeJS.ProcessEnv;
 }
 
 /** Starts the operator and waits for its "operator started" line (or `startedMessage`). */
@@ -91,6 +93,8 @@ export async function startOperatorProcess(
       ...process.env,
       DATAKEY_ACCESS_KEY_ID: accessKeyId,
       DATAKEY_ACCESS_KEY_SECRET: accessKeySecret,
+      ALIBABA_CLOUD_ECS_METADATA_DISABLED: 'true',
+      ...options.env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

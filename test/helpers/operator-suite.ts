@@ -336,6 +336,7 @@ export interface OperatorSuite {
     args?: string[];
     kubeconfig?: string;
     startedMessage?: string;
+    env?: NodeJS.ProcessEnv;
   }): Promise<OperatorProcess>;
   operators: OperatorProcess[];
   /** Extra cluster-scoped MasterKeys / namespaces to clean up (e.g. fixed example names). */
@@ -365,6 +366,7 @@ export function useOperatorSuite(name: string): OperatorSuite {
         args: options.args,
         kubeconfig: options.kubeconfig,
         startedMessage: options.startedMessage,
+        env: options.env,
       });
       suite.operators.push(op);
       return op;

@@ -1,12 +1,16 @@
 import Client, * as $Kms from '@alicloud/kms20160120';
 import RPCClient from '@alicloud/pop-core';
 import * as $Util from '@alicloud/tea-util';
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import * as https from 'node:https';
-import * as path from 'node:path';
-import { makeTempDir, runCli, startKms, type KmsProcess } from '../helpers/kms-process';
+import {
+  addressCertificate,
+  makeTempDir,
+  runCli,
+  startKms,
+  type KmsProcess,
+} from '../helpers/kms-process';
 import { kmsTimestamp, rawRequest, signedRequest, type RawResponse } from '../helpers/raw-request';
 
 /**
@@ -1280,30 +1284,7 @@ describe('rate limiting (--rate-limit 2)', () => {
 
 describe('HTTPS (--tls-cert/--tls-key)', () => {
   it('serves signed calls over TLS to pop-core given the CA', async () => {
-    const dir = makeTempDir('datakey-tls-');
-    const cert = path.join(dir, 'cert.pem');
-    const key = path.join(dir, 'key.pem');
-    execFileSync(
-      'openssl',
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'rsa:2048',
-        '-nodes',
-        '-days',
-        '1',
-        '-subj',
-        '/CN=127.0.0.1',
-        '-addext',
-        'subjectAltName=IP:127.0.0.1',
-        '-keyout',
-        key,
-        '-out',
-        cert,
-      ],
-      { stdio: 'ignore' },
-    );
+    const { cert, key } = addressCertificate(makeTempDir('datakey-tls-'));
     const server = await startKms({ args: ['--tls-cert', cert, '--tls-key', key] });
     expect(server.url).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/);
     const agent = new https.Agent({ ca: readFileSync(cert) });
