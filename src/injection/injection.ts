@@ -87,6 +87,7 @@ export async function startInjection(
   return {
     server,
     async stop() {
+      server.drain();
       clearInterval(timer);
       await refreshing; // or it could register again after the removal below
       await removeUrlRegistration(

@@ -28,6 +28,13 @@ const MAX_AGENT_BYTES = 16 * 1024;
 export interface InjectionServer {
   url: string;
   setMaterial(material: ServingMaterial): void;
+  /**
+   * From now on every response closes its connection: a client that pooled a
+   * connection to this pod (the API server reaches webhooks through the
+   * Service's ClusterIP, so it keeps reusing one) opens a new one, to a pod that
+   * is not stopping, instead of finding this one closed under it.
+   */
+  drain(): void;
   close(): Promise<void>;
 }
 
@@ -196,6 +203,10 @@ export function serveInjection(
     route(ctx, config, limits),
   );
   server.on('clientError', (_err, socket) => socket.destroy());
+  let draining = false;
+  server.prependListener('request', (_req, res: http.ServerResponse) => {
+    if (draining) res.setHeader('Connection', 'close');
+  });
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen(listen.port, listen.host, () => {
@@ -205,6 +216,9 @@ export function serveInjection(
         url: `https://${listen.host.includes(':') ? `[${listen.host}]` : listen.host}:${port}`,
         setMaterial: (m) =>
           server.setSecureContext({ cert: m.cert, key: m.key, minVersion: 'TLSv1.2' }),
+        drain: () => {
+          draining = true;
+        },
         close: () => closeGracefully(server),
       });
     });
