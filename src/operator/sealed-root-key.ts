@@ -9,16 +9,16 @@ import {
   type SealContext,
   type SealedBlob,
 } from '../seal/alicloudkms-seal';
-import { ROOT_KEY_SECRET } from './secret-key-store';
+import {
+  ROOT_KEY_SECRET,
+  createRootKeySecretOnce,
+  rootKeySecretBody,
+  type SecretObject,
+} from './secret-key-store';
 
 /** The Secret key of the sealed root key; a sealed Secret has no `rootKey`. */
 export const SEALED_ROOT_KEY_FIELD = 'sealedRootKey';
 export const SEALED_BY_ANNOTATION = 'kms.datakey.io/sealed-by';
-
-interface SecretObject extends KubeObject {
-  type?: string;
-  data?: Record<string, string>;
-}
 
 /**
  * The context a root key is sealed under: this cluster (the UID of its
@@ -129,18 +129,14 @@ export function sealedRootKeySecret(options: SealedRootKeyOptions): RootKeyLocat
   return {
     description,
     read,
-    async create(material) {
-      try {
-        await client.create(collection, body(await sealChecked(material)));
-        return material;
-      } catch (err) {
-        material.fill(0);
-        if (!isConflict(err)) throw err;
-      }
-      const winner = await read();
-      if (!winner) throw new Error(`${description} vanished right after it was created`);
-      return winner;
-    },
+    create: (material) =>
+      createRootKeySecretOnce(
+        client,
+        async () => body(await sealChecked(material)),
+        material,
+        read,
+        description,
+      ),
   };
 }
 
@@ -170,20 +166,4 @@ export async function unsealInPlace(options: SealedRootKeyOptions): Promise<bool
     material.fill(0);
   }
   return true;
-}
-
-/** The root-key Secret as written, sealed or not. */
-function rootKeySecretBody(
-  namespace: string,
-  data: Record<string, string>,
-  resourceVersion?: string,
-  annotations?: Record<string, string>,
-): SecretObject {
-  return {
-    apiVersion: 'v1',
-    kind: 'Secret',
-    type: 'kms.datakey.io/root-key',
-    metadata: { name: ROOT_KEY_SECRET, namespace, resourceVersion, annotations },
-    data,
-  };
 }

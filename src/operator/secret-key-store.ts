@@ -21,7 +21,8 @@ import { secretsPath } from '../api/paths';
 const STORE_LABEL = 'kms.datakey.io/store';
 const RECORD_FIELD = 'record';
 
-interface SecretObject extends KubeObject {
+export interface SecretObject extends KubeObject {
+  type?: string;
   data?: Record<string, string>;
 }
 
@@ -181,23 +182,54 @@ export function rootKeySecret(client: KubeClient, namespace: string): RootKeyLoc
   return {
     description,
     read,
-    async create(material) {
-      try {
-        await client.create(collection, {
-          apiVersion: 'v1',
-          kind: 'Secret',
-          type: 'kms.datakey.io/root-key',
-          metadata: { name: ROOT_KEY_SECRET, namespace },
-          data: { rootKey: material.toString('base64') },
-        });
-        return material;
-      } catch (err) {
-        material.fill(0);
-        if (!isConflict(err)) throw err;
-      }
-      const winner = await read();
-      if (!winner) throw new Error(`${description} vanished right after it was created`);
-      return winner;
-    },
+    create: (material) =>
+      createRootKeySecretOnce(
+        client,
+        () => rootKeySecretBody(namespace, { rootKey: material.toString('base64') }),
+        material,
+        read,
+        description,
+      ),
   };
+}
+
+/** The root-key Secret as written, sealed or not. */
+export function rootKeySecretBody(
+  namespace: string,
+  data: Record<string, string>,
+  resourceVersion?: string,
+  annotations?: Record<string, string>,
+): SecretObject {
+  return {
+    apiVersion: 'v1',
+    kind: 'Secret',
+    type: 'kms.datakey.io/root-key',
+    metadata: { name: ROOT_KEY_SECRET, namespace, resourceVersion, annotations },
+    data,
+  };
+}
+
+/**
+ * Creates the root-key Secret (`secret` may seal first); when another replica
+ * created it first (a conflict), this one's material is zeroed and the
+ * winner's is read and returned.
+ */
+export async function createRootKeySecretOnce(
+  client: KubeClient,
+  secret: () => Promise<SecretObject> | SecretObject,
+  material: Buffer,
+  read: () => Promise<Buffer | undefined>,
+  description: string,
+): Promise<Buffer> {
+  try {
+    const body = await secret();
+    await client.create(secretsPath(body.metadata.namespace as string), body);
+    return material;
+  } catch (err) {
+    material.fill(0);
+    if (!isConflict(err)) throw err;
+  }
+  const winner = await read();
+  if (!winner) throw new Error(`${description} vanished right after it was created`);
+  return winner;
 }
