@@ -5,8 +5,13 @@ import { REPO, kubectl, kubectlOk } from './operator-suite';
 export const EXAMPLES = path.join(REPO, 'examples');
 export const WORKLOAD = path.join(EXAMPLES, 'workload');
 
-/** Applies examples/ and waits until its DataKeys are Ready. */
+/**
+ * Applies examples/ and waits until its DataKeys are Ready. A shop namespace
+ * still terminating from an earlier suite's removeExamples is waited out first:
+ * nothing can be created in it until it is gone.
+ */
 export async function applyExamplesReady(): Promise<void> {
+  await kubectl(['wait', '--for=delete', 'namespace/shop', '--timeout=120s']);
   await kubectlOk(['apply', '-f', EXAMPLES]);
   await kubectlOk([
     'wait',
