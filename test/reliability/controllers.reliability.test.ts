@@ -1,0 +1,255 @@
+// The controllers' promises that had no test: the DataKey controller's reissue
+// path (no stored copy opens: one new data key, announced), its retries with
+// backoff on KMS errors (never answered with a new key), MasterKey alias
+// changes on the success path, and MasterKey finalization (aliases released,
+// deletion scheduled with its window, the Event).
+import RPCClient from '@alicloud/pop-core';
+import type { KubeObject } from '../../src/runtime/kube-client';
+import type { OperatorProcess } from '../helpers/operator-process';
+import {
+  applyObjects,
+  client,
+  dataKey,
+  dataKeysPath,
+  decryptSecret,
+  eventsFor,
+  generationsOf,
+  getOrUndefined,
+  masterKey,
+  masterKeysPath,
+  readyOf,
+  secretsPath,
+  useOperatorSuite,
+  waitCondition,
+  type DataKeyObject,
+  type SecretObject,
+} from '../helpers/operator-suite';
+import { recordFigures } from '../helpers/reliability-figures';
+import { eventually } from '../helpers/wait';
+
+type MasterKeyObject = KubeObject & { status?: { keyId?: string } };
+interface GenerationStatus {
+  currentGeneration?: number;
+  ciphertextBlob?: string;
+  generations?: { generation: number; ciphertextBlob: string }[];
+}
+
+const suite = useOperatorSuite('controllers');
+const MK = suite.mk('main');
+const DAY_MS = 86_400_000;
+let op: OperatorProcess;
+let kms: RPCClient;
+
+const dkPath = (name: string) => `${dataKeysPath(suite.ns)}/${name}`;
+const secretPath = (name: string) => `${secretsPath(suite.ns)}/${name}`;
+const statusOf = (dk: DataKeyObject) => (dk.status ?? {}) as GenerationStatus;
+
+async function startOperator(): Promise<void> {
+  op = await suite.start();
+  kms = new RPCClient({
+    endpoint: op.kmsUrl as string,
+    apiVersion: '2016-01-20',
+    accessKeyId: op.accessKeyId,
+    accessKeySecret: op.accessKeySecret,
+  });
+}
+
+const call = <T>(action: string, params: Record<string, unknown>) =>
+  kms.request<T>(action, params, { method: 'POST' });
+
+/** The key an alias names in the core, or the KMS error code. */
+async function aliasTarget(alias: string): Promise<string> {
+  try {
+    return (await call<{ KeyMetadata: { KeyId: string } }>('DescribeKey', { KeyId: alias }))
+      .KeyMetadata.KeyId;
+  } catch (err) {
+    return (err as { code?: string }).code ?? String(err);
+  }
+}
+
+async function readyMasterKey(name: string, spec: Record<string, unknown> = {}): Promise<string> {
+  expect((await applyObjects([masterKey(name, spec)])).code).toBe(0);
+  await waitCondition(`${masterKeysPath}/${name}`, 'True');
+  return (await client.get<MasterKeyObject>(`${masterKeysPath}/${name}`)).status?.keyId as string;
+}
+
+async function readyDataKey(name: string, masterKeyName = MK): Promise<SecretObject> {
+  expect(
+    (await applyObjects([dataKey(suite.ns, name, { masterKeyRef: { name: masterKeyName } })])).code,
+  ).toBe(0);
+  await waitCondition(dkPath(name), 'True');
+  return client.get<SecretObject>(secretPath(name));
+}
+
+/** The sum of a counter's samples whose labels contain `labels`. */
+async function counter(name: string, labels: string): Promise<number> {
+  return (await op.metrics())
+    .split('\n')
+    .filter((l) => l.startsWith(`${name}{`) && l.includes(labels))
+    .reduce((n, l) => n + Number(l.split(' ').pop()), 0);
+}
+
+/** Makes the DataKey controller reconcile `name` and waits until a reconcile has run since. */
+async function reconcileAgain(name: string, value: string): Promise<void> {
+  const before = await counter('datakey_reconcile_total', 'controller="datakey"');
+  await client.mergePatch(dkPath(name), {
+    metadata: { annotations: { 'test.datakey.io/touched': value } },
+  });
+  await eventually(`a reconcile of ${name}`, 30_000, async () =>
+    (await counter('datakey_reconcile_total', 'controller="datakey"')) > before ? true : undefined,
+  );
+}
+
+/** The same blob with its last byte flipped: it still parses, but never opens (AES-GCM). */
+function spoiled(blobBase64: string): string {
+  const blob = Buffer.from(blobBase64, 'base64');
+  blob[blob.length - 1] ^= 0x01;
+  return blob.toString('base64');
+}
+
+beforeAll(async () => {
+  await startOperator();
+  await readyMasterKey(MK);
+});
+
+test('no stored copy opens: one new data key as the next generation, a DataKeyReissued warning, then it settles', async () => {
+  const name = 'reissued';
+  await readyDataKey(name);
+  const before = statusOf(await client.get<DataKeyObject>(dkPath(name)));
+  expect(before.currentGeneration).toBe(1);
+  // Both copies spoiled while no operator runs: the Secret gone, the status copy not opening.
+  await op.stop();
+  await client.delete(secretPath(name));
+  await client.mergePatch(`${dkPath(name)}/status`, {
+    status: {
+      ciphertextBlob: spoiled(before.ciphertextBlob as string),
+      generations: (before.generations ?? []).map((g) => ({
+        ...g,
+        ciphertextBlob: spoiled(g.ciphertextBlob),
+      })),
+    },
+  });
+  await startOperator();
+
+  const reissued = await eventually('generation 2 Ready, in its Secret', 60_000, async () => {
+    const dk = await client.get<DataKeyObject>(dkPath(name));
+    const secret = await getOrUndefined<SecretObject>(secretPath(name));
+    return readyOf(dk)?.status === 'True' && statusOf(dk).currentGeneration === 2 && secret
+      ? { dk, secret }
+      : undefined;
+  });
+  // The spoiled generation opens nowhere, so it is not kept: only the new one.
+  expect(generationsOf(reissued.secret).map((g) => g.generation)).toEqual([2]);
+  expect((await decryptSecret(op, reissued.secret)).length).toBe(32);
+  const events = await eventually('the DataKeyReissued event', 15_000, async () => {
+    const e = await eventsFor(suite.ns, name, 'DataKeyReissued');
+    return e.length > 0 ? e : undefined;
+  });
+  expect(events.map((e) => [e.type, e.count ?? 1])).toEqual([['Warning', 1]]);
+
+  // Settled: a later reconcile finds generation 2 intact and issues nothing more.
+  await reconcileAgain(name, 'after-reissue');
+  const later = await client.get<DataKeyObject>(dkPath(name));
+  expect(statusOf(later).currentGeneration).toBe(2);
+  expect(statusOf(later).ciphertextBlob).toBe(statusOf(reissued.dk).ciphertextBlob);
+  expect((await eventsFor(suite.ns, name, 'DataKeyReissued')).map((e) => e.count ?? 1)).toEqual([
+    1,
+  ]);
+});
+
+test('a KMS error is retried with backoff, never answered with a new key; once the key is enabled again, Ready with the same ciphertext', async () => {
+  // A master key of its own: nothing else fails on it meanwhile.
+  const keyId = await readyMasterKey(suite.mk('backoff'));
+  const name = 'patient';
+  const secret = await readyDataKey(name, suite.mk('backoff'));
+  const failures = () => counter('datakey_kms_calls_total', 'code="Rejected.Disabled"');
+  const before = await failures();
+  // Disabled behind the operator's back (the MasterKey still says enabled): every open fails.
+  await call('DisableKey', { KeyId: keyId });
+  try {
+    await reconcileAgain(name, 'while-disabled');
+    const condition = await waitCondition(dkPath(name), 'False', 'KMSError');
+    expect(condition.message).toContain('Rejected.Disabled');
+    const first = await eventually(
+      'the first failed attempt',
+      30_000,
+      async () => ((await failures()) > before ? Date.now() : undefined),
+      100,
+    );
+    const sixth = await eventually(
+      'six failed attempts',
+      60_000,
+      async () => ((await failures()) >= before + 6 ? Date.now() : undefined),
+      100,
+    );
+    // Backing off from 200 ms (doubling, ±20 %), six attempts span about 5 s; a hot
+    // loop would make them within milliseconds.
+    expect(sixth - first).toBeGreaterThan(2_500);
+    expect(await eventsFor(suite.ns, name, 'DataKeyReissued')).toEqual([]);
+  } finally {
+    await call('EnableKey', { KeyId: keyId });
+  }
+  // The retries go on by themselves: Ready again once the key opens, with the same data key.
+  await waitCondition(dkPath(name), 'True', undefined, 90_000);
+  expect((await client.get<SecretObject>(secretPath(name))).data).toEqual(secret.data);
+  expect(await eventsFor(suite.ns, name, 'DataKeyReissued')).toEqual([]);
+});
+
+const alias = (n: string) => `alias/${suite.id}-${n}`;
+
+test('MasterKey aliases follow the spec: an added alias names its key, a removed one is released', async () => {
+  const name = suite.mk('aliased');
+  const keyId = await readyMasterKey(name, { aliases: [alias('a'), alias('b')] });
+  expect(await aliasTarget(alias('a'))).toBe(keyId);
+  expect(await aliasTarget(alias('b'))).toBe(keyId);
+  await client.mergePatch(`${masterKeysPath}/${name}`, {
+    spec: { aliases: [alias('b'), alias('c')] },
+  });
+  await eventually('alias c added', 30_000, async () =>
+    (await aliasTarget(alias('c'))) === keyId ? true : undefined,
+  );
+  expect(await aliasTarget(alias('a'))).toBe('Forbidden.AliasNotFound');
+  expect(await aliasTarget(alias('b'))).toBe(keyId);
+  // The released alias is free for another key.
+  const other = await readyMasterKey(suite.mk('taker'), { aliases: [alias('a')] });
+  expect(await aliasTarget(alias('a'))).toBe(other);
+});
+
+test('deleting a MasterKey releases its aliases, schedules its key’s deletion with the 7-day window and says so in an Event', async () => {
+  const name = suite.mk('aliased');
+  const keyId = (await client.get<MasterKeyObject>(`${masterKeysPath}/${name}`)).status
+    ?.keyId as string;
+  const deletedAt = Date.now();
+  await client.delete(`${masterKeysPath}/${name}`);
+  await eventually('the MasterKey gone (finalizer released)', 30_000, async () =>
+    (await getOrUndefined(`${masterKeysPath}/${name}`)) ? undefined : true,
+  );
+  const meta = (
+    await call<{ KeyMetadata: { KeyState: string; DeleteDate: string } }>('DescribeKey', {
+      KeyId: keyId,
+    })
+  ).KeyMetadata;
+  expect(meta.KeyState).toBe('PendingDeletion');
+  const deleteDate = Date.parse(meta.DeleteDate);
+  expect(deleteDate).toBeGreaterThanOrEqual(deletedAt + 7 * DAY_MS - 2_000);
+  expect(deleteDate).toBeLessThanOrEqual(Date.now() + 7 * DAY_MS + 2_000);
+  expect(await aliasTarget(alias('b'))).toBe('Forbidden.AliasNotFound');
+  expect(await aliasTarget(alias('c'))).toBe('Forbidden.AliasNotFound');
+  // Events of cluster-scoped objects are kept in the default namespace.
+  const events = await eventually('the KeyDeletionScheduled event', 15_000, async () => {
+    const e = await eventsFor('default', name, 'KeyDeletionScheduled');
+    return e.length > 0 ? e : undefined;
+  });
+  expect(events.map((e) => [e.type, e.message])).toEqual([
+    ['Normal', `Key ${keyId} is scheduled for deletion in 7 days`],
+  ]);
+  // A MasterKey made afterwards may take the released alias.
+  const heir = await readyMasterKey(suite.mk('heir'), { aliases: [alias('b')] });
+  expect(await aliasTarget(alias('b'))).toBe(heir);
+});
+
+test('across this file: the operator alive and Ready', async () => {
+  recordFigures({ fault: 'controllers', crashes: op.alive() ? 0 : 1 });
+  expect(op.alive()).toBe(true);
+  expect((await op.readyz()).status).toBe(200);
+});
