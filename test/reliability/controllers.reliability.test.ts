@@ -3,7 +3,7 @@
 // backoff on KMS errors (never answered with a new key), MasterKey alias
 // changes on the success path, and MasterKey finalization (aliases released,
 // deletion scheduled with its window, the Event).
-import RPCClient from '@alicloud/pop-core';
+import type RPCClient from '@alicloud/pop-core';
 import type { KubeObject } from '../../src/runtime/kube-client';
 import type { OperatorProcess } from '../helpers/operator-process';
 import {
@@ -15,6 +15,7 @@ import {
   eventsFor,
   generationsOf,
   getOrUndefined,
+  kmsClient,
   masterKey,
   masterKeysPath,
   readyOf,
@@ -46,12 +47,7 @@ const statusOf = (dk: DataKeyObject) => (dk.status ?? {}) as GenerationStatus;
 
 async function startOperator(): Promise<void> {
   op = await suite.start();
-  kms = new RPCClient({
-    endpoint: op.kmsUrl as string,
-    apiVersion: '2016-01-20',
-    accessKeyId: op.accessKeyId,
-    accessKeySecret: op.accessKeySecret,
-  });
+  kms = kmsClient(op);
 }
 
 const call = <T>(action: string, params: Record<string, unknown>) =>

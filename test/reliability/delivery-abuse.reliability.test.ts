@@ -7,7 +7,6 @@
 // the API server that mount the key volume writable or are huge. Nothing gets
 // a 5xx, nothing crashes, legitimate agents are served, and the API server
 // sees no more requests than the stated bound.
-import RPCClient from '@alicloud/pop-core';
 import { spawn } from 'node:child_process';
 import { generateKeyPairSync, randomBytes, sign } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -23,6 +22,7 @@ import {
   dataKey,
   dataKeysPath,
   eventsFor,
+  kmsClient,
   masterKey,
   masterKeysPath,
   obtainedPlaintexts,
@@ -533,12 +533,7 @@ test('a ciphertext that no longer opens (its master key disabled in the KMS): 40
   const { status } = await client.get<KubeObject & { status: { keyId: string } }>(
     `${masterKeysPath}/${suite.mk('abuse')}`,
   );
-  const kms = new RPCClient({
-    endpoint: op.kmsUrl as string,
-    apiVersion: '2016-01-20',
-    accessKeyId: op.accessKeyId,
-    accessKeySecret: op.accessKeySecret,
-  });
+  const kms = kmsClient(op);
   const call = (action: string) => kms.request(action, { KeyId: status.keyId }, { method: 'POST' });
   await call('DisableKey');
   try {
