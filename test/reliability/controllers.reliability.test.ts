@@ -1,8 +1,9 @@
 // The controllers' promises that had no test: the DataKey controller's reissue
 // path (no stored copy opens: one new data key, announced), its retries with
 // backoff on KMS errors (never answered with a new key), MasterKey alias
-// changes on the success path, and MasterKey finalization (aliases released,
-// deletion scheduled with its window, the Event).
+// changes on the success path, MasterKey finalization (aliases released,
+// deletion scheduled with its window, the Event), and a key-store write the
+// API server refuses (nothing used before it is saved, the retry succeeds).
 import type RPCClient from '@alicloud/pop-core';
 import type { KubeObject } from '../../src/runtime/kube-client';
 import type { OperatorProcess } from '../helpers/operator-process';
@@ -242,6 +243,126 @@ test('deleting a MasterKey releases its aliases, schedules its key’s deletion 
   // A MasterKey made afterwards may take the released alias.
   const heir = await readyMasterKey(suite.mk('heir'), { aliases: [alias('b')] });
   expect(await aliasTarget(alias('b'))).toBe(heir);
+});
+
+const STORE_LABEL = 'kms.datakey.io/store';
+const policyName = `${suite.id}-key-store-frozen`;
+const policies = '/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies';
+const bindings = '/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicybindings';
+
+/** Whether the API server refuses a write to a key-store Secret now (a probe record the store ignores). */
+async function keyStoreWritesRefused(): Promise<boolean> {
+  try {
+    const probe = await client.create<SecretObject>(secretsPath(suite.operatorNs), {
+      apiVersion: 'v1',
+      kind: 'Secret',
+      metadata: { generateName: 'probe-', labels: { [STORE_LABEL]: 'probe' } },
+    });
+    await client.delete(`${secretsPath(suite.operatorNs)}/${probe.metadata.name}`);
+    return false;
+  } catch (err) {
+    if ((err as Error).message.includes('key store frozen by the test')) return true;
+    throw err;
+  }
+}
+
+/** A ValidatingAdmissionPolicy of the real API server refuses every key-store write meanwhile. */
+async function withKeyStoreFrozen(run: () => Promise<void>): Promise<void> {
+  await client.create(policies, {
+    apiVersion: 'admissionregistration.k8s.io/v1',
+    kind: 'ValidatingAdmissionPolicy',
+    metadata: { name: policyName },
+    spec: {
+      failurePolicy: 'Fail',
+      matchConstraints: {
+        resourceRules: [
+          {
+            apiGroups: [''],
+            apiVersions: ['v1'],
+            operations: ['CREATE', 'UPDATE'],
+            resources: ['secrets'],
+          },
+        ],
+      },
+      validations: [
+        {
+          expression: `!has(object.metadata.labels) || !('${STORE_LABEL}' in object.metadata.labels)`,
+          message: 'key store frozen by the test',
+        },
+      ],
+    },
+  });
+  await client.create(bindings, {
+    apiVersion: 'admissionregistration.k8s.io/v1',
+    kind: 'ValidatingAdmissionPolicyBinding',
+    metadata: { name: policyName },
+    spec: {
+      policyName,
+      validationActions: ['Deny'],
+      matchResources: {
+        namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': suite.operatorNs } },
+      },
+    },
+  });
+  try {
+    await eventually('key-store writes refused', 30_000, async () =>
+      (await keyStoreWritesRefused()) ? true : undefined,
+    );
+    await run();
+  } finally {
+    await client.delete(`${bindings}/${policyName}`);
+    await client.delete(`${policies}/${policyName}`);
+    await eventually('key-store writes accepted again', 30_000, async () =>
+      (await keyStoreWritesRefused()) ? undefined : true,
+    );
+  }
+}
+
+test('a key-store write the API server refuses: the rotation shows nowhere; once writes pass, it happens exactly once', async () => {
+  const name = suite.mk('unsaved');
+  const keyId = await readyMasterKey(name);
+  const secret = await readyDataKey('unsaved', name);
+  const plaintext = await decryptSecret(op, secret);
+  const mkPath = `${masterKeysPath}/${name}`;
+  type Rotated = MasterKeyObject & { status: { primaryKeyVersion: string } };
+  const initial = (await client.get<Rotated>(mkPath)).status.primaryKeyVersion;
+  const versionCount = async () =>
+    (await call<{ TotalCount: number }>('ListKeyVersions', { KeyId: keyId, PageSize: 1 }))
+      .TotalCount;
+
+  await withKeyStoreFrozen(async () => {
+    const failed = await counter(
+      'datakey_reconcile_total',
+      'controller="masterkey",result="error"',
+    );
+    await client.mergePatch(mkPath, {
+      metadata: { annotations: { 'kms.datakey.io/rotate': 'while-frozen' } },
+    });
+    await eventually(
+      'two failed rotations (the store refused the new version)',
+      30_000,
+      async () =>
+        (await counter('datakey_reconcile_total', 'controller="masterkey",result="error"')) >=
+        failed + 2
+          ? true
+          : undefined,
+    );
+    // Not saved, so not used: the core, the MasterKey and the DataKey still show the one version.
+    expect(await versionCount()).toBe(1);
+    expect((await client.get<Rotated>(mkPath)).status.primaryKeyVersion).toBe(initial);
+    expect((await client.get<SecretObject>(secretPath('unsaved'))).data).toEqual(secret.data);
+  });
+
+  const rotated = await eventually('the rotation saved and reported', 60_000, async () => {
+    const v = (await client.get<Rotated>(mkPath)).status.primaryKeyVersion;
+    return v !== initial ? v : undefined;
+  });
+  expect(await versionCount()).toBe(2);
+  const rewrapped = await eventually('the DataKey re-wrapped to it', 60_000, async () => {
+    const s = await client.get<SecretObject>(secretPath('unsaved'));
+    return Buffer.from(s.data?.keyVersionId ?? '', 'base64').toString() === rotated ? s : undefined;
+  });
+  expect((await decryptSecret(op, rewrapped)).equals(plaintext)).toBe(true);
 });
 
 test('across this file: the operator alive and Ready', async () => {
