@@ -312,6 +312,25 @@ describe('a container the agent did not write for', () => {
     ]);
   });
 
+  test('an init container of its own mounting the key volume writable is refused too, also on a reinvocation', () => {
+    const initWriter = pod(annotated, {
+      initContainers: [
+        { name: 'seed', image: 'busybox', volumeMounts: [{ name: KEYS_VOLUME, mountPath: '/k' }] },
+      ],
+    });
+    expect(review(initWriter).status?.message).toMatch(
+      /^container seed mounts volume datakey-keys writable/,
+    );
+    // Another webhook added a writer after the first injection: the reinvocation refuses it.
+    const injected = inject(pod(annotated)) as Pod;
+    injected.spec?.containers?.push({
+      name: 'late',
+      image: 'busybox',
+      volumeMounts: [{ name: KEYS_VOLUME, mountPath: '/var/run/datakey', readOnly: false }],
+    });
+    expect(review(injected).status?.message).toMatch(/^container late mounts volume/);
+  });
+
   test('an app container named like the agent is refused (the name is reserved)', () => {
     const r = review(
       pod(annotated, { containers: [{ name: AGENT_CONTAINER, image: 'example.com/mine' }] }),
