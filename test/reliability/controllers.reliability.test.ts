@@ -2,9 +2,15 @@
 // path (no stored copy opens: one new data key, announced), its retries with
 // backoff on KMS errors (never answered with a new key), MasterKey alias
 // changes on the success path, MasterKey finalization (aliases released,
-// deletion scheduled with its window, the Event), and a key-store write the
-// API server refuses (nothing used before it is saved, the retry succeeds).
+// deletion scheduled with its window, the Event), a key-store write the API
+// server refuses (nothing used before it is saved, the retry succeeds), and two
+// creators of a DataKey's first Secret (one wins, the other adopts its key).
 import type RPCClient from '@alicloud/pop-core';
+import {
+  boundContext,
+  secretManifest,
+  type DataKeyObject as StoredDataKey,
+} from '../../src/datakey';
 import type { KubeObject } from '../../src/runtime/kube-client';
 import type { OperatorProcess } from '../helpers/operator-process';
 import {
@@ -245,33 +251,48 @@ test('deleting a MasterKey releases its aliases, schedules its key’s deletion 
   expect(await aliasTarget(alias('b'))).toBe(heir);
 });
 
-const STORE_LABEL = 'kms.datakey.io/store';
-const policyName = `${suite.id}-key-store-frozen`;
 const policies = '/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies';
 const bindings = '/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicybindings';
+let probes = 0;
 
-/** Whether the API server refuses a write to a key-store Secret now (a probe record the store ignores). */
-async function keyStoreWritesRefused(): Promise<boolean> {
+interface SecretWriteRule {
+  /** Unique name of the policy and its binding. */
+  name: string;
+  namespace: string;
+  /** CEL over the Secret written: false refuses the CREATE or UPDATE. */
+  expression: string;
+  /** Metadata of a Secret the rule refuses: written to see whether the rule is in force. */
+  probe: (n: number) => Record<string, unknown>;
+}
+
+/** Whether the API server refuses the rule's probe Secret now (one it accepts is deleted again). */
+async function refusesProbe(rule: SecretWriteRule): Promise<boolean> {
   try {
-    const probe = await client.create<SecretObject>(secretsPath(suite.operatorNs), {
+    const probe = await client.create<SecretObject>(secretsPath(rule.namespace), {
       apiVersion: 'v1',
       kind: 'Secret',
-      metadata: { generateName: 'probe-', labels: { [STORE_LABEL]: 'probe' } },
+      metadata: rule.probe(probes++),
     });
-    await client.delete(`${secretsPath(suite.operatorNs)}/${probe.metadata.name}`);
+    await client.delete(`${secretsPath(rule.namespace)}/${probe.metadata.name}`);
     return false;
   } catch (err) {
-    if ((err as Error).message.includes('key store frozen by the test')) return true;
+    if ((err as Error).message.includes(`refused by ${rule.name}`)) return true;
     throw err;
   }
 }
 
-/** A ValidatingAdmissionPolicy of the real API server refuses every key-store write meanwhile. */
-async function withKeyStoreFrozen(run: () => Promise<void>): Promise<void> {
+/**
+ * While `run` runs, a ValidatingAdmissionPolicy of the real API server refuses
+ * the Secret writes in the rule's namespace that fail its expression.
+ */
+async function withSecretWritesRefused(
+  rule: SecretWriteRule,
+  run: () => Promise<void>,
+): Promise<void> {
   await client.create(policies, {
     apiVersion: 'admissionregistration.k8s.io/v1',
     kind: 'ValidatingAdmissionPolicy',
-    metadata: { name: policyName },
+    metadata: { name: rule.name },
     spec: {
       failurePolicy: 'Fail',
       matchConstraints: {
@@ -284,39 +305,36 @@ async function withKeyStoreFrozen(run: () => Promise<void>): Promise<void> {
           },
         ],
       },
-      validations: [
-        {
-          expression: `!has(object.metadata.labels) || !('${STORE_LABEL}' in object.metadata.labels)`,
-          message: 'key store frozen by the test',
-        },
-      ],
+      validations: [{ expression: rule.expression, message: `refused by ${rule.name}` }],
     },
   });
   await client.create(bindings, {
     apiVersion: 'admissionregistration.k8s.io/v1',
     kind: 'ValidatingAdmissionPolicyBinding',
-    metadata: { name: policyName },
+    metadata: { name: rule.name },
     spec: {
-      policyName,
+      policyName: rule.name,
       validationActions: ['Deny'],
       matchResources: {
-        namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': suite.operatorNs } },
+        namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': rule.namespace } },
       },
     },
   });
   try {
-    await eventually('key-store writes refused', 30_000, async () =>
-      (await keyStoreWritesRefused()) ? true : undefined,
+    await eventually(`${rule.name} in force`, 30_000, async () =>
+      (await refusesProbe(rule)) ? true : undefined,
     );
     await run();
   } finally {
-    await client.delete(`${bindings}/${policyName}`);
-    await client.delete(`${policies}/${policyName}`);
-    await eventually('key-store writes accepted again', 30_000, async () =>
-      (await keyStoreWritesRefused()) ? undefined : true,
+    await client.delete(`${bindings}/${rule.name}`);
+    await client.delete(`${policies}/${rule.name}`);
+    await eventually(`${rule.name} lifted`, 30_000, async () =>
+      (await refusesProbe(rule)) ? undefined : true,
     );
   }
 }
+
+const STORE_LABEL = 'kms.datakey.io/store';
 
 test('a key-store write the API server refuses: the rotation shows nowhere; once writes pass, it happens exactly once', async () => {
   const name = suite.mk('unsaved');
@@ -330,7 +348,14 @@ test('a key-store write the API server refuses: the rotation shows nowhere; once
     (await call<{ TotalCount: number }>('ListKeyVersions', { KeyId: keyId, PageSize: 1 }))
       .TotalCount;
 
-  await withKeyStoreFrozen(async () => {
+  const keyStoreFrozen: SecretWriteRule = {
+    name: `${suite.id}-key-store-frozen`,
+    namespace: suite.operatorNs,
+    expression: `!has(object.metadata.labels) || !('${STORE_LABEL}' in object.metadata.labels)`,
+    // A record kind the key store ignores.
+    probe: (n) => ({ name: `probe-${n}`, labels: { [STORE_LABEL]: 'probe' } }),
+  };
+  await withSecretWritesRefused(keyStoreFrozen, async () => {
     const failed = await counter(
       'datakey_reconcile_total',
       'controller="masterkey",result="error"',
@@ -363,6 +388,64 @@ test('a key-store write the API server refuses: the rotation shows nowhere; once
     return Buffer.from(s.data?.keyVersionId ?? '', 'base64').toString() === rotated ? s : undefined;
   });
   expect((await decryptSecret(op, rewrapped)).equals(plaintext)).toBe(true);
+});
+
+test('two creators of the first data key: the Secret create that wins keeps its key, the other creator adopts it; nothing replaced, nothing announced twice', async () => {
+  const name = 'raced';
+  const rival = 'test.datakey.io/rival';
+  const keyId = (await client.get<MasterKeyObject>(`${masterKeysPath}/${MK}`)).status
+    ?.keyId as string;
+  const generated = () =>
+    counter('datakey_kms_calls_total', 'operation="GenerateDataKeyWithoutPlaintext",code="OK"');
+  let rivalBlob = '';
+  // The operator's create of the Secret is refused until the rival's is in.
+  const rivalFirst: SecretWriteRule = {
+    name: `${suite.id}-rival-first`,
+    namespace: suite.ns,
+    expression: `!object.metadata.name.startsWith('${name}') || (has(object.metadata.annotations) && '${rival}' in object.metadata.annotations)`,
+    probe: (n) => ({ name: `${name}-probe-${n}` }),
+  };
+  await withSecretWritesRefused(rivalFirst, async () => {
+    const before = await generated();
+    expect(
+      (await applyObjects([dataKey(suite.ns, name, { masterKeyRef: { name: MK } })])).code,
+    ).toBe(0);
+    // The operator generated a data key of its own; its Secret create was refused.
+    await eventually('the operator’s own data key generated', 30_000, async () =>
+      (await generated()) > before ? true : undefined,
+    );
+    const dk = await client.get<StoredDataKey>(dkPath(name));
+    const sealed = await call<{ CiphertextBlob: string; KeyVersionId: string }>(
+      'GenerateDataKeyWithoutPlaintext',
+      { KeyId: keyId, EncryptionContext: JSON.stringify(boundContext(dk)) },
+    );
+    rivalBlob = sealed.CiphertextBlob;
+    const manifest = secretManifest(dk, [
+      {
+        keyId,
+        keyVersionId: sealed.KeyVersionId,
+        flow: 'Standard',
+        ciphertextBlob: Buffer.from(sealed.CiphertextBlob, 'base64'),
+        generation: 1,
+        creationTime: new Date().toISOString(),
+      },
+    ]);
+    await client.create(secretsPath(suite.ns), {
+      ...manifest,
+      metadata: { ...manifest.metadata, annotations: { [rival]: 'first' } },
+    });
+  });
+  await waitCondition(dkPath(name), 'True');
+  const dk = await client.get<DataKeyObject>(dkPath(name));
+  const secret = await client.get<SecretObject>(secretPath(name));
+  expect(statusOf(dk).ciphertextBlob).toBe(rivalBlob);
+  expect(generationsOf(secret).map((g) => [g.generation, g.ciphertextBlob])).toEqual([
+    [1, rivalBlob],
+  ]);
+  expect((await decryptSecret(op, secret)).length).toBe(32);
+  // The operator's own key was never stored, so never announced; nothing was reissued.
+  expect(await eventsFor(suite.ns, name, 'Generated')).toEqual([]);
+  expect(await eventsFor(suite.ns, name, 'DataKeyReissued')).toEqual([]);
 });
 
 test('across this file: the operator alive and Ready', async () => {
