@@ -242,12 +242,17 @@ async function authorize(ctx: InjectionContext, id: PodIdentity, name: string): 
   return answer.status?.allowed === true;
 }
 
-/** Every kept generation's plaintext, from the cached DataKey and its Secret: all or none. */
+/**
+ * Every kept generation's plaintext, from the cached DataKey and its Secret: all
+ * or none. Undefined when the core may only be behind (a key version this
+ * replica has not loaded yet), unless `reloaded`: then the KMS error stands.
+ */
 function plaintextsOf(
   ctx: InjectionContext,
   namespace: string,
   name: string,
   pod: PodObject,
+  reloaded: boolean,
 ): DeliveredKey | undefined {
   const dataKey = ctx.dataKeys.get(`${namespace}/${name}`);
   if (!dataKey) {
@@ -286,8 +291,35 @@ function plaintextsOf(
     return key;
   } catch (err) {
     zeroKeys([key]);
-    if (!(err instanceof KmsError) || err.code === 'InvalidParameter') throw err;
+    if (reloaded || !(err instanceof KmsError) || err.code === 'InvalidParameter') throw err;
     return undefined; // e.g. a key version this replica has not loaded yet: reload and retry
+  }
+}
+
+/**
+ * One DataKey opened, the core reloaded once if it may be behind. A ciphertext
+ * that still does not open (tampered, its master key disabled or gone) is the
+ * DataKey's state, not a fault of this server: 409 naming the KMS error.
+ */
+async function openedKey(
+  ctx: InjectionContext,
+  namespace: string,
+  name: string,
+  pod: PodObject,
+): Promise<DeliveredKey> {
+  try {
+    const key = plaintextsOf(ctx, namespace, name, pod, false);
+    if (key) return key;
+    await ctx.core.reload();
+    return plaintextsOf(ctx, namespace, name, pod, true) as DeliveredKey;
+  } catch (err) {
+    if (!(err instanceof KmsError)) throw err;
+    throw new Denied(
+      409,
+      'not_ready',
+      `the ciphertext of DataKey ${name} does not open (${err.code})`,
+      pod,
+    );
   }
 }
 
@@ -299,26 +331,10 @@ async function decryptAll(
 ) {
   const keys: DeliveredKey[] = [];
   try {
-    for (const name of claim.keys) {
-      let key = plaintextsOf(ctx, id.namespace, name, pod);
-      if (!key) {
-        await ctx.core.reload();
-        key = plaintextsOf(ctx, id.namespace, name, pod);
-      }
-      if (!key) throw new Denied(503, 'error', `DataKey ${name} cannot be opened now`, pod);
-      keys.push(key);
-    }
+    for (const name of claim.keys) keys.push(await openedKey(ctx, id.namespace, name, pod));
     return keys;
   } catch (err) {
     zeroKeys(keys);
-    if (err instanceof KmsError) {
-      throw new Denied(
-        409,
-        'not_ready',
-        `the ciphertext of a DataKey does not open (${err.code})`,
-        pod,
-      );
-    }
     throw err;
   }
 }

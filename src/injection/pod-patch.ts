@@ -71,6 +71,37 @@ export type PatchOperation = { op: 'add'; path: string; value: unknown };
 /** A request the webhook must refuse, with a message naming what is wrong. */
 class Refusal extends Error {}
 
+const isObject = (v: unknown): v is Record<string, unknown> =>
+  typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/**
+ * The request of an AdmissionReview as the API server sends it
+ * (admission.k8s.io/v1), checked before anything is decided: anything else is
+ * not an AdmissionReview, and the error names the field that is wrong.
+ */
+export function reviewRequest(body: unknown): AdmissionRequest {
+  if (!isObject(body)) throw new Error('the body must be a JSON object');
+  if (body.apiVersion !== 'admission.k8s.io/v1') {
+    throw new Error('apiVersion must be admission.k8s.io/v1');
+  }
+  if (body.kind !== 'AdmissionReview') throw new Error('kind must be AdmissionReview');
+  const request = body.request;
+  if (!isObject(request)) throw new Error('request is missing');
+  if (typeof request.uid !== 'string' || request.uid.length === 0 || request.uid.length > 128) {
+    throw new Error('request.uid must be a string of 1 to 128 characters');
+  }
+  if (
+    request.namespace !== undefined &&
+    (typeof request.namespace !== 'string' || request.namespace.length > 63)
+  ) {
+    throw new Error('request.namespace must be a namespace name');
+  }
+  if (request.operation === 'CREATE' && !isObject(request.object)) {
+    throw new Error('request.object (the pod) is missing');
+  }
+  return request as unknown as AdmissionRequest;
+}
+
 /** The DataKey names the annotation asks for, validated. */
 export function requestedKeys(annotation: string): string[] {
   const names = [
@@ -256,7 +287,14 @@ function mountOperations(pod: Pod, dir: string): PatchOperation[] {
     (pod.spec?.[kind] ?? []).forEach((c, i) => {
       if (c.name === AGENT_CONTAINER) return;
       const mounts = c.volumeMounts ?? [];
-      if (mounts.some((m) => m.name === KEYS_VOLUME)) return;
+      const own = mounts.find((m) => m.name === KEYS_VOLUME);
+      // The agent alone writes the keys: any other container gets them read-only.
+      if (own && own.readOnly !== true) {
+        throw new Refusal(
+          `container ${String(c.name).slice(0, 63)} mounts volume ${KEYS_VOLUME} writable; only ${AGENT_CONTAINER} writes the keys (readOnly: true, or leave the mount to the webhook)`,
+        );
+      }
+      if (own) return;
       const clash = mounts.find((m) => m.mountPath === dir);
       if (clash) {
         throw new Refusal(
@@ -283,7 +321,8 @@ export function injectionPatch(pod: Pod, config: InjectionConfig): PatchOperatio
   const mode = agentMode(pod.metadata?.annotations);
   const hasVolume = (pod.spec?.volumes ?? []).some((v) => v.name === KEYS_VOLUME);
   const hasAgent = (pod.spec?.initContainers ?? []).some((c) => c.name === AGENT_CONTAINER);
-  if (hasVolume !== hasAgent) {
+  const appNamedAgent = (pod.spec?.containers ?? []).some((c) => c.name === AGENT_CONTAINER);
+  if (hasVolume !== hasAgent || appNamedAgent) {
     throw new Refusal(
       `the names ${KEYS_VOLUME} (volume) and ${AGENT_CONTAINER} (init container) are reserved for injection`,
     );

@@ -12,7 +12,7 @@ import {
 } from './delivery';
 import type { DeliveryLimits } from './delivery-limits';
 import { DELIVER_PATH, REPORT_PATH, WEBHOOK_PATH } from './endpoints';
-import { admit, type AdmissionRequest, type InjectionConfig } from './pod-patch';
+import { admit, reviewRequest, type AdmissionRequest, type InjectionConfig } from './pod-patch';
 import type { ServingMaterial } from './serving-certs';
 
 /**
@@ -67,25 +67,24 @@ async function answerReview(
   config: () => InjectionConfig,
 ): Promise<void> {
   const end = ctx.metrics.admissionSeconds.startTimer();
-  let review: { apiVersion?: string; request?: AdmissionRequest };
+  let request: AdmissionRequest;
   try {
     const raw = await readBody(req, MAX_REVIEW_BYTES);
     if (!isJson(req)) throw new BodyError(415, 'the content type must be application/json');
-    review = JSON.parse(raw.toString('utf8')) as typeof review;
-    if (typeof review?.request?.uid !== 'string') throw new Error('request.uid is missing');
+    request = reviewRequest(JSON.parse(raw.toString('utf8')));
   } catch (err) {
     ctx.metrics.admissions.inc({ result: 'invalid' });
     const status = err instanceof BodyError ? err.status : 400;
     send(res, status, { message: `not an AdmissionReview: ${(err as Error).message}` });
     return;
   }
-  const response = admit(review.request, config());
+  const response = admit(request, config());
   ctx.metrics.admissions.inc({
     result: !response.allowed ? 'refused' : response.patch ? 'patched' : 'unchanged',
   });
   if (!response.allowed) {
     ctx.logger.info(
-      { namespace: review.request.namespace, reason: response.status?.message },
+      { namespace: request.namespace, reason: response.status?.message },
       'pod refused',
     );
   }

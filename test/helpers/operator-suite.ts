@@ -240,18 +240,23 @@ export async function decryptGenerations(
   return out;
 }
 
+/** A pop-core client of the operator's KMS API (`--kms-listen`), with its credential. */
+export function kmsClient(op: OperatorProcess): RPCClient {
+  return new RPCClient({
+    endpoint: op.kmsUrl as string,
+    apiVersion: '2016-01-20',
+    accessKeyId: op.accessKeyId,
+    accessKeySecret: op.accessKeySecret,
+  });
+}
+
 async function decryptBlob(
   op: OperatorProcess,
   secret: SecretObject,
   flow: string,
   ciphertextBlob: string,
 ): Promise<Buffer> {
-  const pop = new RPCClient({
-    endpoint: op.kmsUrl as string,
-    apiVersion: '2016-01-20',
-    accessKeyId: op.accessKeyId,
-    accessKeySecret: op.accessKeySecret,
-  });
+  const pop = kmsClient(op);
   const data = secret.data ?? {};
   const advance = flow === 'Advance';
   const r = await pop.request<{ Plaintext: string; KeyId: string; KeyVersionId: string }>(

@@ -4,6 +4,7 @@ import {
   AGENT_CONTAINER,
   injectionPatch,
   KEYS_VOLUME,
+  reviewRequest,
   TOKEN_VOLUME,
   type InjectionConfig,
   type PatchOperation,
@@ -273,5 +274,144 @@ describe('admit', () => {
       { volumes: [{ name: KEYS_VOLUME, emptyDir: {} }] },
     );
     expect(review(reserved).status?.message).toMatch(/reserved for injection/);
+  });
+});
+
+describe('a container the agent did not write for', () => {
+  const annotated = { 'kms.datakey.io/inject': 'orders' };
+
+  test('a container of its own mounting the key volume writable is refused, naming it; read-only is left as it is', () => {
+    const writable = pod(annotated, {
+      containers: [
+        { name: 'app', image: 'busybox' },
+        {
+          name: 'tamper',
+          image: 'busybox',
+          volumeMounts: [{ name: KEYS_VOLUME, mountPath: '/elsewhere' }],
+        },
+      ],
+    });
+    const refused = review(writable);
+    expect(refused).toMatchObject({ allowed: false, status: { code: 400 } });
+    expect(refused.status?.message).toMatch(
+      /^container tamper mounts volume datakey-keys writable; only datakey-agent writes the keys/,
+    );
+    const explicit = structuredClone(writable);
+    (explicit.spec?.containers?.[1].volumeMounts ?? [])[0].readOnly = false;
+    expect(review(explicit).allowed).toBe(false);
+
+    // Read-only elsewhere in its own pod: the keys it may read anyway, at another path.
+    const readOnly = structuredClone(writable);
+    (readOnly.spec?.containers?.[1].volumeMounts ?? [])[0].readOnly = true;
+    const out = inject(readOnly);
+    expect(out.spec.containers[1].volumeMounts).toEqual([
+      { name: KEYS_VOLUME, mountPath: '/elsewhere', readOnly: true },
+    ]);
+    expect(out.spec.containers[0].volumeMounts).toEqual([
+      { name: KEYS_VOLUME, mountPath: '/var/run/datakey', readOnly: true },
+    ]);
+  });
+
+  test('an init container of its own mounting the key volume writable is refused too, also on a reinvocation', () => {
+    const initWriter = pod(annotated, {
+      initContainers: [
+        { name: 'seed', image: 'busybox', volumeMounts: [{ name: KEYS_VOLUME, mountPath: '/k' }] },
+      ],
+    });
+    expect(review(initWriter).status?.message).toMatch(
+      /^container seed mounts volume datakey-keys writable/,
+    );
+    // Another webhook added a writer after the first injection: the reinvocation refuses it.
+    const injected = inject(pod(annotated)) as Pod;
+    injected.spec?.containers?.push({
+      name: 'late',
+      image: 'busybox',
+      volumeMounts: [{ name: KEYS_VOLUME, mountPath: '/var/run/datakey', readOnly: false }],
+    });
+    expect(review(injected).status?.message).toMatch(/^container late mounts volume/);
+  });
+
+  test('an app container named like the agent is refused (the name is reserved)', () => {
+    const r = review(
+      pod(annotated, { containers: [{ name: AGENT_CONTAINER, image: 'example.com/mine' }] }),
+    );
+    expect(r).toMatchObject({ allowed: false, status: { code: 400 } });
+    expect(r.status?.message).toMatch(/reserved for injection/);
+  });
+
+  test('containers running as different users: the files belong to none of them (the agent runs as 65532, files 0400)', () => {
+    const out = inject(
+      pod(annotated, {
+        securityContext: { runAsUser: 1000 },
+        containers: [
+          { name: 'app', image: 'busybox' },
+          { name: 'other', image: 'busybox', securityContext: { runAsUser: 2000 } },
+        ],
+      }),
+    );
+    expect(out.spec.initContainers[0].securityContext.runAsUser).toBe(65532);
+    for (const c of out.spec.containers) {
+      expect(c.volumeMounts).toEqual([
+        { name: KEYS_VOLUME, mountPath: '/var/run/datakey', readOnly: true },
+      ]);
+    }
+  });
+
+  test('another namespace cannot be named: the annotation takes DataKey names of the pod’s own namespace only', () => {
+    for (const value of ['shop/orders', 'orders,shop/payments', '../shop/orders']) {
+      const r = review(pod({ 'kms.datakey.io/inject': value }));
+      expect(r).toMatchObject({ allowed: false, status: { code: 400 } });
+      expect(r.status?.message).toMatch(/is not a DataKey name/);
+    }
+  });
+});
+
+describe('reviewRequest (the AdmissionReview the API server sends)', () => {
+  const valid = {
+    apiVersion: 'admission.k8s.io/v1',
+    kind: 'AdmissionReview',
+    request: { uid: 'u-1', operation: 'CREATE', namespace: 'team', object: pod({}) },
+  };
+
+  test('an admission.k8s.io/v1 AdmissionReview: its request', () => {
+    expect(reviewRequest(valid)).toBe(valid.request);
+    const update = { ...valid, request: { uid: 'u-2', operation: 'DELETE' } };
+    expect(reviewRequest(update)).toEqual({ uid: 'u-2', operation: 'DELETE' });
+  });
+
+  test.each([
+    ['null', null, 'the body must be a JSON object'],
+    ['an array', [valid], 'the body must be a JSON object'],
+    ['a string', 'AdmissionReview', 'the body must be a JSON object'],
+    ['v1beta1', { ...valid, apiVersion: 'admission.k8s.io/v1beta1' }, 'apiVersion must be'],
+    ['no apiVersion', { ...valid, apiVersion: undefined }, 'apiVersion must be'],
+    ['another kind', { ...valid, kind: 'TokenReview' }, 'kind must be AdmissionReview'],
+    ['no request', { ...valid, request: undefined }, 'request is missing'],
+    ['request a list', { ...valid, request: [valid.request] }, 'request is missing'],
+    ['no uid', { ...valid, request: { ...valid.request, uid: undefined } }, 'request.uid'],
+    ['a numeric uid', { ...valid, request: { ...valid.request, uid: 7 } }, 'request.uid'],
+    ['an empty uid', { ...valid, request: { ...valid.request, uid: '' } }, 'request.uid'],
+    [
+      'a huge uid',
+      { ...valid, request: { ...valid.request, uid: 'u'.repeat(129) } },
+      'request.uid',
+    ],
+    [
+      'a namespace object',
+      { ...valid, request: { ...valid.request, namespace: { name: 'team' } } },
+      'request.namespace must be a namespace name',
+    ],
+    [
+      'a CREATE without object',
+      { ...valid, request: { ...valid.request, object: undefined } },
+      'request.object (the pod) is missing',
+    ],
+    [
+      'a CREATE of a string',
+      { ...valid, request: { ...valid.request, object: 'pod' } },
+      'request.object (the pod) is missing',
+    ],
+  ])('%s is refused, naming the field', (_what, body, message) => {
+    expect(() => reviewRequest(body)).toThrow(message);
   });
 });

@@ -1,10 +1,12 @@
 // Delivery endpoint and webhook abuse, sent only to the operator's loopback
 // listener (127.0.0.1): floods of bad tokens and of valid-token requests,
-// malformed, oversized, slow and mistyped bodies, and the delivery cases that
-// had no test (a pod recreated with another UID, an agent claiming another
-// pod, a DataKey not Ready, a Secret missing a field). Nothing gets a 5xx,
-// nothing crashes, legitimate agents are served, and the API server sees no
-// more requests than the stated bound.
+// malformed, oversized, slow and mistyped bodies and AdmissionReviews, and the
+// delivery cases that had no test (a pod recreated with another UID, an agent
+// claiming another pod, a DataKey not Ready, a Secret missing a field, a
+// ciphertext that no longer opens, another namespace's DataKey); pods through
+// the API server that mount the key volume writable or are huge. Nothing gets
+// a 5xx, nothing crashes, legitimate agents are served, and the API server
+// sees no more requests than the stated bound.
 import { spawn } from 'node:child_process';
 import { generateKeyPairSync, randomBytes, sign } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -19,6 +21,8 @@ import {
   client,
   dataKey,
   dataKeysPath,
+  eventsFor,
+  kmsClient,
   masterKey,
   masterKeysPath,
   obtainedPlaintexts,
@@ -52,7 +56,7 @@ function send(
   pathname: string,
   body: string | Buffer,
   headers: Record<string, string> = { 'content-type': 'application/json' },
-  options: { slow?: boolean; declaredOnly?: boolean } = {},
+  options: { slow?: boolean; declaredOnly?: boolean; chunked?: boolean } = {},
 ): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const req = https.request(
@@ -74,6 +78,15 @@ function send(
         ? resolve({ status: 0, headers: {}, body: err.message })
         : reject(err),
     );
+    if (options.chunked) {
+      // No content-length: the server counts the bytes as they come.
+      const data = Buffer.from(body);
+      for (let at = 0; at < data.length; at += 64 * 1024) {
+        req.write(data.subarray(at, at + 64 * 1024));
+      }
+      req.end();
+      return;
+    }
     if (options.declaredOnly) {
       // Announce the size and wait: the server refuses on the declared length alone.
       req.setHeader('content-length', String(Buffer.byteLength(body)));
@@ -101,13 +114,27 @@ async function kubeRequests(): Promise<number> {
   return Number(m?.[1] ?? NaN);
 }
 
-async function createPod(name: string): Promise<KubeObject> {
+async function createPod(
+  name: string,
+  inject = 'orders',
+  containers: object[] = [{ name: 'app', image: 'busybox' }],
+): Promise<KubeObject & { spec?: { initContainers?: { name: string }[] } }> {
   return client.create(`/api/v1/namespaces/${suite.ns}/pods`, {
     apiVersion: 'v1',
     kind: 'Pod',
-    metadata: { name, annotations: { 'kms.datakey.io/inject': 'orders' } },
-    spec: { serviceAccountName: 'app', containers: [{ name: 'app', image: 'busybox' }] },
+    metadata: { name, annotations: { 'kms.datakey.io/inject': inject } },
+    spec: { serviceAccountName: 'app', containers },
   });
+}
+
+/** Why the API server refused to create the pod (its admission webhook's message), or ''. */
+async function refusal(name: string, inject: string, containers?: object[]): Promise<string> {
+  try {
+    await createPod(name, inject, containers);
+    return '';
+  } catch (err) {
+    return (err as Error).message;
+  }
 }
 
 async function boundToken(pod: KubeObject): Promise<string> {
@@ -340,12 +367,41 @@ test('malformed, oversized, slow and mistyped bodies get 4xx, never a 5xx or a c
       send('/mutate-pods', Buffer.alloc(5 * 1024 * 1024, 0x20), json, { declaredOnly: true }),
       413,
     ],
+    [
+      '17 KiB body, chunked',
+      send('/v1/deliver', JSON.stringify({ keys: ['a'], pad: 'x'.repeat(17 * 1024) }), json, {
+        chunked: true,
+      }),
+      413,
+    ],
+    [
+      '5 MiB AdmissionReview, chunked',
+      send('/mutate-pods', Buffer.alloc(5 * 1024 * 1024, 0x20), json, { chunked: true }),
+      413,
+    ],
     ['AdmissionReview not JSON', send('/mutate-pods', '<xml/>', json), 400],
     [
       'AdmissionReview without request',
-      send('/mutate-pods', '{"apiVersion":"admission.k8s.io/v1"}', json),
+      send('/mutate-pods', '{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}', json),
       400,
     ],
+    ...[
+      ['of v1beta1', { apiVersion: 'admission.k8s.io/v1beta1' }],
+      ['of another kind', { kind: 'TokenReview' }],
+      ['without a uid', { request: { operation: 'CREATE', object: {} } }],
+      ['of a CREATE without object', { request: { uid: 'u', operation: 'CREATE' } }],
+      ['nested 100,000 deep', { request: { uid: 'u', operation: 'CREATE', object: 'DEEP' } }],
+    ].map(([what, fields]): [string, Promise<Answer>, number] => {
+      const review = {
+        apiVersion: 'admission.k8s.io/v1',
+        kind: 'AdmissionReview',
+        request: { uid: 'u', operation: 'CREATE', object: {} },
+        ...(fields as object),
+      };
+      const nested = `${'['.repeat(100_000)}${']'.repeat(100_000)}`;
+      const text = JSON.stringify(review).replace('"DEEP"', nested);
+      return [`AdmissionReview ${what as string}`, send('/mutate-pods', text, json), 400];
+    }),
     [
       'AdmissionReview of text/plain',
       send('/mutate-pods', '{}', { 'content-type': 'text/plain' }),
@@ -428,6 +484,85 @@ test('delivery cases: another pod claimed, a pod recreated with another UID, a D
   );
   expect(recreated.status).toBe(401);
   expect(recreated.body).toContain('no longer exists');
+  expect(fivexx).toBe(0);
+});
+
+test('pods through the API server: a writable mount of the key volume and another namespace named are refused; a huge pod spec is admitted', async () => {
+  const tamper = await refusal('tamper', 'orders', [
+    { name: 'app', image: 'busybox' },
+    {
+      name: 'tamper',
+      image: 'busybox',
+      volumeMounts: [{ name: 'datakey-keys', mountPath: '/elsewhere' }],
+    },
+  ]);
+  expect(tamper).toContain('container tamper mounts volume datakey-keys writable');
+  const qualified = await refusal('qualified', `${suite.ns}-other/foreign`);
+  expect(qualified).toContain(`"${suite.ns}-other/foreign" is not a DataKey name`);
+  // About 1 MiB of pod spec (the API server takes 3 MiB, etcd 1.5 MiB): admitted and injected.
+  const big = await createPod('big', 'orders', [
+    { name: 'app', image: 'busybox', env: [{ name: 'BIG', value: 'x'.repeat(1_000_000) }] },
+  ]);
+  expect(big.spec?.initContainers?.map((c) => c.name)).toEqual(['datakey-agent']);
+  expect(op.alive()).toBe(true);
+});
+
+test("another namespace's DataKey is never delivered: a pod can only name DataKeys of its own namespace", async () => {
+  const other = `${suite.ns}-other`;
+  suite.extraNamespaces.push(other);
+  await client.create('/api/v1/namespaces', {
+    apiVersion: 'v1',
+    kind: 'Namespace',
+    metadata: { name: other },
+  });
+  await client.create(
+    dataKeysPath(other),
+    dataKey(other, 'foreign', { masterKeyRef: { name: suite.mk('abuse') } }),
+  );
+  await waitCondition(`${dataKeysPath(other)}/foreign`, 'True');
+  const pod = await createPod('borrower', 'foreign');
+  const answer = await deliver(await boundToken(pod), { keys: ['foreign'], podName: 'borrower' });
+  expect(answer.status).toBe(409);
+  expect(answer.body).toContain(`DataKey foreign does not exist in namespace ${suite.ns}`);
+  expect(answer.body).not.toContain('plaintext');
+});
+
+test('a ciphertext that no longer opens (its master key disabled in the KMS): 409 naming the KMS error and an Event, never a 5xx; enabled again, delivered', async () => {
+  const pod = await createPod('sealed-off');
+  const token = await boundToken(pod);
+  const { status } = await client.get<KubeObject & { status: { keyId: string } }>(
+    `${masterKeysPath}/${suite.mk('abuse')}`,
+  );
+  const kms = kmsClient(op);
+  const call = (action: string) => kms.request(action, { KeyId: status.keyId }, { method: 'POST' });
+  await call('DisableKey');
+  try {
+    const refused = await deliver(token, { keys: ['orders'], podName: 'sealed-off' });
+    expect(refused.status).toBe(409);
+    expect(refused.body).toContain(
+      'the ciphertext of DataKey orders does not open (Rejected.Disabled)',
+    );
+    const events = await eventually('a DataKeyNotReady Event on the pod', 15_000, async () => {
+      const e = await eventsFor(suite.ns, 'sealed-off', 'DataKeyNotReady');
+      return e.length > 0 ? e : undefined;
+    });
+    expect(events[0].message).toContain('does not open (Rejected.Disabled)');
+  } finally {
+    await call('EnableKey');
+  }
+  // Polled slower than the per-pod limit, so that the answers are the decisions, not 429s.
+  const again = await eventually(
+    'delivered again',
+    30_000,
+    async () => {
+      const a = await deliver(token, { keys: ['orders'], podName: 'sealed-off' });
+      return a.status === 200 ? a : undefined;
+    },
+    600,
+  );
+  obtainedPlaintexts.add(
+    (JSON.parse(again.body) as { keys: { plaintext: string }[] }).keys[0].plaintext,
+  );
   expect(fivexx).toBe(0);
 });
 
