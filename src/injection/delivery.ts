@@ -302,7 +302,7 @@ async function decryptAll(
     for (const name of claim.keys) {
       let key = plaintextsOf(ctx, id.namespace, name, pod);
       if (!key) {
-        await ctx.core.reload();
+        await ctx.core.reloadAfterMiss();
         key = plaintextsOf(ctx, id.namespace, name, pod);
       }
       if (!key) throw new Denied(503, 'error', `DataKey ${name} cannot be opened now`, pod);

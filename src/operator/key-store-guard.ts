@@ -45,6 +45,9 @@ export class KeyStoreGuard {
   private checking: Promise<void> = Promise.resolve();
   private core?: KmsCore;
   private wake?: () => void;
+  /** Changes seen to the namespace's Secrets, and how many of them the core has loaded. */
+  private changes = 0;
+  private loadedChanges = 0;
 
   constructor(private readonly options: KeyStoreGuardOptions) {}
 
@@ -69,7 +72,14 @@ export class KeyStoreGuard {
       try {
         const material = await loadOrCreateRootKey(this.location(), store);
         this.rootKeyDigest = digest(material);
-        this.core = await KmsCore.open({ ...coreOptions, store, rootKey: new RootKey(material) });
+        const seen = this.changes;
+        this.core = await KmsCore.open({
+          ...coreOptions,
+          store,
+          rootKey: new RootKey(material),
+          storeMayHaveChanged: () => this.changes !== this.loadedChanges,
+        });
+        this.loadedChanges = seen;
         this.report(undefined);
         return this.core;
       } catch (err) {
@@ -107,7 +117,10 @@ export class KeyStoreGuard {
       { path: `/api/v1/namespaces/${namespace}/secrets` },
       logger,
     );
-    this.secrets.on(() => this.schedule());
+    this.secrets.on(() => {
+      this.changes++;
+      this.schedule();
+    });
     this.secrets.start();
   }
 
@@ -148,7 +161,9 @@ export class KeyStoreGuard {
 
   private async storeProblem(core: KmsCore): Promise<string | undefined> {
     try {
+      const seen = this.changes;
       await core.reload();
+      this.loadedChanges = seen;
     } catch (err) {
       if (err instanceof KeyStoreError) return err.message;
       throw err;
