@@ -1,4 +1,5 @@
 import { createLogger } from '../../src/common/logger';
+import { eventually } from '../../src/common/wait';
 import { Informer } from '../../src/runtime/informer';
 import type { KubeClient, KubeObject } from '../../src/runtime/kube-client';
 
@@ -42,8 +43,14 @@ function scriptedClient(
   return { client: client as unknown as KubeClient, watches, lists: () => lists };
 }
 
-async function settle(): Promise<void> {
-  for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+/** Waits (on the informer's timers, however slow the machine) until the second watch started. */
+function secondWatch(watches: WatchCall[]): Promise<true> {
+  return eventually(
+    'a second watch',
+    10_000,
+    async () => (watches.length >= 2 ? true : undefined),
+    5,
+  );
 }
 
 test('an ERROR 410 event re-lists at once and watches from the new list, not again from the expired resourceVersion', async () => {
@@ -61,7 +68,7 @@ test('an ERROR 410 event re-lists at once and watches from the new list, not aga
   const informer = new Informer<KubeObject>(client, { path: '/api/v1/secrets' }, logger);
   informer.start();
   await informer.synced;
-  await settle();
+  await secondWatch(watches);
   informer.stop();
 
   expect(lines).toEqual(['watch expired (410), re-listing', 'informer re-listed']);
@@ -81,7 +88,7 @@ test('a watch that ends normally resumes from the last resourceVersion it saw, w
   );
   informer.start();
   await informer.synced;
-  await settle();
+  await secondWatch(watches);
   informer.stop();
   expect(informer.get('n/a')?.metadata.resourceVersion).toBe('150');
   expect(watches.map((w) => w.resourceVersion)).toEqual(['100', '150']);
