@@ -3,6 +3,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as https from 'node:https';
 import * as http from 'node:http';
+import * as net from 'node:net';
 import * as path from 'node:path';
 import { ensureBinaries, type BinaryPaths } from './build';
 import { defaultStateDir } from './paths';
@@ -806,30 +807,52 @@ export function componentProcess(stateDir: string, name: string): ProcessRecord 
   return p;
 }
 
+/** True when 127.0.0.1:port can be bound now (as the component binds it, SO_REUSEADDR). */
+function portFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.once('error', () => resolve(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
+  });
+}
+
+export interface RestartOptions {
+  /** The flags of the new process, from the old one's (default: the same). */
+  args?: (old: string[]) => string[];
+}
+
+/** How long a restart may take, from the kill until the component serves again. */
+const RESTART_TIMEOUT_MS = 120_000;
+
 /**
  * kill -9 of one control-plane component (etcd or kube-apiserver) and a start
- * of the same binary with the same flags, recorded in the state so that down()
- * stops the new process; waits until it serves again.
+ * of the same binary with the same flags (or `options.args` of them), recorded
+ * in the state so that down() stops the new process; waits until it serves
+ * again. While the component is away its clients reconnect in a loop, and one
+ * of them can be given its very port as the local end of a connection: the
+ * port is then busy for a moment. The restart waits for the port, and starts
+ * again when the new process still lost the race for it.
  */
 export async function restartComponent(
   stateDir: string,
   name: 'etcd' | 'kube-apiserver',
+  options: RestartOptions = {},
 ): Promise<void> {
   const dir = path.resolve(stateDir);
   const s = readState(dir);
   const old = componentProcess(dir, name);
   if (!s) throw new Error(`no cluster state in ${dir}`);
-  const args = fs.readFileSync(`/proc/${old.pid}/cmdline`, 'utf8').split('\0').slice(1, -1);
+  const oldArgs = fs.readFileSync(`/proc/${old.pid}/cmdline`, 'utf8').split('\0').slice(1, -1);
+  const args = options.args ? options.args(oldArgs) : oldArgs;
   process.kill(old.pid, 'SIGKILL');
+  const deadline = Date.now() + RESTART_TIMEOUT_MS;
   // Not only no longer "ours" (its cmdline empties early in exit): gone, its ports closed.
-  const deadline = Date.now() + 60_000;
   while (!exitedCompletely(old.pid)) {
     if (Date.now() > deadline) throw new Error(`${name} (pid ${old.pid}) did not exit on SIGKILL`);
     await new Promise((r) => setTimeout(r, 50));
   }
-  const started = startProcess(name, old.binary, args, dir);
-  s.processes = s.processes.map((p) => (p.name === name ? started.record : p));
-  writeState(dir, s);
+  const ports = name === 'etcd' ? [s.ports.etcdClient, s.ports.etcdPeer] : [s.ports.apiserver];
   const pki = path.join(dir, 'pki');
   const tls = {
     ca: path.join(pki, 'ca.crt'),
@@ -838,10 +861,32 @@ export async function restartComponent(
   };
   const url =
     name === 'etcd' ? `http://127.0.0.1:${s.ports.etcdClient}/health` : `${s.server}/readyz`;
-  await waitFor(
-    `${name} to serve again`,
-    started,
-    120_000,
-    async () => (await probe(url, name === 'etcd' ? undefined : tls)) === 200,
-  );
+  for (;;) {
+    for (const port of ports) {
+      while (!(await portFree(port))) {
+        if (Date.now() > deadline) throw new Error(`${name}: port ${port} stayed in use`);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    }
+    const logFile = path.join(dir, 'logs', `${name}.log`);
+    const logged = fs.existsSync(logFile) ? fs.statSync(logFile).size : 0;
+    const started = startProcess(name, old.binary, args, dir);
+    s.processes = s.processes.map((p) => (p.name === name ? started.record : p));
+    writeState(dir, s);
+    try {
+      await waitFor(
+        `${name} to serve again`,
+        started,
+        Math.max(1000, deadline - Date.now()),
+        async () => (await probe(url, name === 'etcd' ? undefined : tls)) === 200,
+      );
+      return;
+    } catch (err) {
+      const lostPort =
+        started.exited() !== undefined &&
+        /address already in use/.test(fs.readFileSync(logFile).subarray(logged).toString('utf8'));
+      if (!lostPort || Date.now() > deadline) throw err;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
 }

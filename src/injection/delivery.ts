@@ -310,7 +310,9 @@ async function openedKey(
   try {
     const key = plaintextsOf(ctx, namespace, name, pod, false);
     if (key) return key;
-    await ctx.core.reload();
+    // A copy written through another replica may name a key version this core
+    // has not loaded yet: one shared, rate-limited reload, then the answer.
+    await ctx.core.reloadAfterMiss();
     return plaintextsOf(ctx, namespace, name, pod, true) as DeliveredKey;
   } catch (err) {
     if (!(err instanceof KmsError)) throw err;

@@ -101,7 +101,10 @@ export class KmsApi {
         throw new KmsError(404, 'InvalidAction.NotFound', 'Specified api is not found.');
       }
       this.limiter.take(this.options.credentials.accessKeyId, action);
-      const result = await handler(params, this.contextOf(params));
+      // A key another replica made or rotated a moment ago is found after a reload.
+      const result = await this.options.core.whenFresh(() =>
+        handler(params, this.contextOf(params)),
+      );
       return {
         status: 200,
         root: `${action}Response`,

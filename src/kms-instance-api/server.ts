@@ -75,7 +75,8 @@ export class InstanceApi {
       const caller = this.authenticate(req);
       const name = operation as OperationName;
       const request = decodeRequest(name, body);
-      const response = this.run(name, request, caller);
+      // A key another replica made or rotated a moment ago is found after a reload.
+      const response = await this.options.core.whenFresh(() => this.run(name, request, caller));
       response.RequestId = requestId;
       const bytes = encode(MESSAGES[name].response, response);
       zeroSecrets(response);

@@ -64,7 +64,25 @@ export interface KmsCoreOptions {
    * DKMSInstanceId do, as in the real service.
    */
   allKeysInInstance?: boolean;
+  /**
+   * Whether the store may hold changes this core has not loaded (another
+   * replica writes it too): a lookup that misses then reloads once (see
+   * `whenFresh`). Unset: this core is the store's only writer, a miss is a miss.
+   */
+  storeMayHaveChanged?: () => boolean;
+  /** Fewest milliseconds between two reloads caused by misses; default 1000. */
+  missReloadIntervalMs?: number;
 }
+
+/** Default of KmsCoreOptions.missReloadIntervalMs. */
+export const MISS_RELOAD_INTERVAL_MS = 1000;
+
+/** Errors of a lookup that another writer of a shared store may have made true meanwhile. */
+const MISS_CODES = new Set([
+  'Forbidden.KeyNotFound',
+  'Forbidden.KeyVersionNotFound',
+  'Forbidden.AliasNotFound',
+]);
 
 export interface KeyMetadata {
   keyId: string;
@@ -169,6 +187,11 @@ export class KmsCore {
   private readonly allKeysInInstance: boolean;
   private kmsInstance?: KmsInstance;
   private mutationTail: Promise<unknown> = Promise.resolve();
+  private readonly storeMayHaveChanged: () => boolean;
+  private readonly missReloadIntervalMs: number;
+  /** The reload the next miss waits for, while it has not started yet. */
+  private pendingMissReload?: Promise<void>;
+  private lastMissReloadAt = -Infinity;
 
   private constructor(options: KmsCoreOptions) {
     this.store = options.store;
@@ -177,6 +200,8 @@ export class KmsCore {
     this.minRotationSeconds = options.minRotationIntervalSeconds ?? SECONDS_PER_WEEK;
     this.deletionDaySeconds = options.deletionDaySeconds ?? DAY_SECONDS;
     this.allKeysInInstance = options.allKeysInInstance ?? false;
+    this.storeMayHaveChanged = options.storeMayHaveChanged ?? (() => false);
+    this.missReloadIntervalMs = options.missReloadIntervalMs ?? MISS_RELOAD_INTERVAL_MS;
   }
 
   static async open(options: KmsCoreOptions): Promise<KmsCore> {
@@ -188,6 +213,44 @@ export class KmsCore {
   /** Re-reads the store, e.g. after another replica changed it; ordered with mutations. */
   reload(): Promise<void> {
     return this.mutate(() => this.loadFromStore());
+  }
+
+  /**
+   * Runs `lookup`; when it misses a key, a key version or an alias while the
+   * store may hold changes not loaded yet, runs it once more after a reload
+   * that started after the miss. Replicas share the store: a key another
+   * replica created or rotated a moment ago (or while this one's reload failed)
+   * is then answered, not reported missing. Misses share reloads, at most one
+   * per missReloadIntervalMs, and reload only while something changed, so
+   * unknown ids cannot turn into a flood of store reads. A failed reload
+   * answers the miss.
+   */
+  async whenFresh<T>(lookup: () => T | Promise<T>): Promise<T> {
+    try {
+      return await lookup();
+    } catch (err) {
+      if (!(err instanceof KmsError) || !MISS_CODES.has(err.code)) throw err;
+      if (!this.storeMayHaveChanged()) throw err;
+      try {
+        await this.reloadAfterMiss();
+      } catch {
+        throw err;
+      }
+      return lookup();
+    }
+  }
+
+  /** A reload that starts after this call, shared with every miss until it starts. */
+  reloadAfterMiss(): Promise<void> {
+    this.pendingMissReload ??= (async () => {
+      // Always a timer first: the field is set before this body goes on.
+      const wait = this.lastMissReloadAt + this.missReloadIntervalMs - performance.now();
+      await new Promise((resolve) => setTimeout(resolve, Math.max(0, wait)));
+      this.pendingMissReload = undefined; // later misses wait for the next one
+      this.lastMissReloadAt = performance.now();
+      await this.reload();
+    })();
+    return this.pendingMissReload;
   }
 
   private async loadFromStore(): Promise<void> {

@@ -60,6 +60,9 @@ export class KeyStoreGuard {
   private checking: Promise<void> = Promise.resolve();
   private core?: KmsCore;
   private wake?: () => void;
+  /** Changes seen to the namespace's Secrets, and how many of them the core has loaded. */
+  private changes = 0;
+  private loadedChanges = 0;
 
   constructor(private readonly options: KeyStoreGuardOptions) {}
 
@@ -96,7 +99,14 @@ export class KeyStoreGuard {
       try {
         const material = await loadOrCreateRootKey(this.location(), store);
         this.rootKeyDigest = digest(material);
-        this.core = await KmsCore.open({ ...coreOptions, store, rootKey: new RootKey(material) });
+        const seen = this.changes;
+        this.core = await KmsCore.open({
+          ...coreOptions,
+          store,
+          rootKey: new RootKey(material),
+          storeMayHaveChanged: () => this.changes !== this.loadedChanges,
+        });
+        this.loadedChanges = seen;
         this.report(undefined);
         this.startRecheck();
         return this.core;
@@ -143,7 +153,10 @@ export class KeyStoreGuard {
       { path: `/api/v1/namespaces/${namespace}/secrets` },
       logger,
     );
-    this.secrets.on(() => this.schedule());
+    this.secrets.on(() => {
+      this.changes++;
+      this.schedule();
+    });
     this.secrets.start();
   }
 
@@ -188,7 +201,9 @@ export class KeyStoreGuard {
 
   private async storeProblem(core: KmsCore): Promise<Problem | undefined> {
     try {
+      const seen = this.changes;
       await core.reload();
+      this.loadedChanges = seen;
     } catch (err) {
       if (err instanceof KeyStoreError) return problemOf(err);
       throw err;

@@ -34,6 +34,8 @@ export class Informer<T extends KubeObject> {
   private abort?: AbortController;
   private stopped = false;
   private failures = 0;
+  /** A re-list after an error or a 410 is under way (its end is logged). */
+  private recovering = false;
   private lastActivity = Date.now();
   private watchdog?: NodeJS.Timeout;
   private syncedResolve!: () => void;
@@ -86,6 +88,17 @@ export class Informer<T extends KubeObject> {
       });
       this.replaceAll(list.items);
       this.resourceVersion = list.metadata.resourceVersion;
+      if (this.recovering) {
+        this.logger.info(
+          {
+            path: this.options.path,
+            items: list.items.length,
+            resourceVersion: this.resourceVersion,
+          },
+          'informer re-listed',
+        );
+      }
+      this.recovering = false;
       this.failures = 0;
       this.syncedResolve();
       await this.startWatch();
@@ -137,8 +150,12 @@ export class Informer<T extends KubeObject> {
         this.lastActivity = Date.now();
         if (type === 'ERROR') {
           const status = object as unknown as { code?: number; message?: string };
-          this.abort?.abort();
+          // Ended with the error first: aborting ends the stream at once, and that
+          // end alone would read as a normal one, resuming from the same (e.g.
+          // expired) resourceVersion again and again.
+          const stream = this.abort;
           done(new KubeApiError(status.code ?? 500, 'WatchError', status.message ?? 'watch error'));
+          stream?.abort();
           return;
         }
         if (object?.metadata?.resourceVersion)
@@ -181,7 +198,9 @@ export class Informer<T extends KubeObject> {
 
   private retry(err: unknown): void {
     if (this.stopped) return;
-    const gone = err instanceof KubeApiError && err.status === 410;
+    // 410 arrives as an ERROR event or, when the watch request itself is refused, as its status.
+    const gone = statusOf(err) === 410;
+    this.recovering = true;
     const base = this.options.backoffBaseMs ?? 500;
     const max = this.options.backoffMaxMs ?? 30_000;
     const delay = gone
@@ -199,6 +218,12 @@ export class Informer<T extends KubeObject> {
 export function keyOf(object: KubeObject): string {
   const { namespace, name } = object.metadata;
   return namespace ? `${namespace}/${name}` : name;
+}
+
+function statusOf(err: unknown): number | undefined {
+  if (err instanceof KubeApiError) return err.status;
+  const code = (err as { statusCode?: unknown } | undefined)?.statusCode;
+  return typeof code === 'number' ? code : undefined;
 }
 
 function isAbort(err: unknown): boolean {

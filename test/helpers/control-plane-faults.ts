@@ -1,4 +1,8 @@
-import { componentProcess, restartComponent } from '../../harness/devcluster/cluster';
+import {
+  componentProcess,
+  restartComponent,
+  type RestartOptions,
+} from '../../harness/devcluster/cluster';
 import { defaultStateDir } from '../../harness/devcluster/paths';
 import { sleep } from './wait';
 
@@ -10,18 +14,23 @@ import { sleep } from './wait';
 
 export type Component = 'etcd' | 'kube-apiserver';
 
-/** SIGSTOP, wait, SIGCONT (also when the wait is interrupted). */
-export async function freeze(component: Component, ms: number): Promise<void> {
+/** SIGSTOP, `work`, SIGCONT (also when the work fails). */
+export async function whileFrozen<T>(component: Component, work: () => Promise<T>): Promise<T> {
   const { pid } = componentProcess(defaultStateDir(), component);
   process.kill(pid, 'SIGSTOP');
   try {
-    await sleep(ms);
+    return await work();
   } finally {
     process.kill(pid, 'SIGCONT');
   }
 }
 
-/** kill -9 and start again with the same flags; resolves once it serves. */
-export function killAndRestart(component: Component): Promise<void> {
-  return restartComponent(defaultStateDir(), component);
+/** SIGSTOP, wait, SIGCONT (also when the wait is interrupted). */
+export function freeze(component: Component, ms: number): Promise<void> {
+  return whileFrozen(component, () => sleep(ms));
+}
+
+/** kill -9 and start again with the same flags (or `options.args` of them); resolves once it serves. */
+export function killAndRestart(component: Component, options?: RestartOptions): Promise<void> {
+  return restartComponent(defaultStateDir(), component, options);
 }

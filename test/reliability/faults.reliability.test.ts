@@ -4,10 +4,17 @@
 // frozen, the leading operator frozen past its lease, the watches cut with 410
 // Gone forced. A watch records every DataKey Secret's ciphertexts for the whole
 // run; at the end every recorded copy is opened: one data key per generation.
+import * as paths from '../../src/api/paths';
 import { ANNOTATION_ROTATE } from '../../src/api/types';
 import { KubeApiError, type KubeObject } from '../../src/runtime/kube-client';
-import { freeze, killAndRestart } from '../helpers/control-plane-faults';
-import { findNeedles, localEtcdEndpoint, needlesOf, readEtcdHistory } from '../helpers/leak-scan';
+import { freeze, killAndRestart, whileFrozen } from '../helpers/control-plane-faults';
+import {
+  compactEtcdHistory,
+  findNeedles,
+  localEtcdEndpoint,
+  needlesOf,
+  readEtcdHistory,
+} from '../helpers/leak-scan';
 import type { OperatorProcess } from '../helpers/operator-process';
 import {
   allOperatorLines,
@@ -44,6 +51,11 @@ const acknowledged = new Set<string>();
 /** Operators this file stopped or killed on purpose; any other exit is a crash. */
 const endedOnPurpose = new Set<number>();
 let mkName: string;
+/** etcd's history as it was before the 410 test compacted it (the leak scan reads it too). */
+let historyBeforeCompaction: { revisions: number; all: Buffer } = {
+  revisions: 0,
+  all: Buffer.alloc(0),
+};
 
 beforeAll(async () => {
   await history.start();
@@ -221,6 +233,102 @@ test('re-wrap of the whole burst after a rotation, with the API server killed mi
   expect(missing).toEqual([]);
 });
 
+/** The informers of the operator (the guard's watch of its namespace's Secrets included). */
+function informerPaths(namespace: string): string[] {
+  return [
+    paths.masterKeysPath(),
+    paths.dataKeysPath(),
+    paths.secretsPath(),
+    paths.secretsPath(namespace),
+  ];
+}
+
+/** Log lines of `op` with `msg`, written after line `from`, for each informer path. */
+function pathsLogged(op: OperatorProcess, from: number, msg: string): Set<string> {
+  const logged = new Set<string>();
+  for (const line of op.lines.slice(from)) {
+    if (!line.includes(`"msg":"${msg}"`)) continue;
+    const path = /"path":"([^"]+)"/.exec(line)?.[1];
+    if (path) logged.add(path);
+  }
+  return logged;
+}
+
+/** Waits until every live operator logged `msg` for every informer since the marks. */
+async function everyInformerLogged(marks: Map<OperatorProcess, number>, msg: string) {
+  await eventually(`every informer of every operator: ${msg}`, 120_000, async () => {
+    for (const [op, from] of marks) {
+      const logged = pathsLogged(op, from, msg);
+      if (!informerPaths(op.namespace).every((p) => logged.has(p))) return undefined;
+    }
+    return true;
+  });
+}
+
+const WATCH_CACHE_OFF = '--watch-cache=false';
+
+test('watches expired (410 Gone): etcd compacted past every watch resourceVersion; each informer re-lists, caches converge, no operator restarted', async () => {
+  const live = suite.operators.filter((o) => o.alive());
+  const pids = live.map((o) => o.pid);
+  // Watches served by etcd itself, not the API server's watch cache: a watch's
+  // resourceVersion is then etcd's revision, and compacting etcd expires it.
+  let marks = new Map(live.map((op) => [op, op.lines.length]));
+  await killAndRestart('kube-apiserver', { args: (old) => [...old, WATCH_CACHE_OFF] });
+  await everyInformerLogged(marks, 'informer re-listed');
+
+  marks = new Map(live.map((op) => [op, op.lines.length]));
+  // The API server is held while etcd restarts (each of its etcd watches is cut)
+  // and the history is compacted; resumed, it resumes each watch from the
+  // revision after the last one it delivered: compacted, so every informer gets 410.
+  const compactedAt = await whileFrozen('kube-apiserver', async () => {
+    await killAndRestart('etcd');
+    // The leak scan reads every revision: keep what the compaction removes (nothing
+    // is written meanwhile, the API server being held).
+    historyBeforeCompaction = await readEtcdHistory(localEtcdEndpoint());
+    return compactEtcdHistory(localEtcdEndpoint());
+  });
+  await everyInformerLogged(marks, 'watch expired (410), re-listing');
+  await everyInformerLogged(marks, 'informer re-listed');
+  for (const [op, from] of marks) {
+    // Each re-list read the state after the compaction.
+    const relisted = op.lines
+      .slice(from)
+      .filter((l) => l.includes('"msg":"informer re-listed"'))
+      .map((l) => Number(/"resourceVersion":"(\d+)"/.exec(l)?.[1]));
+    expect(Math.min(...relisted)).toBeGreaterThanOrEqual(compactedAt);
+  }
+
+  // The caches converge: new DataKeys become Ready (the leader's caches), and
+  // every replica's cache counts every DataKey of the cluster as Ready.
+  await createBurst('after-410', Math.ceil(BURST / 3));
+  const convergeS = await converge();
+  await eventually('every replica caches every DataKey Ready', 60_000, async () => {
+    const all = await client.list<DataKeyObject>(paths.dataKeysPath());
+    const ready = all.items.filter((d) => readyOf(d)?.status === 'True').length;
+    const cached = await Promise.all(
+      live.map(async (op) =>
+        Number(/^datakey_datakeys\{ready="True"\} (\S+)$/m.exec(await op.metrics())?.[1]),
+      ),
+    );
+    return cached.every((n) => n === ready) ? true : undefined;
+  });
+  expect(live.map((o) => o.alive())).toEqual(live.map(() => true));
+  expect(suite.operators.filter((o) => o.alive()).map((o) => o.pid)).toEqual(pids);
+  const missing = await lost();
+  recordFigures({
+    fault: 'watch-expired-410',
+    lost: missing.length,
+    crashes: crashes(),
+    converge_s: convergeS,
+  });
+  expect(missing).toEqual([]);
+
+  // Back to the watch cache for the rest of the run (compaction stays off).
+  await killAndRestart('kube-apiserver', {
+    args: (old) => old.filter((a) => a !== WATCH_CACHE_OFF),
+  });
+});
+
 test('every Secret history: exactly one data key per generation, none regenerated; no plaintext in any etcd revision, log or metric', async () => {
   const op = suite.operators.find((o) => o.alive()) as OperatorProcess;
   const verdict = await history.verify(
@@ -232,7 +340,9 @@ test('every Secret history: exactly one data key per generation, none regenerate
   expect(verdict.copies).toBeGreaterThan(verdict.secrets);
 
   const needles = needlesOf(obtainedPlaintexts);
-  const { revisions, all } = await readEtcdHistory(localEtcdEndpoint());
+  const current = await readEtcdHistory(localEtcdEndpoint());
+  const revisions = historyBeforeCompaction.revisions + current.revisions;
+  const all = Buffer.concat([historyBeforeCompaction.all, current.all]);
   const leaks = [
     ...findNeedles(all, needles),
     ...findNeedles(Buffer.from(allOperatorLines.join('\n')), needles),
