@@ -131,7 +131,8 @@ async function kmsServe(args: string[]): Promise<KmsService> {
   if (Boolean(values['tls-cert']) !== Boolean(values['tls-key'])) {
     throw new UsageError('--tls-cert and --tls-key go together');
   }
-  const { credentialsFromEnv, serveKms } = await import('./kms-api/serve');
+  const { serveKms } = await import('./kms-api/serve');
+  const { credentialsFromEnv } = await import('./kms-api/server');
   return serveKms({
     ...parseListen(values.listen),
     dataDir: values['data-dir'],
@@ -190,14 +191,17 @@ async function operator(args: string[]): Promise<Stoppable> {
   }
   const seal = sealFromFlags(values);
   if (values['unseal-root-key']) return unsealRootKey(values.kubeconfig, namespace, seal);
-  const { credentialsFromEnv } = await import('./kms-api/serve');
   const { startOperator } = await import('./operator/operator');
   const running = await startOperator({
     kubeconfig: values.kubeconfig,
     namespace,
     ...metricsListen(values['metrics-listen'] ?? '0.0.0.0:8080'),
+    // The KMS API's modules load only when it is served.
     kmsListen: values['kms-listen']
-      ? { ...parseListen(values['kms-listen']), credentials: credentialsFromEnv() }
+      ? {
+          ...parseListen(values['kms-listen']),
+          credentials: (await import('./kms-api/server')).credentialsFromEnv(),
+        }
       : undefined,
     kmsInstanceListen: values['kms-instance-listen']
       ? {

@@ -19,6 +19,7 @@
 // Progress goes to stderr; the last line on stdout is one JSON object (see Result).
 //
 // Environment: BENCH_N (DataKeys), BENCH_CONCURRENCY (creates in flight, default 50),
+// BENCH_NODE_FLAGS (node's flags for the operator; default the image entrypoint's),
 // BENCH_WORKERS (the operator's --workers and the floor's concurrency; default the operator's),
 // BENCH_TIMEOUT_S (wait for Ready, default 300), BENCH_CPU_PROF=DIR (run the
 // operator under node --cpu-prof, profiles written to DIR on exit and summarized
@@ -47,6 +48,24 @@ const CPU_PROF_DIR = process.env.BENCH_CPU_PROF;
 /** The operator's reconcile workers (--workers), and the floor's concurrency. */
 const OPERATOR_WORKERS = intEnv('BENCH_WORKERS', DEFAULT_WORKERS);
 const WORKER_ARGS = process.env.BENCH_WORKERS ? ['--workers', String(OPERATOR_WORKERS)] : [];
+
+/**
+ * Node's flags for the operator: those of the image's entrypoint (the Dockerfile's
+ * ENTRYPOINT, which the chart runs), so that the benchmark measures what ships;
+ * BENCH_NODE_FLAGS (space-separated, may be empty) replaces them for experiments.
+ */
+const NODE_FLAGS =
+  process.env.BENCH_NODE_FLAGS !== undefined
+    ? process.env.BENCH_NODE_FLAGS.split(/\s+/).filter(Boolean)
+    : entrypointNodeFlags();
+
+function entrypointNodeFlags(): string[] {
+  const dockerfile = fs.readFileSync(path.join(repoRoot, 'Dockerfile'), 'utf8');
+  const entrypoint = /^ENTRYPOINT (\[.*\])$/m.exec(dockerfile);
+  if (!entrypoint) throw new Error('the Dockerfile has no ENTRYPOINT ["node", ..., "dist/cli.js"]');
+  const argv = JSON.parse(entrypoint[1]) as string[];
+  return argv.slice(1, argv.indexOf('dist/cli.js'));
+}
 
 const DATAKEYS = (ns: string) => dataKeysPath(ns);
 const MASTERKEYS = masterKeysPath();
@@ -171,9 +190,10 @@ function startOperator(
   extraArgs: string[] = [],
 ) {
   const out = fs.openSync(logFile, 'a');
-  const nodeArgs = CPU_PROF_DIR
-    ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(CPU_PROF_DIR)}`]
-    : [];
+  const nodeArgs = [
+    ...NODE_FLAGS,
+    ...(CPU_PROF_DIR ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(CPU_PROF_DIR)}`] : []),
+  ];
   const child = spawn(
     process.execPath,
     [
@@ -214,7 +234,52 @@ async function operatorMetric(op: Operator, name: string): Promise<number> {
   return value;
 }
 
-const operatorRequests = (op: Operator) => operatorMetric(op, 'datakey_kube_api_requests_total');
+/** The operator's answered API requests, by `verb resource code` (its request metric's labels). */
+async function operatorRequestTallies(op: Operator): Promise<Map<string, number>> {
+  const { body } = await httpGet(op.metricsUrl);
+  const tallies = new Map<string, number>();
+  for (const [, labelText, n] of body.matchAll(
+    /^datakey_kube_api_requests_total\{([^}]*)\} (\S+)$/gm,
+  )) {
+    const labels = Object.fromEntries(
+      [...labelText.matchAll(/(\w+)="([^"]*)"/g)].map(([, name, value]) => [name, value]),
+    );
+    tallies.set(`${labels.verb} ${labels.resource} ${labels.code}`, Number(n));
+  }
+  return tallies;
+}
+
+/** Seconds the operator spent in garbage collection so far (prom-client's GC histogram). */
+async function operatorGcSeconds(op: Operator): Promise<number> {
+  const { body } = await httpGet(op.metricsUrl);
+  return metricSum(body, 'datakey_process_nodejs_gc_duration_seconds_sum', '');
+}
+
+const operatorRequests = async (op: Operator) =>
+  [...(await operatorRequestTallies(op)).values()].reduce((a, b) => a + b, 0);
+
+/** Requests made between two tallies, by kind, largest first. */
+function requestsBetween(before: Map<string, number>, after: Map<string, number>) {
+  const made: Record<string, number> = {};
+  for (const [kind, n] of [...after].sort((a, b) => b[1] - a[1])) {
+    if (n > (before.get(kind) ?? 0)) made[kind] = n - (before.get(kind) ?? 0);
+  }
+  return made;
+}
+
+/**
+ * Requests of the create path: writes and reads of DataKeys, Secrets and Events.
+ * Not: lease renewals (every 2 s) and lists (the key store's reload every 10 s,
+ * an informer's re-list), which run on a clock, not per DataKey.
+ */
+function createPathRequests(made: Record<string, number>): number {
+  let sum = 0;
+  for (const [kind, n] of Object.entries(made)) {
+    const [verb, resource] = kind.split(' ');
+    if (verb !== 'list' && /^(datakeys|secrets|events)(\/|$)/.test(resource)) sum += n;
+  }
+  return sum;
+}
 
 /** Waits until the operator's API request count has not moved for three samples. */
 async function quietRequests(op: Operator): Promise<number> {
@@ -290,6 +355,8 @@ async function timeRewrap(
 interface Result {
   n: number;
   workers: number;
+  /** Node's flags the operator ran with (the image's entrypoint's unless BENCH_NODE_FLAGS). */
+  node_flags: string;
   /** First create to all N Ready. */
   ready_s: number | null;
   per_s: number | null;
@@ -302,9 +369,15 @@ interface Result {
   heap_used_mb: number;
   api_requests: number;
   requests_per_datakey: number;
+  /** Requests to DataKeys, Secrets and Events (no lists) over N: the create path's cost. */
+  create_path_requests_per_datakey: number;
+  /** The requests during the creates by `verb resource code`. */
+  requests: Record<string, number>;
   /** CPU seconds during the creates: the operator, kube-apiserver, etcd; machine busy %. */
   cpu_s: Record<string, number>;
   machine_busy_pct: number;
+  /** The operator's garbage collection pauses during the creates (all kinds), seconds. */
+  gc_s: number;
   /** Operator restarted over the N Ready DataKeys. */
   restart: RestartCost | null;
   /** Seconds to re-wrap all N after one rotation at an unlimited re-wrap rate. */
@@ -538,7 +611,9 @@ async function main(): Promise<Result> {
       },
     );
 
-    const requestsBefore = await operatorRequests(operator);
+    const gcBefore = await operatorGcSeconds(operator);
+    const talliesBefore = await operatorRequestTallies(operator);
+    const requestsBefore = [...talliesBefore.values()].reduce((a, b) => a + b, 0);
     const loadBefore = load();
     const cpPids = controlPlanePids(cluster.stateDir);
     const cpuOf = () =>
@@ -595,6 +670,8 @@ async function main(): Promise<Result> {
 
     // Let trailing work (events, re-reconciles of the last updates) finish, then count.
     const apiRequests = (await quietRequests(operator)) - requestsBefore;
+    const requestsMade = requestsBetween(talliesBefore, await operatorRequestTallies(operator));
+    const gcS = (await operatorGcSeconds(operator)) - gcBefore;
     const rssMb = sampler.stop();
     sampler = undefined;
     const heapUsedMb =
@@ -607,6 +684,7 @@ async function main(): Promise<Result> {
         `${heapUsedMb.toFixed(1)} MB, ${apiRequests} API requests ` +
         `(${(apiRequests / N).toFixed(2)} per DataKey); load average ${loadBefore} before, ${loadAfter} after`,
     );
+    log(`requests during the creates: ${JSON.stringify(requestsMade)}`);
 
     let restart: RestartCost | null = null;
     let rewrapS: number | null = null;
@@ -636,6 +714,7 @@ async function main(): Promise<Result> {
     return {
       n: N,
       workers: OPERATOR_WORKERS,
+      node_flags: NODE_FLAGS.join(' '),
       ready_s: readyS === null ? null : round(readyS, 2),
       per_s: readyS === null ? null : round(N / readyS, 1),
       floor_s: round(floorS, 2),
@@ -645,7 +724,10 @@ async function main(): Promise<Result> {
       heap_used_mb: round(heapUsedMb, 1),
       api_requests: apiRequests,
       requests_per_datakey: round(apiRequests / N, 2),
+      create_path_requests_per_datakey: round(createPathRequests(requestsMade) / N, 3),
+      requests: requestsMade,
       cpu_s: cpuS,
+      gc_s: round(gcS, 2),
       machine_busy_pct: round(busyPct, 0),
       restart,
       rewrap_s: rewrapS === null ? null : round(rewrapS, 2),

@@ -98,6 +98,13 @@ export class DataKeyController implements ManagedController {
    * the name ends the expectation.
    */
   private readonly createdSecrets = new Map<string, SecretObject>();
+  /**
+   * DataKeys whose status this controller wrote, by the resourceVersion the write
+   * replaced, until the cache shows a newer one (expectations again): a reconcile
+   * woken meanwhile (by the Secret's add) would decide on the status before the
+   * write and be refused with 409. The watch event of the write wakes it again.
+   */
+  private readonly statusWrittenOver = new Map<string, string>();
 
   constructor(
     private readonly ctx: ControllerContext,
@@ -119,8 +126,11 @@ export class DataKeyController implements ManagedController {
     let dataKey = this.ctx.dataKeys.get(key);
     if (!dataKey || dataKey.metadata.deletionTimestamp) {
       this.secretsToRead.delete(key);
+      this.statusWrittenOver.delete(key);
       return ready();
     }
+    if (this.statusWrittenOver.get(key) === dataKey.metadata.resourceVersion) return ready();
+    this.statusWrittenOver.delete(key);
     try {
       const found = await this.ensureGenerations(dataKey);
       dataKey = found.dataKey;
@@ -542,13 +552,17 @@ export class DataKeyController implements ManagedController {
     });
   }
 
-  private patchStatus(dataKey: DataKeyObject, next: DataKeyStatus): Promise<DataKeyObject> {
-    return writeStatus(
+  private async patchStatus(dataKey: DataKeyObject, next: DataKeyStatus): Promise<DataKeyObject> {
+    const written = await writeStatus(
       this.ctx.client,
       dataKeysPath(dataKey.metadata.namespace, dataKey.metadata.name),
       dataKey,
       next,
     );
+    if (written !== dataKey) {
+      this.statusWrittenOver.set(keyOf(dataKey), dataKey.metadata.resourceVersion as string);
+    }
+    return written;
   }
 }
 

@@ -36,20 +36,6 @@ export interface KmsService {
   stop(): Promise<void>;
 }
 
-/** Credentials of the one account, from DATAKEY_ACCESS_KEY_ID / DATAKEY_ACCESS_KEY_SECRET. */
-export function credentialsFromEnv(env: NodeJS.ProcessEnv = process.env): Credentials {
-  const accessKeyId = env.DATAKEY_ACCESS_KEY_ID ?? '';
-  const accessKeySecret = env.DATAKEY_ACCESS_KEY_SECRET ?? '';
-  const missing = [
-    !accessKeyId && 'DATAKEY_ACCESS_KEY_ID',
-    !accessKeySecret && 'DATAKEY_ACCESS_KEY_SECRET',
-  ].filter(Boolean);
-  if (missing.length > 0) {
-    throw new Error(`missing credentials: set ${missing.join(' and ')} in the environment`);
-  }
-  return { accessKeyId, accessKeySecret };
-}
-
 /** Opens the file-backed core in `dataDir` and serves the KMS API over it. */
 export async function serveKms(options: ServeOptions): Promise<KmsService> {
   const logger = options.logger ?? createLogger('kms-api');

@@ -23,6 +23,20 @@ export interface Credentials {
   accessKeySecret: string;
 }
 
+/** Credentials of the one account, from DATAKEY_ACCESS_KEY_ID / DATAKEY_ACCESS_KEY_SECRET. */
+export function credentialsFromEnv(env: NodeJS.ProcessEnv = process.env): Credentials {
+  const accessKeyId = env.DATAKEY_ACCESS_KEY_ID ?? '';
+  const accessKeySecret = env.DATAKEY_ACCESS_KEY_SECRET ?? '';
+  const missing = [
+    !accessKeyId && 'DATAKEY_ACCESS_KEY_ID',
+    !accessKeySecret && 'DATAKEY_ACCESS_KEY_SECRET',
+  ].filter(Boolean);
+  if (missing.length > 0) {
+    throw new Error(`missing credentials: set ${missing.join(' and ')} in the environment`);
+  }
+  return { accessKeyId, accessKeySecret };
+}
+
 export interface KmsApiOptions {
   core: KmsCore;
   credentials: Credentials;

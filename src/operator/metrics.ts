@@ -3,6 +3,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import { ConditionType } from '../api/conditions';
 import type { DataKey } from '../api/types';
 import { findCondition } from '../runtime/conditions';
+import type { KubeClient } from '../runtime/kube-client';
 
 /** The operator's Prometheus metrics; labels never carry key material. */
 export class OperatorMetrics {
@@ -93,15 +94,22 @@ export class OperatorMetrics {
     for (const [ready, n] of Object.entries(counts)) this.dataKeys.set({ ready }, n);
   }
 
-  /** Exposes the client's request count (watch streams excluded) as `datakey_kube_api_requests_total`. */
-  countKubeRequests(client: { readonly requestCount: number }): void {
+  /**
+   * Exposes the client's answered requests (watch streams excluded) as
+   * `datakey_kube_api_requests_total{verb,resource,code}`: what the create path
+   * costs is told apart from lease renewals and the key store's reads.
+   */
+  countKubeRequests(client: Pick<KubeClient, 'requestTallies'>): void {
     new Counter({
       name: 'datakey_kube_api_requests_total',
-      help: 'Requests made to the Kubernetes API server (watch streams not counted).',
+      help: 'Requests answered by the Kubernetes API server, by verb, resource and status code ("error": no answer); watch streams not counted.',
+      labelNames: ['verb', 'resource', 'code'],
       registers: [this.registry],
       collect() {
         this.reset();
-        this.inc(client.requestCount);
+        for (const { verb, resource, code, count } of client.requestTallies()) {
+          this.inc({ verb, resource, code }, count);
+        }
       },
     });
   }

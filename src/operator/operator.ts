@@ -9,18 +9,11 @@ import { WorkloadController } from '../controllers/workload-controller';
 import { MasterKeyController } from '../controllers/masterkey-controller';
 import type { DataKeyObject, SecretObject } from '../datakey';
 import type { InjectionContext } from '../injection/context';
-import {
-  startInjection,
-  type InjectionOptions,
-  type RunningInjection,
-} from '../injection/injection';
+// Type-only: the servers a flag turns on are loaded when it is given (see startOperator).
+import type { InjectionOptions, RunningInjection } from '../injection/injection';
 import type { KmsCore } from '../kms';
-import { KmsApi, listen, type Credentials, type RunningServer } from '../kms-api/server';
-import {
-  startInstanceApi,
-  type InstanceListenOptions,
-  type RunningInstanceApi,
-} from '../kms-instance-api/server';
+import type { Credentials, RunningServer } from '../kms-api/server';
+import type { InstanceListenOptions, RunningInstanceApi } from '../kms-instance-api/server';
 import { EventRecorder } from '../runtime/events';
 import { Informer } from '../runtime/informer';
 import { KubeClient, isConflict, isNotFound, type KubeObject } from '../runtime/kube-client';
@@ -187,20 +180,32 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
   }, 5000);
   gauges.unref();
 
+  // Optional servers are imported only when configured: a replica without them
+  // never loads their modules (the Instance API's protobuf, the ACS3 signer, the
+  // webhook's certificate code), which is memory every replica would otherwise keep.
   // Before /readyz answers: a Service routes admissions only to replicas that serve them.
-  const injection: RunningInjection | undefined = options.injection
-    ? await startInjection(ctx, namespace, options.injection)
+  const injectionOptions = options.injection;
+  const injection: RunningInjection | undefined = injectionOptions
+    ? await import('../injection/injection').then(({ startInjection }) =>
+        startInjection(ctx, namespace, injectionOptions),
+      )
     : undefined;
-  const kmsServer: RunningServer | undefined = options.kmsListen
-    ? await listen(
-        new KmsApi({ core, credentials: options.kmsListen.credentials, logger, rateLimit: 750 }),
-        options.kmsListen,
+  const kmsListen = options.kmsListen;
+  const kmsServer: RunningServer | undefined = kmsListen
+    ? await import('../kms-api/server').then(({ KmsApi, listen }) =>
+        listen(
+          new KmsApi({ core, credentials: kmsListen.credentials, logger, rateLimit: 750 }),
+          kmsListen,
+        ),
       )
     : undefined;
   // Replicas share the key store: a client key created through another replica
   // is picked up by a reload when a request names it.
-  const instanceServer: RunningInstanceApi | undefined = options.kmsInstanceListen
-    ? await startInstanceApi(core, options.kmsInstanceListen, logger, () => core.reload())
+  const instanceListen = options.kmsInstanceListen;
+  const instanceServer: RunningInstanceApi | undefined = instanceListen
+    ? await import('../kms-instance-api/server').then(({ startInstanceApi }) =>
+        startInstanceApi(core, instanceListen, logger, () => core.reload()),
+      )
     : undefined;
   started = true;
   logger.info({ namespace }, 'operator started');

@@ -49,6 +49,46 @@ export interface KubeList<T> {
 
 type Query = Record<string, string | number | boolean | undefined>;
 
+/** Requests that got an answer `code` (or 'error': none), by Kubernetes verb and resource. */
+export interface RequestTally {
+  verb: string;
+  resource: string;
+  code: string;
+  count: number;
+}
+
+const VERB_OF_METHOD: Record<string, [named: string, collection: string]> = {
+  GET: ['get', 'list'],
+  POST: ['create', 'create'],
+  PUT: ['update', 'update'],
+  PATCH: ['patch', 'patch'],
+  DELETE: ['delete', 'deletecollection'],
+};
+
+/**
+ * The Kubernetes verb and resource (with its subresource, e.g. datakeys/status)
+ * of an API path, as the API server's request info names them: what the
+ * request metric is labelled with.
+ */
+export function describeRequest(method: string, pathname: string) {
+  const segments = pathname.split('/').filter(Boolean);
+  if (segments[0] !== 'api' && segments[0] !== 'apis')
+    return { verb: method.toLowerCase(), resource: 'nonresource' };
+  // /api/v1/... or /apis/GROUP/VERSION/...
+  const rest = segments.slice(segments[0] === 'api' ? 2 : 3);
+  const namespaced =
+    rest[0] === 'namespaces' && rest.length >= 3 && rest[2] !== 'status' && rest[2] !== 'finalize';
+  const [resource = 'unknown', name, subresource] = namespaced ? rest.slice(2) : rest;
+  const [named, collection] = VERB_OF_METHOD[method] ?? [
+    method.toLowerCase(),
+    method.toLowerCase(),
+  ];
+  return {
+    verb: name === undefined ? collection : named,
+    resource: subresource === undefined ? resource : `${resource}/${subresource}`,
+  };
+}
+
 /** A write refused before it was sent: this replica may not write now (e.g. lost its lease). */
 export class FencedWriteError extends Error {
   constructor(reason: string) {
@@ -61,7 +101,7 @@ export class KubeClient {
   private readonly server: URL;
   private readonly agent: https.Agent;
   /** Shared with the views of withWriteFence, so that every request is counted once. */
-  private readonly counter = { requests: 0 };
+  private readonly counter = { requests: 0, answered: new Map<string, RequestTally>() };
   private fence?: () => string | undefined;
 
   constructor(readonly config: KubeConfig) {
@@ -74,6 +114,19 @@ export class KubeClient {
   /** Requests made, for the benchmarks and metrics. */
   get requestCount(): number {
     return this.counter.requests;
+  }
+
+  /** Requests answered so far, by verb, resource and status code (for the request metric). */
+  requestTallies(): RequestTally[] {
+    return [...this.counter.answered.values()];
+  }
+
+  private tally(method: string, pathname: string, code: string): void {
+    const { verb, resource } = describeRequest(method, pathname);
+    const key = `${verb} ${resource} ${code}`;
+    const seen = this.counter.answered.get(key);
+    if (seen) seen.count++;
+    else this.counter.answered.set(key, { verb, resource, code, count: 1 });
   }
 
   /**
@@ -201,14 +254,24 @@ export class KubeClient {
     this.counter.requests++;
     const transport = url.protocol === 'https:' ? https : http;
     return new Promise<T>((resolve, reject) => {
+      let tallied = false;
+      const answered = (code: string) => {
+        if (!tallied) this.tally(method, url.pathname, code);
+        tallied = true;
+      };
+      const failed = (err: Error) => {
+        answered('error');
+        reject(err);
+      };
       const req = transport.request(url, requestOptions, (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('error', reject);
+        res.on('error', failed);
         res.on('end', () => {
           const text = Buffer.concat(chunks).toString('utf8');
           const parsed = text ? safeJson(text) : undefined;
           const status = res.statusCode ?? 0;
+          answered(String(status));
           if (status >= 200 && status < 300) return resolve(parsed as T);
           const body = (parsed ?? {}) as { reason?: string; message?: string };
           reject(
@@ -221,7 +284,7 @@ export class KubeClient {
         });
       });
       req.setTimeout(30_000, () => req.destroy(new Error(`${method} ${url.pathname}: timed out`)));
-      req.on('error', reject);
+      req.on('error', failed);
       req.end(payload);
     });
   }

@@ -35,6 +35,8 @@ export class LeaderElector {
   private leading = false;
   private stopped = false;
   private timer?: NodeJS.Timeout;
+  /** The campaign step in flight (a lease GET and PUT), awaited by stop(). */
+  private ticking: Promise<void> = Promise.resolve();
   private observed?: { record: string; at: number };
   private lastRenewal = 0;
   private readonly durationS: number;
@@ -74,15 +76,20 @@ export class LeaderElector {
   /** Starts (or, after stop, restarts) campaigning for the lease. */
   start(): void {
     this.stopped = false;
-    void this.tick();
+    this.ticking = this.tick();
   }
 
   /** Stops electing; a leader releases the lease so another replica takes over at once. */
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
-    if (!this.leading) return;
-    this.setLeading(false);
+    const stoppedAt = Date.now();
+    const wasLeading = this.leading;
+    this.setLeading(false); // reconciling stops now
+    // A renewal in flight would otherwise land after the release below (which then
+    // fails with 409, so the next leader waits out a whole lease) or take the lease.
+    await this.ticking;
+    if (!wasLeading && this.lastRenewal < stoppedAt) return;
     try {
       const lease = await this.client.get<Lease>(this.path());
       if (lease.spec?.holderIdentity === this.options.identity) {
@@ -115,12 +122,12 @@ export class LeaderElector {
     try {
       const acquired = await this.tryAcquireOrRenew();
       if (acquired) this.lastRenewal = Date.now();
-      if (acquired && !this.leading) this.setLeading(true);
+      if (acquired && !this.leading && !this.stopped) this.setLeading(true);
     } catch (err) {
       this.logger.warn({ err: (err as Error).message }, 'lease request failed');
     }
     this.stepDownIfExpired();
-    if (!this.stopped) this.timer = setTimeout(() => void this.tick(), this.retryMs);
+    if (!this.stopped) this.timer = setTimeout(() => (this.ticking = this.tick()), this.retryMs);
   }
 
   private stepDownIfExpired(): void {

@@ -28,7 +28,7 @@ test('the final stage: production dependencies, dist and crds, numeric user, nod
   expect(final.some((l) => /^COPY --from=prod-deps \S*node_modules/.test(l))).toBe(true);
   expect(instructions).toContain('RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund');
   expect(final).toContain('USER 65532:65532');
-  expect(final).toContain('ENTRYPOINT ["node", "dist/cli.js"]');
+  expect(final).toContain('ENTRYPOINT ["node", "--max-semi-space-size=2", "dist/cli.js"]');
   expect(final.some((l) => l.startsWith('RUN '))).toBe(false);
 });
 

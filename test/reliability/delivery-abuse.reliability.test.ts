@@ -109,9 +109,12 @@ const deliver = (token: string, claim: object) =>
     authorization: `Bearer ${token}`,
   });
 
+/** All the operator's answered API requests (the metric's samples by verb, resource and code). */
 async function kubeRequests(): Promise<number> {
-  const m = /^datakey_kube_api_requests_total (\S+)$/m.exec(await op.metrics());
-  return Number(m?.[1] ?? NaN);
+  const samples = [
+    ...(await op.metrics()).matchAll(/^datakey_kube_api_requests_total\{.*\} (\S+)$/gm),
+  ];
+  return samples.length === 0 ? NaN : samples.reduce((sum, m) => sum + Number(m[1]), 0);
 }
 
 async function createPod(
