@@ -1,7 +1,7 @@
 import { timingSafeEqual } from 'node:crypto';
 import { secretsPath } from '../api/paths';
 import { ROOT_KEY_BYTES, type RootKeyLocation } from '../kms';
-import { isConflict, isNotFound, type KubeClient, type KubeObject } from '../runtime/kube-client';
+import { isConflict, type KubeClient, type KubeObject } from '../runtime/kube-client';
 import {
   parseSealedBlob,
   SealError,
@@ -12,6 +12,7 @@ import {
 import {
   ROOT_KEY_SECRET,
   createRootKeySecretOnce,
+  getRootKeySecret,
   rootKeySecretBody,
   type SecretObject,
 } from './secret-key-store';
@@ -94,13 +95,8 @@ export function sealedRootKeySecret(options: SealedRootKeyOptions): RootKeyLocat
   };
 
   const read = async (): Promise<Buffer | undefined> => {
-    let secret: SecretObject;
-    try {
-      secret = await client.get<SecretObject>(`${collection}/${ROOT_KEY_SECRET}`);
-    } catch (err) {
-      if (isNotFound(err)) return undefined;
-      throw err;
-    }
+    const secret = await getRootKeySecret(client, namespace);
+    if (!secret) return undefined;
     const sealed = secret.data?.[SEALED_ROOT_KEY_FIELD];
     if (sealed) {
       return unsealStored(secret, parseSealedBlob(Buffer.from(sealed, 'base64').toString('utf8')));

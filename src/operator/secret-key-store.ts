@@ -155,16 +155,10 @@ export const ROOT_KEY_SECRET = 'datakey-root-key';
  * the create of one fails with a conflict and it reads the winner's.
  */
 export function rootKeySecret(client: KubeClient, namespace: string): RootKeyLocation {
-  const collection = secretsPath(namespace);
   const description = `Secret ${namespace}/${ROOT_KEY_SECRET}`;
   const read = async (): Promise<Buffer | undefined> => {
-    let secret: SecretObject;
-    try {
-      secret = await client.get<SecretObject>(`${collection}/${ROOT_KEY_SECRET}`);
-    } catch (err) {
-      if (isNotFound(err)) return undefined;
-      throw err;
-    }
+    const secret = await getRootKeySecret(client, namespace);
+    if (!secret) return undefined;
     // Not damage but a start without the options it needs: exit and say so.
     if (secret.data?.sealedRootKey) {
       throw new Error(
@@ -191,6 +185,19 @@ export function rootKeySecret(client: KubeClient, namespace: string): RootKeyLoc
         description,
       ),
   };
+}
+
+/** The root-key Secret as stored, or undefined when there is none. */
+export async function getRootKeySecret(
+  client: KubeClient,
+  namespace: string,
+): Promise<SecretObject | undefined> {
+  try {
+    return await client.get<SecretObject>(`${secretsPath(namespace)}/${ROOT_KEY_SECRET}`);
+  } catch (err) {
+    if (isNotFound(err)) return undefined;
+    throw err;
+  }
 }
 
 /** The root-key Secret as written, sealed or not. */
