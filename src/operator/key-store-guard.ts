@@ -62,6 +62,13 @@ export class KeyStoreGuard {
   private wake?: () => void;
   /** Changes seen to the namespace's Secrets, and how many of them the core has loaded. */
   private changes = 0;
+  /**
+   * Whether the root key must be read again at the next check: its Secret changed,
+   * the periodic re-check came, or the last read failed. Other Secrets of the
+   * namespace change with every rotation; re-reading (with a seal: a KMS Decrypt)
+   * for each would be work without news.
+   */
+  private rootKeyReadDue = true;
   private loadedChanges = 0;
 
   constructor(private readonly options: KeyStoreGuardOptions) {}
@@ -131,7 +138,10 @@ export class KeyStoreGuard {
   private startRecheck(): void {
     const every = this.options.recheckIntervalMs;
     if (!every || this.recheck) return;
-    this.recheck = setInterval(() => this.schedule(), every);
+    this.recheck = setInterval(() => {
+      this.rootKeyReadDue = true;
+      this.schedule();
+    }, every);
     this.recheck.unref();
   }
 
@@ -153,8 +163,9 @@ export class KeyStoreGuard {
       { path: `/api/v1/namespaces/${namespace}/secrets` },
       logger,
     );
-    this.secrets.on(() => {
+    this.secrets.on((_event, secret) => {
       this.changes++;
+      if (secret.metadata.name === ROOT_KEY_SECRET) this.rootKeyReadDue = true;
       this.schedule();
     });
     this.secrets.start();
@@ -165,7 +176,7 @@ export class KeyStoreGuard {
     const core = this.core;
     if (!core) return;
     try {
-      const problem = (await this.rootKeyProblem()) ?? (await this.storeProblem(core));
+      const problem = (await this.rootKeyProblemIfDue()) ?? (await this.storeProblem(core));
       const recovered = this.current !== undefined && problem === undefined;
       this.report(problem);
       if (recovered) this.options.onRecovered();
@@ -173,6 +184,19 @@ export class KeyStoreGuard {
       // The API server being away is not damage: the next change or retry checks again.
       this.options.logger.warn({ err: (err as Error).message }, 'key store check failed');
       setTimeout(() => this.schedule(), RETRY_MS).unref();
+    }
+  }
+
+  /** A root key in a file is read at every check (no watch tells when it changes). */
+  private async rootKeyProblemIfDue(): Promise<Problem | undefined> {
+    const due = this.rootKeyReadDue || this.current !== undefined || !!this.options.rootKeyFile;
+    if (!due) return undefined;
+    this.rootKeyReadDue = false;
+    try {
+      return await this.rootKeyProblem();
+    } catch (err) {
+      this.rootKeyReadDue = true; // not read: the retry reads it
+      throw err;
     }
   }
 
